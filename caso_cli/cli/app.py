@@ -1,0 +1,91 @@
+"""Root of the ``caso`` command: wires the command groups and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from caso_cli import __version__
+from caso_cli.errors import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, CasoError
+
+app = typer.Typer(
+    name="caso",
+    help=(
+        "Edit images with Stable Diffusion through embeddings learned from a frozen attribute "
+        "classifier (CASO, IJCAI 2025).\n\n"
+        "Errors are one line on stderr; set CASO_DEBUG=1 for the traceback. "
+        "Exit codes: 0 ok, 1 check failed, 2 usage, 3 input, 4 model load, 5 out of memory, "
+        "130 interrupted."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"caso {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """caso root options."""
+
+
+def _register() -> None:
+    # Imported here so that each module registers its commands on `app`; none imports torch.
+    from caso_cli.cli import misc, model  # noqa: F401
+
+    app.add_typer(model.app, name="model")
+    try:
+        from caso_cli.cli import toyworld
+    except ImportError:
+        return
+    app.add_typer(toyworld.app, name="toyworld")
+
+
+_register()
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script: run the app, turn known failures into one line."""
+    debug = os.environ.get("CASO_DEBUG", "") not in ("", "0")
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except CasoError as exc:
+        if debug:
+            raise
+        typer.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("Error: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except RuntimeError as exc:
+        if not _is_oom(exc) or debug:
+            raise
+        typer.echo(f"Error: out of memory: {str(exc).splitlines()[0]} (try a smaller --batch-size or --size)",
+                   err=True)
+        sys.exit(EXIT_OUT_OF_MEMORY)
+    except typer.Abort:
+        typer.echo("Error: aborted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except typer.TyperException as exc:  # usage errors found by the parser
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,17 @@
+"""Small root commands: ``caso path``."""
+
+from __future__ import annotations
+
+import typer
+
+from caso_cli.cli.app import app
+
+
+@app.command("path")
+def path_cmd(
+    cache: bool = typer.Option(False, "--cache", help="Print the cache directory instead."),
+) -> None:
+    """Print the user data directory ($CASO_HOME, else the platform's user data dir)."""
+    from caso_cli.paths import cache_dir, user_dir
+
+    typer.echo(str(cache_dir() if cache else user_dir()))

@@ -1,0 +1,92 @@
+"""Text-encoder conditions built from learned token vectors (METHOD §1).
+
+A condition for learned vectors ``e_1..e_m`` is the text encoder's output for the
+token sequence ``[BOS, e_1..e_m, EOS, pad...]``, padded exactly as the model's own
+tokenizer pads an m-token prompt. The vectors enter at the token-embedding layer
+(through a forward hook), so the rest of the encoder (position embeddings, causal
+mask, final layer norm) is the model's own code: a learned vector is byte for byte a
+textual-inversion embedding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from caso_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _max_length(tokenizer: Any) -> int:
+    return int(getattr(tokenizer, "model_max_length", 77) or 77)
+
+
+def prompt_ids(tokenizer: Any, prompts: list[str]) -> torch.Tensor:
+    """Token ids of ``prompts``, padded and truncated to the tokenizer's max length."""
+    enc = tokenizer(prompts, padding="max_length", max_length=_max_length(tokenizer), truncation=True,
+                    return_tensors="pt")
+    return enc.input_ids
+
+
+def placeholder_ids(tokenizer: Any, num_vectors: int) -> torch.Tensor:
+    """Ids ``[BOS, p * num_vectors, EOS, pad...]`` (1, L): the empty prompt with slots after BOS."""
+    import torch
+
+    length = _max_length(tokenizer)
+    if not 1 <= num_vectors <= length - 2:
+        raise UsageError(f"a condition holds 1 to {length - 2} learned tokens, got {num_vectors}")
+    empty = prompt_ids(tokenizer, [""])[0]
+    # The slot id is irrelevant (its embedding is replaced); use the BOS id so that
+    # the encoder's "first EOS" pooling position stays where the tokenizer put it.
+    slots = torch.full((num_vectors,), int(empty[0]), dtype=empty.dtype)
+    ids = torch.cat([empty[:1], slots, empty[1:]])[:length]
+    return ids.unsqueeze(0)
+
+
+@contextmanager
+def _replace_token_rows(text_encoder: Any, vectors: torch.Tensor) -> Iterator[None]:
+    """Within the block, token-embedding outputs at positions 1..m are ``vectors`` (B, m, d)."""
+    layer = text_encoder.get_input_embeddings()
+    m = vectors.shape[1]
+
+    def hook(_module: Any, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        rows = vectors.to(device=output.device, dtype=output.dtype).expand(output.shape[0], -1, -1)
+        return torch.cat([output[:, :1], rows, output[:, 1 + m:]], dim=1)
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def encode_vectors(text_encoder: Any, tokenizer: Any, vectors: torch.Tensor) -> torch.Tensor:
+    """Condition c for learned token vectors: T([BOS, e_1..e_m, EOS, ...]) (METHOD §1).
+
+    ``vectors`` is (m, d) or (B, m, d); the result is (B, L, D). Gradients flow into ``vectors``.
+    """
+    if vectors.dim() == 2:
+        vectors = vectors.unsqueeze(0)
+    d = text_encoder.get_input_embeddings().weight.shape[1]
+    if vectors.shape[-1] != d:
+        raise UsageError(f"embedding vectors have size {vectors.shape[-1]} but this text encoder takes {d}")
+    device = text_encoder.get_input_embeddings().weight.device
+    ids = placeholder_ids(tokenizer, vectors.shape[1]).to(device).expand(vectors.shape[0], -1)
+    with _replace_token_rows(text_encoder, vectors):
+        return text_encoder(input_ids=ids)[0]
+
+
+def encode_prompts(text_encoder: Any, tokenizer: Any, prompts: list[str]) -> torch.Tensor:
+    """Conditions for ordinary text prompts (B, L, D), as Stable Diffusion pipelines encode them."""
+    device = text_encoder.get_input_embeddings().weight.device
+    return text_encoder(input_ids=prompt_ids(tokenizer, prompts).to(device))[0]
+
+
+def null_condition(text_encoder: Any, tokenizer: Any) -> torch.Tensor:
+    """The null condition c_null = T("") (1, L, D) (METHOD §1)."""
+    return encode_prompts(text_encoder, tokenizer, [""])

@@ -1,0 +1,402 @@
+"""Image input and output: reading any image Pillow can open, resizing, tensors and PNG output.
+
+Reading (:func:`load_image`)
+    Accepts whatever Pillow opens (JPEG, PNG, WebP, BMP, TIFF, GIF, ...; EPS is refused because
+    Pillow would hand it to Ghostscript). The EXIF orientation is applied, animated images give
+    their first frame, and every colour mode becomes 8-bit RGB: alpha (RGBA, LA, PA, palette or
+    grey/RGB with a transparency key) is composited on white, 16-bit and 32-bit data
+    (``I;16*``, ``I``, ``F``) is scaled down to 8 bit rather than clipped, CMYK and grey are
+    converted. Images over :data:`MAX_PIXELS` are refused from their header, before any pixel is
+    decoded. Every failure is an :class:`~caso_cli.errors.InputError` whose message is one line,
+    ``"<path>: <reason>"``.
+
+Resize policy (:func:`fit_image`)
+    The model works at a fixed resolution whose width and height are multiples of 8 (the VAE
+    downsamples by 8). An input of another shape is brought to that size in one of three ways:
+
+    ``crop`` (default)
+        scale, keeping the aspect ratio, until the image covers the target, then cut the
+        overflow equally from both sides (centre crop). Nothing is distorted; edges may be lost.
+    ``pad``
+        scale, keeping the aspect ratio, until the image fits inside the target, then centre it
+        on a white canvas. Nothing is lost or distorted; white bars are added.
+    ``stretch``
+        resize to the target directly. Nothing is lost; the aspect ratio may change.
+
+    Resampling is Lanczos throughout.
+
+Tensors (:func:`to_tensor`, :func:`to_pil`)
+    Images map to ``float32`` tensors of shape ``(N, 3, H, W)`` in ``[-1, 1]``
+    (``v / 127.5 - 1``); the inverse clamps and rounds, so uint8 images round-trip exactly.
+    torch and numpy are imported only inside the functions that need them.
+
+Writing (:func:`save_png`, :func:`read_png_metadata`)
+    PNGs are written atomically (a temporary file in the same directory, then a rename) with
+    string metadata stored as PNG text chunks; an existing file is never replaced unless asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
+
+from caso_cli.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "FIT_MODES",
+    "MAX_PIXELS",
+    "fit_image",
+    "load_image",
+    "parse_size",
+    "read_png_metadata",
+    "save_png",
+    "to_pil",
+    "to_tensor",
+]
+
+#: Largest image (width * height) that is read; larger ones are refused from their header.
+#: Pillow's own bomb check (``PIL.Image.MAX_IMAGE_PIXELS``, twice its value) still applies on top.
+MAX_PIXELS = 64_000_000
+
+#: The resize modes :func:`fit_image` accepts.
+FIT_MODES = ("crop", "pad", "stretch")
+
+WHITE = (255, 255, 255)
+
+# Formats never opened: Pillow renders EPS by running Ghostscript on the file.
+_REFUSED_FORMATS = frozenset({"EPS"})
+
+_RESAMPLE = Image.Resampling.LANCZOS
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[x×*]\s*(\d+)\s*)?$", re.IGNORECASE)
+_BOMB_PIXELS_RE = re.compile(r"\((\d+) pixels\)")
+
+
+# ----------------------------------------------------------------------------------------------
+# reading
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    return text.splitlines()[0].strip()
+
+
+def _limit_message(path: str | Path, width: int | None = None, height: int | None = None) -> str:
+    limit = f"over the {MAX_PIXELS // 1_000_000} megapixel limit"
+    if width is None or height is None:
+        return f"{path}: image is {limit}"
+    return f"{path}: image is {width}x{height}, {limit}"
+
+
+def _open_formats() -> list[str]:
+    Image.init()
+    return [fmt for fmt in Image.ID if fmt not in _REFUSED_FORMATS]
+
+
+def _check_file(path: Path, shown: str | Path) -> None:
+    """Raise InputError unless ``path`` is a non-empty regular file."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{shown}: no such file") from None
+    except PermissionError:
+        raise InputError(f"{shown}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"{shown}: cannot access file ({_one_line(exc)})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{shown}: is a directory, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{shown}: not a regular file")
+    if st.st_size == 0:
+        raise InputError(f"{shown}: file is empty (0 bytes)")
+
+
+@contextmanager
+def _open_image(path: str | Path) -> Iterator[Image.Image]:
+    """Open ``path`` lazily, check its header size, and map every failure to InputError.
+
+    Errors raised while the body runs (decoding happens there) are mapped too.
+    """
+    file = Path(path)
+    _check_file(file, path)
+    try:
+        fh = open(file, "rb")  # closed in the finally below
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not an image file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open file ({_one_line(exc)})") from None
+    try:
+        with warnings.catch_warnings():
+            # Our own limit below decides; Pillow's warning would only leak to stderr.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                img = Image.open(fh, formats=_open_formats())
+            except UnidentifiedImageError:
+                raise InputError(f"{path}: not an image file (or a format Pillow cannot read)") from None
+            except Image.DecompressionBombError as exc:
+                match = _BOMB_PIXELS_RE.search(str(exc))
+                detail = f" ({int(match.group(1)) / 1e6:.0f} megapixels)" if match else ""
+                raise InputError(_limit_message(path) + detail) from None
+            except InputError:
+                raise
+            except Exception as exc:  # Pillow plugins raise many types on bad headers
+                raise InputError(f"{path}: not a readable image ({_one_line(exc)})") from None
+            with img:
+                width, height = img.size
+                if width <= 0 or height <= 0:
+                    raise InputError(f"{path}: image has no pixels ({width}x{height})")
+                if width * height > MAX_PIXELS:
+                    raise InputError(_limit_message(path, width, height))
+                try:
+                    yield img
+                except (InputError, UsageError):
+                    raise
+                except Image.DecompressionBombError:
+                    raise InputError(_limit_message(path, width, height)) from None
+                except MemoryError:
+                    raise InputError(f"{path}: out of memory while decoding the image") from None
+                except Exception as exc:
+                    raise InputError(f"{path}: corrupt or truncated image ({_one_line(exc)})") from None
+    finally:
+        fh.close()
+
+
+def _scale_to_8bit(img: Image.Image) -> Image.Image:
+    """Convert a 16/32-bit integer or float single-channel image to ``L``, scaling, not clipping.
+
+    ``I;16*`` is 0..65535 -> 0..255. ``I`` and ``F`` are read by their largest value: up to 1.0
+    (``F`` only) as 0..1, up to 255 as 8-bit, up to 65535 as 16-bit, else scaled by the maximum.
+    Negative values become 0.
+    """
+    import numpy as np
+
+    arr = np.asarray(img).astype(np.float64)
+    if img.mode.startswith("I;16"):
+        scale = 255.0 / 65535.0
+    else:
+        finite = arr[np.isfinite(arr)]
+        peak = float(finite.max()) if finite.size else 0.0
+        if img.mode == "F" and peak <= 1.0:
+            scale = 255.0
+        elif peak <= 255.0:
+            scale = 1.0
+        elif peak <= 65535.0:
+            scale = 255.0 / 65535.0
+        else:
+            scale = 255.0 / peak
+    out = np.nan_to_num(arr * scale, nan=0.0, posinf=255.0, neginf=0.0)
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return Image.fromarray(out)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB, compositing transparency on white. Always returns a new image."""
+    if img.mode == "RGB" and "transparency" not in img.info:
+        return img.copy()
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        return _scale_to_8bit(img).convert("RGB")
+    if img.has_transparency_data:
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, WHITE)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return img.convert("RGB")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Read an image file as a fully loaded RGB image (orientation applied, file closed)."""
+    with _open_image(path) as img:
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        img.load()
+        try:
+            oriented = ImageOps.exif_transpose(img)
+        except Exception:  # a broken EXIF block is not worth refusing the image for
+            oriented = img
+        try:
+            rgb = _to_rgb(oriented)
+        except ValueError as exc:  # e.g. a colour mode Pillow cannot convert
+            raise InputError(f"{path}: unsupported colour mode {img.mode} ({_one_line(exc)})") from None
+    rgb.info.pop("transparency", None)
+    return rgb
+
+
+# ----------------------------------------------------------------------------------------------
+# sizes and resizing
+
+
+def _size_error(width: int, height: int) -> str | None:
+    if width <= 0 or height <= 0:
+        return "width and height must be positive multiples of 8"
+    if width % 8 or height % 8:
+        near_w, near_h = max(8, round(width / 8) * 8), max(8, round(height / 8) * 8)
+        return f"width and height must be multiples of 8 (e.g. {near_w}x{near_h})"
+    return None
+
+
+def _target_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        width, height = size, size
+    else:
+        try:
+            width, height = (int(v) for v in size)
+        except (TypeError, ValueError):
+            raise UsageError(f"invalid target size {size!r}: expected N or (width, height)") from None
+    problem = _size_error(width, height)
+    if problem:
+        raise UsageError(f"invalid target size {width}x{height}: {problem}")
+    return width, height
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``"512"`` or ``"512x768"`` (width x height) into ``(width, height)``, multiples of 8."""
+    match = _SIZE_RE.match(text or "")
+    if not match:
+        raise UsageError(f"invalid size {text!r}: expected N or WxH, e.g. 512 or 512x768")
+    width = int(match.group(1))
+    height = int(match.group(2)) if match.group(2) is not None else width
+    problem = _size_error(width, height)
+    if problem:
+        raise UsageError(f"invalid size {text!r}: {problem}")
+    return width, height
+
+
+def fit_image(img: Image.Image, size: int | tuple[int, int], mode: str = "crop") -> Image.Image:
+    """Resize to ``size`` (int or ``(width, height)``) by ``crop``, ``pad`` or ``stretch``; returns RGB."""
+    target = _target_size(size)
+    if mode not in FIT_MODES:
+        raise UsageError(f"unknown resize mode {mode!r}: choose one of {', '.join(FIT_MODES)}")
+    rgb = img if img.mode == "RGB" and "transparency" not in img.info else _to_rgb(img)
+    if rgb.size == target:
+        return rgb.copy()
+    if mode == "crop":
+        return ImageOps.fit(rgb, target, method=_RESAMPLE, centering=(0.5, 0.5))
+    if mode == "pad":
+        return ImageOps.pad(rgb, target, method=_RESAMPLE, color=WHITE, centering=(0.5, 0.5))
+    return rgb.resize(target, _RESAMPLE)
+
+
+# ----------------------------------------------------------------------------------------------
+# tensors
+
+
+def to_tensor(images: Image.Image | list[Image.Image]) -> torch.Tensor:
+    """Images (one or a list, all the same size) -> float32 tensor ``(N, 3, H, W)`` in ``[-1, 1]``."""
+    import numpy as np
+    import torch
+
+    batch = [images] if isinstance(images, Image.Image) else list(images)
+    if not batch:
+        raise ValueError("to_tensor: no images given")
+    sizes = {im.size for im in batch}
+    if len(sizes) > 1:
+        shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
+        raise ValueError(f"to_tensor: images differ in size ({shown}); resize them with fit_image first")
+    arrays = [np.asarray(im if im.mode == "RGB" else _to_rgb(im), dtype=np.uint8) for im in batch]
+    stacked = torch.from_numpy(np.stack(arrays))  # (N, H, W, 3) uint8
+    tensor = stacked.permute(0, 3, 1, 2).to(torch.float32).contiguous()
+    return tensor / 127.5 - 1.0
+
+
+def to_pil(tensor: torch.Tensor) -> list[Image.Image]:
+    """Tensor ``(N, 3, H, W)`` or ``(3, H, W)`` in ``[-1, 1]`` -> RGB images (clamped, rounded)."""
+    import torch
+
+    t = torch.as_tensor(tensor).detach().to(device="cpu", dtype=torch.float32)
+    if t.dim() == 3:
+        t = t.unsqueeze(0)
+    if t.dim() != 4 or t.shape[1] != 3:
+        raise ValueError(f"to_pil: expected a (N, 3, H, W) or (3, H, W) tensor, got {tuple(t.shape)}")
+    t = torch.nan_to_num(t, nan=0.0, posinf=1.0, neginf=-1.0)
+    pixels = ((t + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    arrays = pixels.permute(0, 2, 3, 1).contiguous().numpy()
+    return [Image.fromarray(arr) for arr in arrays]
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+
+_PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"})
+
+
+def _png_info(metadata: Mapping[str, Any] | None) -> PngInfo:
+    info = PngInfo()
+    for key, value in (metadata or {}).items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        # long values go compressed (zTXt / compressed iTXt); add_text picks iTXt for non-Latin-1
+        info.add_text(str(key), text, zip=len(text) > 1024)
+    return info
+
+
+def save_png(
+    img: Image.Image,
+    path: str | Path,
+    metadata: dict[str, str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``img`` as PNG with ``metadata`` as text chunks, atomically; refuse to overwrite unless asked."""
+    dest = Path(path)
+    if dest.is_dir():
+        raise InputError(f"{path}: is a directory")
+    if not overwrite and (dest.exists() or dest.is_symlink()):
+        raise InputError(f"{path}: exists (use --overwrite)")
+    info = _png_info(metadata)
+    out = img if img.mode in _PNG_MODES else _to_rgb(img)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot create directory {dest.parent} ({_one_line(exc)})") from None
+
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        try:
+            # O_EXCL: never follow or reuse anything; 0o666 so the umask decides the final mode
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            with os.fdopen(fd, "wb") as fh:
+                out.save(fh, format="PNG", pnginfo=info)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if overwrite:
+                os.replace(tmp, dest)
+            else:
+                try:
+                    os.link(tmp, dest)  # atomic and fails if dest appeared meanwhile
+                except FileExistsError:
+                    raise InputError(f"{path}: exists (use --overwrite)") from None
+                except OSError:  # no hard links on this file system
+                    if dest.exists():
+                        raise InputError(f"{path}: exists (use --overwrite)") from None
+                    os.replace(tmp, dest)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write ({_one_line(exc)})") from None
+    finally:
+        with suppress(OSError):  # gone already after a rename
+            tmp.unlink()
+    return dest
+
+
+def read_png_metadata(path: str | Path) -> dict[str, str]:
+    """Return the text chunks (tEXt, zTXt, iTXt) of a PNG file as a dict."""
+    with _open_image(path) as img:
+        if img.format != "PNG":
+            raise InputError(f"{path}: not a PNG file ({img.format or 'unknown format'})")
+        text = img.text  # type: ignore[attr-defined]  # reads chunks after the image data too
+        return {str(key): str(value) for key, value in text.items()}

@@ -1,0 +1,1 @@
+"""Model loading: Stable Diffusion components, tokenizers, classifiers."""

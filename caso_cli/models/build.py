@@ -1,0 +1,105 @@
+"""Build Stable Diffusion-shaped components from configs with random (seeded) weights.
+
+Used by the tests (``TINY``), the toy world (``TOY``, then trained) and the benchmarks
+(``SD15``, the real SD 1.5 shapes). Everything is offline: the tokenizer is the small
+one of :mod:`caso_cli.models.tokenizer`, whose special ids match Stable Diffusion's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from caso_cli.models.tokenizer import VOCAB_SIZE, load_tokenizer, write_tokenizer_files
+
+
+@dataclass(frozen=True)
+class SDShape:
+    """Architecture of a Stable Diffusion-style model."""
+
+    sample_size: int = 16  # latent side; image side = sample_size * 2 ** (len(vae_channels) - 1)
+    vae_channels: tuple[int, ...] = (8, 16)  # AutoencoderKL block_out_channels
+    vae_layers: int = 1  # layers per VAE block
+    latent_channels: int = 4
+    unet_channels: tuple[int, ...] = (8, 16)  # UNet2DConditionModel block_out_channels
+    unet_layers: int = 1  # layers per UNet block
+    attention_head_dim: int | tuple[int, ...] = 2
+    norm_groups: int = 4  # GroupNorm groups (must divide every channel count)
+    text_width: int = 16  # CLIP hidden size = token embedding size = cross-attention dim
+    text_layers: int = 1
+    text_heads: int = 2
+    text_intermediate: int = 32
+    prediction_type: str = "epsilon"
+    words: Sequence[str] = field(default_factory=tuple)  # whole words in the offline vocabulary
+
+    @property
+    def resolution(self) -> int:
+        return self.sample_size * 2 ** (len(self.vae_channels) - 1)
+
+
+TINY = SDShape()
+SD15 = SDShape(sample_size=64, vae_channels=(128, 256, 512, 512), vae_layers=2, unet_channels=(320, 640, 1280, 1280),
+               unet_layers=2, attention_head_dim=8, norm_groups=32, text_width=768, text_layers=12, text_heads=12,
+               text_intermediate=3072)
+
+
+def scheduler_config(prediction_type: str = "epsilon") -> dict[str, Any]:
+    """Stable Diffusion 1.x's scheduler settings."""
+    return {
+        "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+        "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": prediction_type,
+        "timestep_spacing": "leading",
+    }
+
+
+def build_components(shape: SDShape, seed: int = 0, tokenizer_dir: str | Path | None = None) -> dict[str, Any]:
+    """Randomly initialised vae, unet, text_encoder, tokenizer and DDIM scheduler of ``shape``."""
+    import tempfile
+
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    n = len(shape.unet_channels)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=shape.sample_size, in_channels=shape.latent_channels, out_channels=shape.latent_channels,
+        block_out_channels=shape.unet_channels, layers_per_block=shape.unet_layers,
+        down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+        cross_attention_dim=shape.text_width, attention_head_dim=shape.attention_head_dim,
+        norm_num_groups=shape.norm_groups,
+    )
+    torch.manual_seed(seed + 1)
+    m = len(shape.vae_channels)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=shape.latent_channels,
+        block_out_channels=shape.vae_channels, layers_per_block=shape.vae_layers,
+        down_block_types=("DownEncoderBlock2D",) * m, up_block_types=("UpDecoderBlock2D",) * m,
+        norm_num_groups=shape.norm_groups, sample_size=shape.resolution,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=shape.text_width, intermediate_size=shape.text_intermediate,
+        num_hidden_layers=shape.text_layers, num_attention_heads=shape.text_heads, max_position_embeddings=77,
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, projection_dim=shape.text_width,
+    ))
+    tok_dir = Path(tokenizer_dir) if tokenizer_dir else Path(tempfile.mkdtemp(prefix="caso-tok-"))
+    write_tokenizer_files(tok_dir, shape.words)
+    return {
+        "vae": vae.eval(), "unet": unet.eval(), "text_encoder": text_encoder.eval(),
+        "tokenizer": load_tokenizer(tok_dir),
+        "scheduler": DDIMScheduler(**scheduler_config(shape.prediction_type)),
+    }
+
+
+def save_pipeline_folder(components: dict[str, Any], out_dir: str | Path) -> Path:
+    """Save components as a standard diffusers Stable Diffusion folder (``model_index.json`` + safetensors)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(str(out_dir), safe_serialization=True)
+    return Path(out_dir)

@@ -1,0 +1,273 @@
+"""Find and load a Stable Diffusion model the way diffusers users expect.
+
+``--model`` (or ``$CASO_MODEL``) may be:
+
+* ``toy``: the small toy-world model shipped inside caso (offline, CPU friendly);
+* a local diffusers folder (``model_index.json`` with ``vae/``, ``unet/``, ``text_encoder/``,
+  ``tokenizer/``, ``scheduler/``);
+* a single-file checkpoint (``.safetensors``; ``.ckpt`` only with ``allow_pickle``), with
+  ``config`` naming a local diffusers folder (or cached hub id) that holds its configs;
+* a Hugging Face hub id such as ``stable-diffusion-v1-5/stable-diffusion-v1-5``, resolved
+  through the local Hugging Face cache first; downloaded only when ``HF_HUB_OFFLINE`` is unset.
+
+Only the VAE, UNet, text encoder, tokenizer and scheduler are loaded; all are frozen,
+in eval mode, with gradients off. Every failure is a :class:`ModelLoadError`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from caso_cli.errors import ModelLoadError, UsageError
+
+if TYPE_CHECKING:
+    from caso_cli.diffusion import Schedule
+    from caso_cli.runtime import Runtime
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+TOY_MODEL = "toy"
+COMPONENTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+
+
+def default_model() -> str:
+    """``$CASO_MODEL`` if set, else the Stable Diffusion 1.5 hub id."""
+    return os.environ.get("CASO_MODEL") or DEFAULT_MODEL
+
+
+def toy_model_dir() -> Path:
+    """The folder of the toy-world model shipped in the package."""
+    return Path(__file__).resolve().parent.parent / "toyworld" / "model"
+
+
+@dataclass
+class StableDiffusion:
+    """The frozen components caso needs, plus facts derived from their configs."""
+
+    vae: Any  # diffusers AutoencoderKL
+    unet: Any  # diffusers UNet2DConditionModel
+    text_encoder: Any  # transformers CLIPTextModel
+    tokenizer: Any  # transformers CLIPTokenizer
+    scheduler: Any  # the scheduler as configured by the model (used for its config only)
+    schedule: Schedule  # noise schedule and DDIM grid rule
+    runtime: Runtime  # device and dtype the components live on
+    name: str  # what the user asked for (hub id, path, "toy")
+
+    @property
+    def scaling_factor(self) -> float:
+        """VAE latent scaling s (0.18215 for SD 1.x)."""
+        return float(getattr(self.vae.config, "scaling_factor", 0.18215))
+
+    @property
+    def vae_scale(self) -> int:
+        """Pixels per latent cell along each side."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def resolution(self) -> int:
+        """The image size the UNet was built for (512 for SD 1.5, 768 for SD 2.x-v)."""
+        size = self.unet.config.sample_size
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        return int(size) * self.vae_scale
+
+    @property
+    def token_dim(self) -> int:
+        """Size of one input token embedding (768 for SD 1.x, 1024 for SD 2.x)."""
+        return int(self.text_encoder.get_input_embeddings().weight.shape[1])
+
+    @property
+    def prediction_type(self) -> str:
+        return self.schedule.prediction_type
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about the loaded model, for ``caso model info`` and provenance."""
+        return {
+            "model": self.name,
+            "resolution": self.resolution,
+            "latent_channels": int(self.vae.config.latent_channels),
+            "vae_scale": self.vae_scale,
+            "scaling_factor": self.scaling_factor,
+            "token_dim": self.token_dim,
+            "cross_attention_dim": int(self.unet.config.cross_attention_dim),
+            "prediction_type": self.prediction_type,
+            "num_train_timesteps": self.schedule.num_train_timesteps,
+            "device": str(self.runtime.device),
+            "dtype": str(self.runtime.dtype).replace("torch.", ""),
+            "parameters": {
+                name: sum(p.numel() for p in getattr(self, name).parameters())
+                for name in ("vae", "unet", "text_encoder")
+            },
+        }
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _freeze(module: Any, runtime: Runtime) -> Any:
+    module.requires_grad_(False)
+    module.eval()
+    if module.device != runtime.device or module.dtype != runtime.dtype:
+        module = module.to(runtime.device, runtime.dtype)
+    return module
+
+
+def quiet_libraries() -> None:
+    """Silence diffusers/transformers info logs and their progress bars (caso shows its own)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _finish(parts: dict[str, Any], runtime: Runtime, name: str) -> StableDiffusion:
+    from caso_cli.diffusion import schedule_from_config
+
+    try:
+        schedule = schedule_from_config(parts["scheduler"])
+    except ValueError as exc:
+        raise ModelLoadError(f"{name}: {exc}") from None
+    for key in ("vae", "unet", "text_encoder"):
+        parts[key] = _freeze(parts[key], runtime)
+    return StableDiffusion(schedule=schedule, runtime=runtime, name=name, **parts)
+
+
+def _load_components(source: str, runtime: Runtime, local_only: bool) -> dict[str, Any]:
+    """Load each component from a diffusers folder or hub id (subfolders)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    common = {"local_files_only": local_only}
+    return {
+        "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=runtime.dtype, **common),
+        "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=runtime.dtype,
+                                                     **common),
+        "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder",
+                                                      torch_dtype=runtime.dtype, **common),
+        "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **common),
+        "scheduler": DDIMScheduler.from_pretrained(source, subfolder="scheduler", **common),
+    }
+
+
+def _load_single_file(path: Path, runtime: Runtime, config: str | None, allow_pickle: bool) -> dict[str, Any]:
+    """Load an original-layout (CompVis/LDM, A1111/ComfyUI) checkpoint with diffusers' single-file loader.
+
+    ``config`` (a local diffusers folder or a hub id) holds the component configs; without it diffusers
+    infers the model from the checkpoint's keys and fetches that model's configs (from the local
+    cache only when offline). The weights of the UNet, VAE and text encoder come from the file.
+    """
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
+    try:
+        from diffusers.loaders.single_file_utils import SingleFileComponentError
+        component_errors: tuple[type[Exception], ...] = (SingleFileComponentError,)
+    except ImportError:  # diffusers without this error class
+        component_errors = ()
+
+    if path.suffix.lower() in (".ckpt", ".pt", ".bin", ".pth") and not allow_pickle:
+        raise UsageError(
+            f"{path}: legacy pickle checkpoints can run code when loaded; convert it to .safetensors "
+            "or pass --allow-pickle if you trust its source")
+    source = config
+    if config:
+        local = Path(config).expanduser()
+        if local.is_dir():
+            if not (local / "model_index.json").is_file():
+                raise ModelLoadError(f"{config}: not a diffusers model folder (no model_index.json); "
+                                     "--model-config needs the configs of the checkpoint's model")
+            source = str(local)
+        elif local.exists() or config.startswith((".", "/", "~")) or config.count("/") > 1 or "\\" in config:
+            raise ModelLoadError(f"{config}: no such config folder (--model-config takes a local diffusers "
+                                 "folder or a hub id)")
+    configs = f"the configs in {config!r}" if config else "the configs diffusers infers from its keys"
+    kwargs: dict[str, Any] = {"torch_dtype": runtime.dtype,
+                              "local_files_only": _offline() or config is not None}
+    try:
+        # The optional parts are passed as None so that diffusers neither loads nor needs them.
+        pipe = StableDiffusionPipeline.from_single_file(
+            str(path), config=source, safety_checker=None, feature_extractor=None, image_encoder=None,
+            requires_safety_checker=False, **kwargs)
+    except component_errors as exc:
+        first = str(getattr(exc, "message", None) or exc).strip().splitlines()[0]
+        raise ModelLoadError(f"{path}: {first} Is it a Stable Diffusion checkpoint in the original (LDM) "
+                             f"layout that matches {configs}?") from None
+    except LocalEntryNotFoundError:
+        what = f"model {config!r}" if config else "the model this checkpoint looks like"
+        raise ModelLoadError(
+            f"{path}: the configs of {what} are not in the local Hugging Face cache"
+            + (" and HF_HUB_OFFLINE is set" if _offline() else "")
+            + "; pass --model-config with a local diffusers folder of the same model") from None
+    except RuntimeError as exc:
+        if "meta" not in str(exc):
+            raise
+        raise ModelLoadError(f"{path}: the checkpoint lacks weights that {configs} call for; is it the same "
+                             "model?") from None
+    parts = {
+        "vae": pipe.vae,
+        "unet": pipe.unet,
+        "text_encoder": pipe.text_encoder,
+        "tokenizer": pipe.tokenizer,
+        "scheduler": DDIMScheduler.from_config(pipe.scheduler.config),
+    }
+    # diffusers builds the models with empty (meta) weights and fills in what the file has: refuse leftovers.
+    empty = [name for name in ("unet", "vae", "text_encoder")
+             if any(t.is_meta for t in (*parts[name].parameters(), *parts[name].buffers()))]
+    if empty:
+        raise ModelLoadError(f"{path}: the checkpoint lacks {', '.join(empty)} weights that {configs} "
+                             "call for; is it the same model?")
+    return parts
+
+
+def _how_to_get(model: str) -> str:
+    return (f"model {model!r} is not in the local Hugging Face cache"
+            + (" and HF_HUB_OFFLINE is set" if _offline() else " and could not be downloaded")
+            + f"; download it with `hf download {model}` on a machine with network access, "
+            "or pass a local diffusers folder or .safetensors file with --model")
+
+
+def load_model(model: str | None, runtime: Runtime, config: str | None = None,
+               allow_pickle: bool = False) -> StableDiffusion:
+    """Load the Stable Diffusion components named by ``model`` (see the module docstring)."""
+    name = model or default_model()
+    quiet_libraries()
+    try:
+        if name == TOY_MODEL:
+            folder = toy_model_dir()
+            if not (folder / "model_index.json").is_file():
+                raise ModelLoadError(f"the toy model is missing from this installation ({folder})")
+            return _finish(_load_components(str(folder), runtime, local_only=True), runtime, name)
+        path = Path(name).expanduser()
+        if path.is_dir():
+            missing = [c for c in COMPONENTS if not (path / c).is_dir()]
+            if missing:
+                raise ModelLoadError(f"{path}: not a diffusers Stable Diffusion folder (missing "
+                                     f"{', '.join(missing)})")
+            return _finish(_load_components(str(path), runtime, local_only=True), runtime, name)
+        if path.is_file():
+            return _finish(_load_single_file(path, runtime, config, allow_pickle), runtime, name)
+        if name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt")) or name.count("/") > 1:
+            raise ModelLoadError(f"{name}: no such model file or folder")
+        try:
+            parts = _load_components(name, runtime, local_only=True)
+        except OSError:
+            if _offline():
+                raise ModelLoadError(_how_to_get(name)) from None
+            try:
+                parts = _load_components(name, runtime, local_only=False)
+            except OSError:
+                raise ModelLoadError(_how_to_get(name)) from None
+        return _finish(parts, runtime, name)
+    except (ModelLoadError, UsageError):
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        if "out of memory" in str(exc).lower():
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not load model {name!r}: {first}") from None

@@ -1,0 +1,1 @@
+"""Library pipelines: no printing, no argv; progress goes through callbacks."""

@@ -1,0 +1,34 @@
+"""Noise predictions of a loaded model, with classifier-free guidance (METHOD §2)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from caso_cli.diffusion import cfg, to_eps
+
+if TYPE_CHECKING:
+    import torch
+
+    from caso_cli.models.loaders import StableDiffusion
+
+
+def predict_eps(sd: StableDiffusion, z: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
+    """eps(z_t, t, c) from the UNet, converted from v-prediction where needed (METHOD §2)."""
+    if cond.shape[0] != z.shape[0]:
+        cond = cond.expand(z.shape[0], -1, -1)
+    out = sd.unet(z, t, encoder_hidden_states=cond).sample
+    return to_eps(out, z, sd.schedule.abar(t), sd.prediction_type)
+
+
+def guided_eps(sd: StableDiffusion, z: torch.Tensor, t: int, c_null: torch.Tensor, c_cond: torch.Tensor,
+               scale: float | torch.Tensor) -> torch.Tensor:
+    """eps_w = eps(c_null) + w (eps(c) - eps(c_null)), both branches in one UNet call (METHOD Eq. 2).
+
+    ``scale`` may be a tensor of shape (B, 1, 1, 1) to guide each latent of the batch with its own w.
+    """
+    import torch
+
+    b = z.shape[0]
+    eps = predict_eps(sd, torch.cat([z, z]), t, torch.cat([c_null.expand(b, -1, -1), c_cond.expand(b, -1, -1)]))
+    eps_null, eps_cond = eps.chunk(2)
+    return cfg(eps_null, eps_cond, scale)

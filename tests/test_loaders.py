@@ -1,0 +1,108 @@
+"""Model loading: folders, the local Hugging Face cache, offline errors, frozen components."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from caso_cli.errors import ModelLoadError
+from caso_cli.models.build import save_pipeline_folder
+from caso_cli.models.loaders import DEFAULT_MODEL, default_model, load_model
+from caso_cli.runtime import cpu_runtime
+from tests.tiny import tiny_components
+
+
+def _assert_frozen(sd) -> None:
+    for name in ("vae", "unet", "text_encoder"):
+        module = getattr(sd, name)
+        assert not module.training
+        assert not any(p.requires_grad for p in module.parameters())
+
+
+def test_folder_loads_frozen_with_facts(tiny_sd, tiny_components) -> None:
+    _assert_frozen(tiny_sd)
+    facts = tiny_sd.describe()
+    assert facts["resolution"] == 32 and facts["token_dim"] == 16 and facts["latent_channels"] == 4
+    assert facts["prediction_type"] == "epsilon" and facts["scaling_factor"] == pytest.approx(0.18215)
+    assert facts["parameters"]["unet"] == sum(p.numel() for p in tiny_components["unet"].parameters())
+    assert tiny_sd.schedule.grid(50)[0] == 981
+    ref = tiny_components["unet"].state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in tiny_sd.unet.state_dict().items())
+
+
+def _fake_hub_cache(hf_home: Path, repo: str, folder: Path) -> None:
+    """Lay a diffusers folder out the way huggingface_hub caches a downloaded repo."""
+    base = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(folder, base / "snapshots" / sha)
+    (base / "refs").mkdir(parents=True)
+    (base / "refs" / "main").write_text(sha)
+
+
+def test_hub_id_resolves_through_local_cache(tiny_model_dir, tmp_path) -> None:
+    # huggingface_hub reads HF_HOME at import, so the load runs in a fresh process.
+    hf_home = tmp_path / "hf"
+    _fake_hub_cache(hf_home, "someone/tiny-sd", tiny_model_dir)
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    out = subprocess.run([sys.executable, "-m", "caso_cli", "model", "info", "--model", "someone/tiny-sd",
+                          "--json", "--device", "cpu"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    facts = json.loads(out.stdout)
+    assert facts["model"] == "someone/tiny-sd" and facts["resolution"] == 32 and facts["token_dim"] == 16
+
+
+def test_missing_hub_model_offline_names_it_and_how_to_get_it(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError) as err:
+        load_model("nobody/not-cached", cpu_runtime())
+    msg = str(err.value)
+    assert "nobody/not-cached" in msg and "hf download nobody/not-cached" in msg and "\n" not in msg
+    assert err.value.exit_code == 4
+
+
+def test_default_model_is_sd15_or_env(monkeypatch) -> None:
+    assert default_model() == DEFAULT_MODEL == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    monkeypatch.setenv("CASO_MODEL", "/some/where")
+    assert default_model() == "/some/where"
+
+
+def test_not_a_model_folder_and_missing_path(tmp_path) -> None:
+    (tmp_path / "vae").mkdir()
+    with pytest.raises(ModelLoadError, match="missing unet, text_encoder, tokenizer, scheduler"):
+        load_model(str(tmp_path), cpu_runtime())
+    with pytest.raises(ModelLoadError, match="no such model file or folder"):
+        load_model(str(tmp_path / "nothing.safetensors"), cpu_runtime())
+
+
+def test_corrupt_weights_are_a_load_error(tiny_model_dir, tmp_path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = next((broken / "unet").glob("*.safetensors"))
+    weights.write_bytes(b"not safetensors at all")
+    with pytest.raises(ModelLoadError) as err:
+        load_model(str(broken), cpu_runtime())
+    assert str(broken) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_v_prediction_model(tmp_path) -> None:
+    folder = save_pipeline_folder(tiny_components(prediction_type="v_prediction"), tmp_path / "v")
+    sd = load_model(str(folder), cpu_runtime())
+    assert sd.prediction_type == "v_prediction"
+    z = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    c = torch.zeros(1, 77, 16)
+    from caso_cli.diffusion import v_to_eps
+    from caso_cli.pipelines.guidance import predict_eps
+
+    with torch.no_grad():
+        v = sd.unet(z, 500, encoder_hidden_states=c).sample
+        assert torch.allclose(predict_eps(sd, z, 500, c), v_to_eps(v, z, sd.schedule.abar(500)))
+
+
