@@ -3,7 +3,8 @@
 The vocabulary holds the 256 byte characters of CLIP's byte-level BPE, their ``</w>``
 (end of word) forms, the given whole words (with the merges that build them), and
 ``<|startoftext|>`` = 49406, ``<|endoftext|>`` = 49407, so a text model with
-``vocab_size=49408`` sees the same special ids as Stable Diffusion's. Any text
+``vocab_size=49408`` sees the same special ids as Stable Diffusion's. The ids in between are
+unreachable placeholders, so ``len(tokenizer) == 49408`` as for CLIP. Any text
 tokenizes: unknown words fall back to byte characters.
 """
 
@@ -54,6 +55,10 @@ def vocab_and_merges(words: Iterable[str] = ()) -> tuple[dict[str, int], list[st
             left = merged
     if len(vocab) >= BOS_ID:
         raise ValueError("vocabulary too large")
+    # Fill the ids up to BOS with unreachable placeholders (no merge builds them), so the ids are
+    # dense like CLIP's: tools that add tokens (textual inversion) give the new one id len(tokenizer).
+    while len(vocab) < BOS_ID:
+        vocab[f"<|unused{len(vocab)}|>"] = len(vocab)
     vocab["<|startoftext|>"] = BOS_ID
     vocab["<|endoftext|>"] = EOS_ID
     return vocab, merges

@@ -1,0 +1,168 @@
+"""``caso embed``: learn embeddings and manage the local registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from caso_cli.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelConfigOpt, ModelOpt, SeedOpt
+from caso_cli.cli.output import Progress, info, print_json
+from caso_cli.config import LearnConfig
+
+app = typer.Typer(help="Learn embeddings from a classifier and manage the local registry.", no_args_is_help=True)
+
+NameArg = Annotated[str, typer.Argument(help="Embedding name in the registry.")]
+
+
+@app.command("learn")
+def learn_cmd(
+    data: Annotated[Path, typer.Argument(help="Folder of training images (searched recursively) or a CSV with a "
+                                              "path column. Labels are not needed: the classifier teaches.")],
+    classifier: Annotated[Path, typer.Option("--classifier", "-c", help="Classifier file from `caso classifier "
+                                                                         "fit`.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Registry name for the embedding.")],
+    model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
+    t_train: Annotated[int, typer.Option("--t-train", help="Training timestep t*.")] = LearnConfig.t_train,
+    train_scale: Annotated[float, typer.Option("--train-scale", help="Guidance scale w in the loss.")] =
+    LearnConfig.train_scale,
+    lambda_rec: Annotated[float, typer.Option("--lambda-rec", help="Weight of the latent reconstruction term.")] =
+    LearnConfig.lambda_rec,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = LearnConfig.lr,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = LearnConfig.batch_size,
+    steps: Annotated[int | None, typer.Option("--steps", help="Total steps (overrides --epochs).")] = None,
+    epochs: Annotated[float, typer.Option("--epochs", help="Passes over the images.")] = LearnConfig.epochs,
+    init_word: Annotated[str | None, typer.Option("--init-word", help="Start each vector at this (single-token) "
+                                                                      "word's embedding [default: random]")] =
+    LearnConfig.init_word,
+    size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
+    max_images: Annotated[int | None, typer.Option("--max-images", help="Use at most this many images.")] = None,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints.")] =
+    LearnConfig.checkpoint_every,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run of the same --name.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing embedding of that name.")] = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Learn one embedding vector per classifier class (CASO, METHOD.md §3).
+
+    Examples:
+
+      caso embed learn ffhq_sample/ --classifier mustache.safetensors --name mustache
+
+      caso embed learn toy/images --classifier hair.safetensors --name hair --model toy --steps 300
+    """
+    from caso_cli.errors import UsageError
+    from caso_cli.pipelines.embed import EmbedJob, run_embed_job
+
+    if batch_size < 1 or (steps is not None and steps < 1) or epochs <= 0 or lr <= 0:
+        raise UsageError("--batch-size and --steps must be at least 1, --epochs and --lr positive")
+    config = LearnConfig(t_train=t_train, train_scale=train_scale, lambda_rec=lambda_rec, lr=lr, batch_size=batch_size,
+                         steps=steps, epochs=epochs, init_word=init_word, seed=seed, checkpoint_every=checkpoint_every)
+    job = EmbedJob(data=data, classifier=classifier, name=name, model=model, model_config=model_config, size=size,
+                   max_images=max_images, device=device, dtype=dtype, force=force, resume=resume)
+    with Progress(f"learn {name}", None) as bar:
+        entry, result, meta = run_embed_job(
+            job, config, status=info,
+            progress=lambda r: bar.update(r["step"], f"loss {r['loss']:.3f} acc {r['accuracy']:.2f}", total=r["total"]))
+    if json_out:
+        print_json({"name": name, "path": str(entry), **meta["metrics"], "classes": meta["classes"]})
+    else:
+        m = meta["metrics"]
+        info(f"learned {name} ({', '.join(meta['classes'])}) in {m['steps']} steps, {m['seconds']} s; last steps: "
+             f"loss {m['loss']:.3f}, classifier accuracy on estimates {m['accuracy']:.2f}")
+        typer.echo(str(entry))
+
+
+@app.command("list")
+def list_cmd(json_out: JsonOpt = False) -> None:
+    """List the embeddings in the registry."""
+    from caso_cli.registry import list_names, read_meta
+
+    for name in list_names():
+        meta = read_meta(name)
+        if json_out:
+            print_json({"name": name, "classes": meta.get("classes"), "model": meta.get("model"),
+                        "created": meta.get("created")})
+        else:
+            typer.echo(f"{name:24} {', '.join(meta.get('classes', [])):32} {meta.get('model', '')}")
+
+
+@app.command("show")
+def show_cmd(name: NameArg, json_out: JsonOpt = False) -> None:
+    """Show an embedding's metadata (classes, model, classifier, hyperparameters, data, metrics)."""
+    import json
+
+    from caso_cli.registry import read_meta
+
+    meta = read_meta(name)
+    if json_out:
+        print_json(meta)
+    else:
+        typer.echo(json.dumps(meta, indent=2))
+
+
+@app.command("rm")
+def rm_cmd(name: NameArg, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False) -> None:
+    """Delete an embedding from the registry."""
+    import sys
+
+    from caso_cli.registry import read_meta, remove
+
+    read_meta(name)  # fails clearly when missing
+    if not yes:
+        if not sys.stdin.isatty():
+            from caso_cli.errors import UsageError
+
+            raise UsageError(f"refusing to delete {name!r} without confirmation; pass --yes")
+        typer.confirm(f"delete embedding {name!r}?", abort=True, err=True)
+    remove(name)
+    info(f"deleted {name}")
+
+
+@app.command("path")
+def path_cmd(name: Annotated[str | None, typer.Argument(help="An embedding (default: the registry).")] = None) -> None:
+    """Print the registry folder, or one embedding's folder."""
+    from caso_cli.registry import read_meta, registry_dir
+
+    if name is None:
+        typer.echo(str(registry_dir()))
+    else:
+        read_meta(name)
+        typer.echo(str(registry_dir() / name))
+
+
+@app.command("export")
+def export_cmd(
+    name: NameArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the files (one per class).")],
+    fmt: Annotated[str, typer.Option("--format", help="diffusers ({'<token>': vector}) or a1111 "
+                                                      "({'emb_params': ...}, token = file name).")] = "diffusers",
+    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+) -> None:
+    """Export as textual-inversion files that any Stable Diffusion tool loads.
+
+    Example: caso embed export mustache --out ti/ then in diffusers
+    pipe.load_textual_inversion("ti/<mustache>.safetensors") and prompt "<mustache>".
+    """
+    from caso_cli.registry import export
+
+    for path in export(name, out, fmt, overwrite):
+        typer.echo(str(path))
+
+
+@app.command("import")
+def import_cmd(
+    files: Annotated[list[Path], typer.Argument(help="One textual-inversion .safetensors per class, in class order.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Registry name.")],
+    model: Annotated[str | None, typer.Option("--model", help="Model the vectors were learned for (recorded).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing embedding.")] = False,
+) -> None:
+    """Import textual-inversion files (diffusers or A1111 safetensors) as one embedding."""
+    from caso_cli.registry import import_files
+
+    typer.echo(str(import_files(list(files), name, {"model": model} if model else None, force=force)))

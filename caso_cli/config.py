@@ -1,0 +1,51 @@
+"""Typed configurations of the pipelines (torch-free, so the CLI can read their defaults at no cost)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SMALL_CNN = "small-cnn"
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How to fit a classifier."""
+
+    attr: str = ""  # attribute name stored in the file
+    backbone: str = SMALL_CNN  # "small-cnn" or "hf:<hub id or local folder>"
+    mode: str = "finetune"  # "finetune" (all weights) or "frozen" (only the new head; hf backbones)
+    input_size: int | None = None  # default: 32 for small-cnn, the backbone's own for hf
+    epochs: int = 30  # upper bound; early stopping usually ends sooner
+    batch_size: int = 64
+    lr: float | None = None  # default 1e-3 (small-cnn), 1e-4 fine-tune / 1e-3 frozen (hf)
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.2  # used when the data has no partition file
+    patience: int = 5  # epochs without validation improvement before stopping (once above chance)
+    max_minutes: float | None = None  # stop after this much time (the best epoch is kept)
+    augment: bool = True  # random flips and 2-pixel shifts
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """Hyperparameters of learning (defaults chosen by measurement on the toy world: docs/learning.md)."""
+
+    t_train: int = 401  # training timestep t*
+    train_scale: float = 10.0  # guidance scale w inside the loss
+    lambda_rec: float = 0.0  # weight of ||zhat0 - z0||^2 (Eq. 12)
+    lr: float = 1e-2  # AdamW learning rate
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-2
+    warmup_steps: int = 10  # linear warm-up, then constant
+    batch_size: int = 8  # images per step (each batch covers the classes round-robin)
+    steps: int | None = None  # total steps; default from epochs
+    epochs: float = 20.0  # passes over the images when steps is None
+    init_word: str | None = None  # start every vector at this word's token embedding; None: random
+    seed: int = 0
+    checkpoint_every: int = 50  # steps between checkpoints (0: never)
+
+    def total_steps(self, n_images: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, math.ceil(self.epochs * n_images / self.batch_size))

@@ -1,0 +1,217 @@
+"""Attribute classifiers: a small CNN or a transformers image classifier, with differentiable preprocessing.
+
+A classifier file is one ``.safetensors`` holding the weights and, in its header, the JSON
+metadata (``schema_version``, classes, backbone, input size, mean/std, validation accuracy).
+:class:`AttributeClassifier` takes images in [-1, 1] of any size, resizes and normalises them
+with tensor ops (so gradients flow back to the pixels, as learning needs) and returns logits.
+Only safetensors are read: loading a classifier never runs code from the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from caso_cli.config import SMALL_CNN
+from caso_cli.errors import InputError, UsageError
+
+SCHEMA_VERSION = 1
+META_KEY = "caso_classifier"
+
+
+@dataclass
+class ClassifierMeta:
+    """What a classifier file says about itself."""
+
+    classes: list[str]  # class names; logit k is classes[k]
+    backbone: str  # "small-cnn" or "hf:<hub id or folder>"
+    input_size: int  # side of the square input the backbone sees
+    mean: list[float]  # per-channel normalisation applied to [0, 1] pixels
+    std: list[float]
+    attr: str = ""  # the attribute name the classifier was fitted for
+    backbone_config: dict[str, Any] = field(default_factory=dict)  # to rebuild the architecture
+    metrics: dict[str, Any] = field(default_factory=dict)  # validation accuracy etc.
+    schema_version: int = SCHEMA_VERSION
+
+
+class SmallCNN(nn.Module):
+    """Four stride-2 conv blocks, global average pooling, a linear head."""
+
+    def __init__(self, num_classes: int, widths: tuple[int, ...] = (32, 64, 128, 128)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for w in widths:
+            layers += [nn.Conv2d(c_in, w, 3, stride=2, padding=1), nn.GroupNorm(8, w), nn.SiLU(),
+                       nn.Conv2d(w, w, 3, padding=1), nn.GroupNorm(8, w), nn.SiLU()]
+            c_in = w
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (B, C): what the head's class weights align with (METHOD §3)."""
+        return self.body(x).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class _HFBackbone(nn.Module):
+    """A transformers image classifier returning plain logits; features from its pooled output."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=x).logits
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(pixel_values=x, output_hidden_states=True)
+        h = out.hidden_states[-1]
+        return h.mean(dim=(2, 3)) if h.dim() == 4 else h[:, 0]
+
+
+class AttributeClassifier(nn.Module):
+    """Preprocessing (resize + normalise, differentiable) in front of a backbone."""
+
+    def __init__(self, backbone: nn.Module, meta: ClassifierMeta) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.meta = meta
+        self.register_buffer("mean", torch.tensor(meta.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(meta.std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta.classes
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] images of any size -> the backbone's normalised input."""
+        import torch.nn.functional as F
+
+        x = (images.float() + 1) / 2
+        s = self.meta.input_size
+        if x.shape[-2:] != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        return (x - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K) for images in [-1, 1]."""
+        return self.backbone(self.preprocess(images))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (B, C) for images in [-1, 1]."""
+        return self.backbone.features(self.preprocess(images))
+
+
+def build_backbone(meta: ClassifierMeta, pretrained: bool = False) -> nn.Module:
+    """The architecture named by ``meta``; ``pretrained`` loads a transformers backbone's weights."""
+    k = len(meta.classes)
+    if meta.backbone == SMALL_CNN:
+        widths = tuple(meta.backbone_config.get("widths", (32, 64, 128, 128)))
+        return SmallCNN(k, widths)
+    if meta.backbone.startswith("hf:"):
+        from transformers import AutoConfig, AutoModelForImageClassification
+
+        source = meta.backbone[3:]
+        if pretrained:
+            try:
+                model = AutoModelForImageClassification.from_pretrained(
+                    source, num_labels=k, ignore_mismatched_sizes=True, trust_remote_code=False)
+            except OSError as exc:
+                from caso_cli.errors import ModelLoadError
+
+                raise ModelLoadError(f"could not load image classifier {source!r}: "
+                                     f"{str(exc).strip().splitlines()[0]}") from None
+            meta.backbone_config = {"hf_config": model.config.to_dict()}
+        else:
+            cfg_dict = dict(meta.backbone_config["hf_config"])
+            model_type = cfg_dict.pop("model_type")
+            config = AutoConfig.for_model(model_type, **cfg_dict)
+            model = AutoModelForImageClassification.from_config(config)
+        return _HFBackbone(model)
+    raise UsageError(f"unknown classifier backbone {meta.backbone!r} (use {SMALL_CNN} or hf:<id or folder>)")
+
+
+def save_classifier(clf: AttributeClassifier, path: str | Path) -> Path:
+    """Write weights + metadata to one safetensors file, atomically."""
+    import dataclasses
+    import os
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in clf.backbone.state_dict().items()}
+    meta = json.dumps(dataclasses.asdict(clf.meta))
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={META_KEY: meta})
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def read_classifier_meta(path: str | Path) -> ClassifierMeta:
+    """The metadata of a classifier file, without loading its weights."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such classifier file")
+    if p.suffix.lower() != ".safetensors" and p.read_bytes()[:2] == b"PK":
+        raise InputError(f"{p}: looks like a pickle (torch.save) file; caso reads classifiers from safetensors only")
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get(META_KEY)
+    except Exception as exc:  # safetensors raises its own error types
+        raise InputError(f"{p}: not a safetensors classifier file ({str(exc).splitlines()[0]})") from None
+    if raw is None:
+        raise InputError(f"{p}: a safetensors file without caso classifier metadata")
+    try:
+        data = json.loads(raw)
+        meta = ClassifierMeta(**data)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{p}: corrupt classifier metadata ({exc})") from None
+    if meta.schema_version > SCHEMA_VERSION:
+        raise InputError(f"{p}: written by a newer caso (schema {meta.schema_version}); upgrade caso")
+    if len(meta.classes) < 2 or len(meta.mean) != 3 or len(meta.std) != 3:
+        raise InputError(f"{p}: corrupt classifier metadata (classes/mean/std)")
+    return meta
+
+
+def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> AttributeClassifier:
+    """Load a classifier file: frozen, eval mode, on ``device``."""
+    from safetensors.torch import load_file
+
+    meta = read_classifier_meta(path)
+    backbone = build_backbone(meta)
+    try:
+        state = load_file(str(path))
+        backbone.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"{path}: weights do not fit the {meta.backbone} architecture "
+                         f"({str(exc).splitlines()[0]})") from None
+    clf = AttributeClassifier(backbone, meta).to(device).eval()
+    clf.requires_grad_(False)
+    return clf
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,211 @@
+"""Learn CASO embeddings from a frozen classifier (METHOD §3, the paper's Algorithm 1).
+
+One step, for a batch of cached latents z0 and target classes k (every batch covers the
+classes round-robin):
+
+1. forward-noise to the fixed training timestep t*  (Eq. 8, no DDIM inversion);
+2. eps_w = CFG of the null branch (no grad) and the class branch c_k  (Eq. 2);
+3. zhat0 from eps_w  (Eq. 9), decode xhat = D(zhat0 / s)  (Eq. 10);
+4. loss = CE(C(xhat), k) + lambda * ||zhat0 - z0||^2  (Eq. 12-13);
+5. AdamW on the K token vectors only.
+
+Nothing else runs: no inversion, no sampling loop. The diffusion model, VAE and classifier
+are frozen; gradients flow through the class branch of the UNet, the VAE decoder and the
+classifier into the vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from caso_cli.conditioning import encode_vectors, null_condition
+from caso_cli.config import LearnConfig
+from caso_cli.diffusion import add_noise, cfg, predict_x0
+from caso_cli.errors import Interrupted, UsageError
+from caso_cli.models.classifier import AttributeClassifier
+from caso_cli.models.loaders import StableDiffusion
+from caso_cli.pipelines.guidance import predict_eps
+
+
+@dataclass
+class LearnResult:
+    """Learned vectors and how learning went."""
+
+    vectors: torch.Tensor  # (K, d)
+    steps: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per step
+
+    def summary(self, tail: int = 20) -> dict[str, float]:
+        """Mean loss and classifier accuracy on the decoded estimates over the last ``tail`` steps."""
+        rows = self.history[-tail:] or [{"loss": float("nan"), "accuracy": float("nan")}]
+        return {"loss": sum(r["loss"] for r in rows) / len(rows),
+                "accuracy": sum(r["accuracy"] for r in rows) / len(rows)}
+
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@torch.no_grad()
+def encode_latents(sd: StableDiffusion, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """z0 = s * E(x) (mean of the posterior) for images in [-1, 1] (METHOD §3 step 1)."""
+    out = []
+    for s in range(0, images.shape[0], batch_size):
+        x = images[s:s + batch_size].to(sd.runtime.device, sd.vae.dtype)
+        out.append(sd.vae.encode(x).latent_dist.mean * sd.scaling_factor)
+    return torch.cat(out).float()
+
+
+def initial_vectors(sd: StableDiffusion, num_classes: int, init_word: str | None, gen: torch.Generator) -> torch.Tensor:
+    """K starting vectors: the token embedding of ``init_word``, or random with the table's scale."""
+    table = sd.text_encoder.get_input_embeddings().weight.detach().float().cpu()
+    if init_word:
+        ids = sd.tokenizer(init_word, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise UsageError(f"--init-word {init_word!r} is {len(ids)} tokens for this tokenizer; "
+                             "use a single-token word")
+        return table[ids[0]].repeat(num_classes, 1).clone()
+    return torch.randn(num_classes, table.shape[1], generator=gen) * table.std() + table.mean(0)
+
+
+class Checkpoint:
+    """Vectors, AdamW moments, step and RNG state in a folder, written atomically."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @property
+    def exists(self) -> bool:
+        return (self.folder / "state.json").is_file()
+
+    def save(self, step: int, vectors: torch.Tensor, opt: torch.optim.Optimizer, gen: torch.Generator,
+             history: list[dict[str, float]], fingerprint: dict[str, Any]) -> None:
+        import os
+
+        from safetensors.torch import save_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state = opt.state.get(vectors, {})
+        tensors = {"vectors": vectors.detach().cpu().contiguous(), "rng": gen.get_state()}
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                tensors[key] = state[key].detach().cpu().contiguous()
+        tmp = self.folder / "state.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        os.replace(tmp, self.folder / "state.safetensors")
+        info = {"step": step, "adam_step": float(state.get("step", 0)), "history": history, "fingerprint": fingerprint}
+        tmp_json = self.folder / "state.json.tmp"
+        tmp_json.write_text(json.dumps(info))
+        os.replace(tmp_json, self.folder / "state.json")
+
+    def load(self, vectors: torch.Tensor, opt: torch.optim.Optimizer, gen: torch.Generator,
+             fingerprint: dict[str, Any]) -> tuple[int, list[dict[str, float]]]:
+        from safetensors.torch import load_file
+
+        info = json.loads((self.folder / "state.json").read_text())
+        if info["fingerprint"] != fingerprint:
+            diff = sorted(k for k in fingerprint if info["fingerprint"].get(k) != fingerprint[k])
+            raise UsageError(f"checkpoint in {self.folder} was made with other settings ({', '.join(diff)}); "
+                             "rerun with the same options or without --resume")
+        tensors = load_file(str(self.folder / "state.safetensors"))
+        with torch.no_grad():
+            vectors.copy_(tensors["vectors"].to(vectors.device))
+        gen.set_state(tensors["rng"])
+        if "exp_avg" in tensors:
+            opt.state[vectors] = {
+                "step": torch.tensor(info["adam_step"]),
+                "exp_avg": tensors["exp_avg"].to(vectors.device),
+                "exp_avg_sq": tensors["exp_avg_sq"].to(vectors.device),
+            }
+        return int(info["step"]), list(info["history"])
+
+
+def _targets(step: int, batch: int, k: int, gen: torch.Generator) -> torch.Tensor:
+    """Round-robin class targets, shuffled within the batch: each batch covers min(batch, K) classes."""
+    base = (torch.arange(batch) + step * batch) % k
+    return base[torch.randperm(batch, generator=gen)]
+
+
+def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images: torch.Tensor, config: LearnConfig,
+                    checkpoint: Checkpoint | None = None, resume: bool = False,
+                    progress: ProgressFn | None = None) -> LearnResult:
+    """Learn one token vector per classifier class from ``images`` (N, 3, H, W) in [-1, 1]."""
+    t0 = time.monotonic()
+    device = sd.runtime.device
+    k = len(classifier.classes)
+    n = images.shape[0]
+    if n < 1:
+        raise UsageError("no training images")
+    if not 0 <= config.t_train < sd.schedule.num_train_timesteps:
+        raise UsageError(f"--t-train must be in 0..{sd.schedule.num_train_timesteps - 1}, got {config.t_train}")
+    gen = torch.Generator().manual_seed(config.seed)
+    z0_all = encode_latents(sd, images)
+    vectors = initial_vectors(sd, k, config.init_word, gen).to(device).requires_grad_(True)
+    opt = torch.optim.AdamW([vectors], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    total = config.total_steps(n)
+    fingerprint = {**{k_: v for k_, v in asdict(config).items() if k_ != "checkpoint_every"},
+                   "betas": list(config.betas), "n_images": n, "classes": classifier.classes}
+    start, history = 0, []
+    if resume and checkpoint is not None and checkpoint.exists:
+        start, history = checkpoint.load(vectors, opt, gen, fingerprint)
+    with torch.no_grad():
+        c_null = null_condition(sd.text_encoder, sd.tokenizer)
+    abar = sd.schedule.abar(config.t_train)
+    t = config.t_train
+    order = torch.empty(0, dtype=torch.long)
+    rng_done = gen.get_state()  # the RNG state after the last completed step
+    try:
+        for step in range(start, total):
+            for group in opt.param_groups:  # linear warm-up, then constant
+                group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+            # The image order is a function of (seed, epoch) so that a resumed run sees the same batches.
+            epoch, pos = divmod(step * config.batch_size, n)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100003 + epoch))
+            idx = torch.cat([order, order])[pos:pos + config.batch_size] if config.batch_size <= n else \
+                torch.randint(0, n, (config.batch_size,), generator=gen)
+            z0 = z0_all[idx].to(device)
+            targets = _targets(step, len(idx), k, gen).to(device)
+            noise = torch.randn(z0.shape, generator=gen).to(device, z0.dtype)
+            z_t = add_noise(z0, noise, abar).to(sd.unet.dtype)
+            with torch.no_grad():
+                eps_null = predict_eps(sd, z_t, t, c_null).float()
+            cond = encode_vectors(sd.text_encoder, sd.tokenizer, vectors[targets].unsqueeze(1))
+            eps_cond = predict_eps(sd, z_t, t, cond).float()
+            eps_w = cfg(eps_null, eps_cond, config.train_scale)
+            zhat0 = predict_x0(z_t.float(), eps_w, abar)
+            xhat = sd.vae.decode((zhat0 / sd.scaling_factor).to(sd.vae.dtype)).sample.float()
+            logits = classifier(xhat)
+            loss = torch.nn.functional.cross_entropy(logits, targets)
+            if config.lambda_rec:
+                loss = loss + config.lambda_rec * (zhat0 - z0).pow(2).mean()
+            if not torch.isfinite(loss):
+                raise UsageError(f"the loss became {loss.item()} at step {step + 1}; lower --lr or --train-scale"
+                                 + (", or use --dtype fp32" if sd.runtime.dtype != torch.float32 else ""))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            row = {"step": step + 1, "loss": loss.item(),
+                   "accuracy": (logits.argmax(1) == targets).float().mean().item()}
+            history.append(row)
+            rng_done = gen.get_state()
+            if progress:
+                progress({**row, "total": total})
+            if checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+                checkpoint.save(step + 1, vectors, opt, gen, history, fingerprint)
+    except KeyboardInterrupt:
+        if checkpoint is None:
+            raise
+        # Save the state after the last completed step, so --resume redoes the unfinished one exactly.
+        gen.set_state(rng_done)
+        checkpoint.save(len(history), vectors, opt, gen, history, fingerprint)
+        raise Interrupted(f"interrupted after step {len(history)}; checkpoint saved in {checkpoint.folder} "
+                          "(rerun with --resume)") from None
+    return LearnResult(vectors=vectors.detach().cpu().float(), steps=total, seconds=time.monotonic() - t0,
+                       history=history)

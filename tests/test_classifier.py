@@ -1,0 +1,93 @@
+"""Classifier files: save/load, differentiable preprocessing, transformers backbones, safety."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from caso_cli.config import FitConfig
+from caso_cli.datasets import LabelledImages
+from caso_cli.errors import InputError
+from caso_cli.models.classifier import (
+    AttributeClassifier,
+    ClassifierMeta,
+    SmallCNN,
+    load_classifier,
+    read_classifier_meta,
+    save_classifier,
+)
+from caso_cli.pipelines.classifier_fit import fit_classifier
+from caso_cli.runtime import cpu_runtime
+
+
+def _small(k: int = 3) -> AttributeClassifier:
+    torch.manual_seed(0)
+    meta = ClassifierMeta(classes=[f"c{i}" for i in range(k)], backbone="small-cnn", input_size=32, mean=[0.5] * 3,
+                          std=[0.5] * 3, backbone_config={"widths": [8, 16]}, attr="demo")
+    return AttributeClassifier(SmallCNN(k, (8, 16)), meta).eval()
+
+
+def test_save_load_same_logits_and_frozen(tmp_path) -> None:
+    clf = _small()
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    path = save_classifier(clf, tmp_path / "c.safetensors")
+    back = load_classifier(path)
+    assert torch.equal(back(x), clf(x).detach())
+    assert not back.training and not any(p.requires_grad for p in back.parameters())
+    meta = read_classifier_meta(path)
+    assert meta.classes == ["c0", "c1", "c2"] and meta.attr == "demo" and meta.input_size == 32
+
+
+def test_preprocessing_is_differentiable_and_resizes() -> None:
+    clf = _small().requires_grad_(False)
+    x = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_(True)
+    clf(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert clf.preprocess(x).shape == (2, 3, 32, 32)
+    assert clf.features(x).shape == (2, 16)
+
+
+def test_wrong_shape_weights_and_pickles_are_refused(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    clf = _small()
+    path = save_classifier(clf, tmp_path / "c.safetensors")
+    meta = read_classifier_meta(path)
+    bad = tmp_path / "bad.safetensors"
+    import dataclasses
+    import json
+
+    save_file({"head.weight": torch.zeros(2, 2)}, str(bad), metadata={"caso_classifier": json.dumps(
+        dataclasses.asdict(meta))})
+    with pytest.raises(InputError, match="weights do not fit"):
+        load_classifier(bad)
+    pickle = tmp_path / "c.pt"
+    torch.save(clf.state_dict(), pickle)
+    with pytest.raises(InputError, match="pickle"):
+        load_classifier(pickle)
+
+
+def test_transformers_backbone_fit_save_load(tmp_path) -> None:
+    """A local transformers image classifier (tiny ResNet, random weights) as the backbone, new 2-class head."""
+    from PIL import Image
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    folder = tmp_path / "tiny-resnet"
+    ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=5,
+                                              image_size=32)).save_pretrained(folder)
+    paths, labels = [], []
+    for i in range(16):
+        p = tmp_path / f"{i}.png"
+        Image.new("RGB", (32, 32), (255, 255, 255) if i % 2 else (0, 0, 0)).save(p)
+        paths.append(p)
+        labels.append(i % 2)
+    data = LabelledImages(tuple(paths), tuple(labels), ("dark", "light"))
+    cfg = FitConfig(attr="light", backbone=f"hf:{folder}", mode="frozen", input_size=32, epochs=3, batch_size=8,
+                    lr=1e-2)
+    clf, report = fit_classifier(data, cfg, cpu_runtime())
+    assert clf.classes == ["dark", "light"] and report.n_train + report.n_val == 16
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    path = save_classifier(clf, tmp_path / "hf.safetensors")
+    back = load_classifier(path)
+    assert torch.allclose(back(x), clf(x), atol=1e-6)
+    assert back(x).shape == (2, 2) and back.features(x).shape[0] == 2

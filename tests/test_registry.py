@@ -1,0 +1,112 @@
+"""The embedding registry: atomic entries, names, exports that load in diffusers, imports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from caso_cli import registry as R
+from caso_cli.conditioning import encode_vectors
+from caso_cli.errors import InputError, UsageError
+
+
+def _vectors(k: int = 2, d: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.randn(k, d, generator=torch.Generator().manual_seed(seed))
+
+
+def test_save_load_roundtrip_with_metadata() -> None:
+    v = _vectors()
+    path = R.save_embedding("mustache", v, {"classes": ["no_mustache", "mustache"], "model": "toy"})
+    assert (path / R.EMBEDDING_FILE).is_file() and (path / R.META_FILE).is_file()
+    emb = R.load_embedding("mustache")
+    assert torch.equal(emb.vectors, v)
+    assert emb.meta["tokens"] == ["<no_mustache>", "<mustache>"] and emb.meta["schema_version"] == 1
+    assert emb.meta["token_dim"] == 16 and len(emb.meta["sha256"]) == 64
+    assert emb.index("MUSTACHE") == 1
+    with pytest.raises(UsageError, match="no class 'beard'.*no_mustache, mustache"):
+        emb.index("beard")
+    assert R.list_names() == ["mustache"]
+    assert not [p for p in R.registry_dir().iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+def test_existing_entry_needs_force() -> None:
+    R.save_embedding("a", _vectors(seed=1), {"classes": ["x", "y"]})
+    with pytest.raises(UsageError, match="--force"):
+        R.save_embedding("a", _vectors(seed=2), {"classes": ["x", "y"]})
+    assert torch.equal(R.load_embedding("a").vectors, _vectors(seed=1))
+    R.save_embedding("a", _vectors(seed=2), {"classes": ["x", "y"]}, force=True)
+    assert torch.equal(R.load_embedding("a").vectors, _vectors(seed=2))
+    assert sorted(p.name for p in R.registry_dir().iterdir()) == ["a"]
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", "A", "x" * 65, ".hidden", "a..b", "sp ace"])
+def test_names_cannot_escape(bad: str) -> None:
+    with pytest.raises(UsageError, match="invalid embedding name"):
+        R.save_embedding(bad, _vectors(), {"classes": ["x", "y"]})
+
+
+def test_missing_entry_suggests_close_names() -> None:
+    R.save_embedding("mustache", _vectors(), {"classes": ["no", "yes"]})
+    with pytest.raises(InputError, match="did you mean mustache"):
+        R.load_embedding("mustach")
+
+
+def test_corrupted_file_is_detected() -> None:
+    path = R.save_embedding("c", _vectors(), {"classes": ["x", "y"]})
+    data = bytearray((path / R.EMBEDDING_FILE).read_bytes())
+    data[-1] ^= 0xFF
+    (path / R.EMBEDDING_FILE).write_bytes(bytes(data))
+    with pytest.raises(InputError, match="sha256"):
+        R.load_embedding("c")
+
+
+def test_diffusers_export_loads_with_load_textual_inversion(tiny_model_dir, tmp_path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model_dir), safety_checker=None,
+                                                   requires_safety_checker=False)
+    v = _vectors(d=16, seed=3)
+    R.save_embedding("mustache", v, {"classes": ["no_mustache", "mustache"]})
+    files = R.export("mustache", tmp_path / "ti", "diffusers")
+    assert [f.name for f in files] == ["<no_mustache>.safetensors", "<mustache>.safetensors"]
+    with torch.no_grad():
+        ours = encode_vectors(pipe.text_encoder, pipe.tokenizer, v[1:2])
+        for f in files:
+            pipe.load_textual_inversion(str(f))
+        ref = pipe.encode_prompt("<mustache>", "cpu", 1, False)[0]
+    assert (ours - ref).abs().max().item() <= 1e-5
+
+
+def test_a1111_export_round_trips_through_import(tmp_path) -> None:
+    v = _vectors(k=3, seed=4)
+    R.save_embedding("hair", v, {"classes": ["black", "blond", "red"], "model": "toy"})
+    files = R.export("hair", tmp_path / "a1111", "a1111")
+    assert [f.name for f in files] == ["black.safetensors", "blond.safetensors", "red.safetensors"]
+    from safetensors.torch import load_file
+
+    assert list(load_file(str(files[0]))) == ["emb_params"] and load_file(str(files[0]))["emb_params"].shape == (1, 16)
+    R.import_files(files, "hair2")
+    back = R.load_embedding("hair2")
+    assert torch.equal(back.vectors, v) and back.classes == ["black", "blond", "red"]
+    with pytest.raises(InputError, match="exists"):
+        R.export("hair", tmp_path / "a1111", "a1111")
+
+
+def test_import_refuses_pickles_and_mixed_sizes(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    (tmp_path / "x.pt").write_bytes(b"PK\x03\x04")
+    with pytest.raises(InputError, match="pickles"):
+        R.import_files([tmp_path / "x.pt", tmp_path / "x.pt"], "x")
+    save_file({"<a>": torch.zeros(16)}, str(tmp_path / "a.safetensors"))
+    save_file({"<b>": torch.zeros(8)}, str(tmp_path / "b.safetensors"))
+    with pytest.raises(InputError, match="different sizes"):
+        R.import_files([tmp_path / "a.safetensors", tmp_path / "b.safetensors"], "ab")
+
+
+def test_meta_is_json_with_provenance() -> None:
+    path = R.save_embedding("p", _vectors(), {"classes": ["x", "y"], "hyperparameters": {"lr": 0.01}})
+    meta = json.loads((path / R.META_FILE).read_text())
+    assert meta["hyperparameters"] == {"lr": 0.01} and meta["name"] == "p" and "created" in meta
