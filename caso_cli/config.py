@@ -49,3 +49,16 @@ class LearnConfig:
         if self.steps is not None:
             return self.steps
         return max(1, math.ceil(self.epochs * n_images / self.batch_size))
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """How an edit runs (METHOD §4)."""
+
+    steps: int = 50  # DDIM grid size
+    start: float = 0.6  # fraction of the trajectory that is inverted and then denoised with guidance
+    single_step: bool = False  # guide only the first denoising step after inversion, null afterwards
+
+    def num_steps(self) -> int:
+        """Steps inverted (and denoised): round(start * steps), at least 1."""
+        return max(1, min(self.steps, round(self.start * self.steps)))

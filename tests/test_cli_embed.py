@@ -22,7 +22,8 @@ def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_fit_learn_list_show_export(toy_data, tiny_model_dir, tmp_path, capsys) -> None:
     clf = tmp_path / "mustache.safetensors"
     code, out, err = run_main(["classifier", "fit", str(toy_data), "--labels", str(toy_data / "list_attr_toy.txt"),
-                               "--attr", "Mustache", "--out", str(clf), "--json", "--epochs", "10", "--batch-size", "16"], capsys)
+                               "--attr", "Mustache", "--out", str(clf), "--json", "--epochs", "10",
+                               "--batch-size", "16"], capsys)
     assert code == 0, err
     report = json.loads(out)
     assert report["classes"] == ["no_mustache", "mustache"] and report["n_train"] + report["n_val"] == 240

@@ -31,6 +31,7 @@ from caso_cli.diffusion import add_noise, cfg, predict_x0
 from caso_cli.errors import Interrupted, UsageError
 from caso_cli.models.classifier import AttributeClassifier
 from caso_cli.models.loaders import StableDiffusion
+from caso_cli.pipelines.generate import encode_images
 from caso_cli.pipelines.guidance import predict_eps
 
 
@@ -51,16 +52,6 @@ class LearnResult:
 
 
 ProgressFn = Callable[[dict[str, Any]], None]
-
-
-@torch.no_grad()
-def encode_latents(sd: StableDiffusion, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """z0 = s * E(x) (mean of the posterior) for images in [-1, 1] (METHOD §3 step 1)."""
-    out = []
-    for s in range(0, images.shape[0], batch_size):
-        x = images[s:s + batch_size].to(sd.runtime.device, sd.vae.dtype)
-        out.append(sd.vae.encode(x).latent_dist.mean * sd.scaling_factor)
-    return torch.cat(out).float()
 
 
 def initial_vectors(sd: StableDiffusion, num_classes: int, init_word: str | None, gen: torch.Generator) -> torch.Tensor:
@@ -146,7 +137,7 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
     if not 0 <= config.t_train < sd.schedule.num_train_timesteps:
         raise UsageError(f"--t-train must be in 0..{sd.schedule.num_train_timesteps - 1}, got {config.t_train}")
     gen = torch.Generator().manual_seed(config.seed)
-    z0_all = encode_latents(sd, images)
+    z0_all = encode_images(sd, images).float()
     vectors = initial_vectors(sd, k, config.init_word, gen).to(device).requires_grad_(True)
     opt = torch.optim.AdamW([vectors], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     total = config.total_steps(n)

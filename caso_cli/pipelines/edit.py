@@ -1,0 +1,49 @@
+"""Edit real images with learned conditions (METHOD §4): one inversion, any number of edits.
+
+The inversion depends only on the image, the model, the size and the steps, so
+:func:`invert_latents` runs once per image and :func:`edit_latents` reuses it for every
+attribute, scale and combination. Inverting to the start timestep and denoising from there
+with guidance equals a full inversion whose denoising uses the null condition before the
+start (their null steps mirror each other), at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from caso_cli.conditioning import null_condition
+from caso_cli.config import EditConfig
+from caso_cli.pipelines.ddim import denoise, invert
+from caso_cli.pipelines.guidance import guided_eps, predict_eps
+
+if TYPE_CHECKING:
+    from caso_cli.models.loaders import StableDiffusion
+
+
+@torch.no_grad()
+def invert_latents(sd: StableDiffusion, z0: torch.Tensor, config: EditConfig) -> torch.Tensor:
+    """DDIM-invert clean latents with the null condition up to the edit start (METHOD Eq. 6)."""
+    c_null = null_condition(sd.text_encoder, sd.tokenizer)
+    return invert(lambda z, t, _i: predict_eps(sd, z, t, c_null), z0, sd.schedule, config.steps, config.num_steps())
+
+
+@torch.no_grad()
+def edit_latents(sd: StableDiffusion, z_t: torch.Tensor, cond: torch.Tensor, scale: float | torch.Tensor,
+                 config: EditConfig) -> torch.Tensor:
+    """Denoise inverted latents with CFG on ``cond`` (METHOD Eq. 2 and 7); null after the first step if single-step.
+
+    ``cond`` is (1, L, D) or one row per latent; ``scale`` a float or a (B,) tensor (one scale per latent).
+    """
+    c_null = null_condition(sd.text_encoder, sd.tokenizer)
+    w = scale.view(-1, 1, 1, 1).to(z_t.device, torch.float32) if isinstance(scale, torch.Tensor) else float(scale)
+    if cond.shape[0] == 1 and z_t.shape[0] > 1:
+        cond = cond.expand(z_t.shape[0], -1, -1)
+
+    def eps(z: torch.Tensor, t: int, i: int) -> torch.Tensor:
+        if config.single_step and i > 0:
+            return predict_eps(sd, z, t, c_null)
+        return guided_eps(sd, z, t, c_null, cond, w).to(z.dtype)
+
+    return denoise(eps, z_t, sd.schedule, config.steps, config.num_steps())

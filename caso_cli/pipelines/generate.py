@@ -1,0 +1,65 @@
+"""Guided generation from noise, VAE encoding and decoding in chunks (METHOD §5)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from caso_cli.conditioning import null_condition
+from caso_cli.pipelines.ddim import denoise
+from caso_cli.pipelines.guidance import guided_eps
+from caso_cli.runtime import generator, randn
+
+if TYPE_CHECKING:
+    from caso_cli.models.loaders import StableDiffusion
+
+CHUNK = 32  # latents per UNet batch (the guided call doubles it)
+
+
+def latent_shape(sd: StableDiffusion, size: int | None = None) -> tuple[int, int, int]:
+    """(C, h, w) of the latents for images of side ``size`` (default: the model's resolution)."""
+    side = (size or sd.resolution) // sd.vae_scale
+    return int(sd.unet.config.in_channels), side, side
+
+
+def initial_noise(sd: StableDiffusion, n: int, seed: int, size: int | None = None) -> torch.Tensor:
+    """(n, C, h, w) standard normal latents from a CPU generator seeded with ``seed``."""
+    return randn((n, *latent_shape(sd, size)), generator(seed), sd.runtime)
+
+
+@torch.no_grad()
+def generate_latents(sd: StableDiffusion, conds: torch.Tensor, seed: int, steps: int = 50, scale: float = 5.0,
+                     size: int | None = None) -> torch.Tensor:
+    """Clean latents sampled from noise with CFG on ``conds`` (N, L, D): one latent per condition row."""
+    z_all = initial_noise(sd, conds.shape[0], seed, size)
+    c_null = null_condition(sd.text_encoder, sd.tokenizer)
+    out = []
+    for i in range(0, conds.shape[0], CHUNK):
+        cond = conds[i:i + CHUNK]
+
+        def eps(z: torch.Tensor, t: int, _i: int, cond: torch.Tensor = cond) -> torch.Tensor:
+            return guided_eps(sd, z, t, c_null, cond, scale)
+
+        out.append(denoise(eps, z_all[i:i + CHUNK], sd.schedule, steps))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_images(sd: StableDiffusion, images: torch.Tensor) -> torch.Tensor:
+    """z0 = s * E(x), the posterior mean, for images (N, 3, H, W) in [-1, 1]."""
+    out = []
+    for i in range(0, images.shape[0], CHUNK):
+        x = images[i:i + CHUNK].to(sd.runtime.device, sd.vae.dtype)
+        out.append(sd.vae.encode(x).latent_dist.mean * sd.scaling_factor)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def decode_latents(sd: StableDiffusion, z0: torch.Tensor) -> torch.Tensor:
+    """Images D(z0 / s) in [-1, 1], float32 on the CPU."""
+    out = []
+    for i in range(0, z0.shape[0], CHUNK):
+        x = sd.vae.decode((z0[i:i + CHUNK] / sd.scaling_factor).to(sd.vae.dtype)).sample
+        out.append(x.float().clamp(-1, 1).cpu())
+    return torch.cat(out)
