@@ -1,0 +1,1 @@
+"""The toy world: procedural faces with exactly known attributes, their oracle and the small model."""

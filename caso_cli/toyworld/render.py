@@ -12,7 +12,7 @@ from the pixels after locating the face.
 
 Attributes (the things an edit should change), independent by default:
 
-- ``mustache`` (no/yes): a thick dark-brown band under the nose, about 8x2 pixels at 32 px.
+- ``mustache`` (no/yes): a thick dark-brown bar under the nose, about 8 x 2.4 pixels at 32 px.
 - ``glasses`` (no/yes): two bold near-black rings around the eyes, a bridge between them and
   two arms out to the edge of the face.
 - ``smile`` (no/yes): "yes" is a wide, thick U-shaped dark-red mouth whose corners rise
@@ -61,8 +61,9 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 BINARY_ATTRIBUTES = ("mustache", "glasses", "smile")
 EYE_SHAPES = ("round", "narrow")
 
-# ---- palette (RGB 0-255). Hair colours are far apart from each other (>= 200), from the skin
-# line (>= 89) and from every background (cool hues; see _background_rgb).
+# ---- palette (RGB 0-255). Minimum Euclidean distances over the whole ranges: hair to hair
+# 175, hair to any skin tone 94, hair to any background 128, skin to any background 65
+# (backgrounds are cool hues, skin is orange); the oracle relies on these gaps.
 HAIR_RGB = np.array([[30, 25, 28], [240, 210, 50], [205, 35, 35]], dtype=np.float32)
 SKIN_LIGHT = np.array([236, 196, 164], dtype=np.float32)
 SKIN_DARK = np.array([141, 96, 66], dtype=np.float32)
@@ -81,12 +82,12 @@ HAIR_OUTER = (1.10, 1.12)  # semi-axes (in a, b) of the ellipse bounding the hai
 HAIRLINE_V = -0.55  # the hair covers the face above this line
 EYE_U, EYE_V = 0.40, -0.20  # eye centres at (+-EYE_U, EYE_V)
 EYE_ROUND_R = 0.15  # radius of a round eye, in units of a
-EYE_NARROW = (0.22, 0.05)  # semi-axes of a narrow eye, in units of (a, b)
+EYE_NARROW = (0.26, 0.05)  # semi-axes of a narrow eye, in units of (a, b)
 GLASSES_R = 0.34  # outer radius of a lens ring, in units of a (a circle in pixels)
 GLASSES_T = 3.0  # ring / bridge thickness, canvas pixels (1.5 px at 32)
 ARM_T = 2.5  # arm thickness, canvas pixels
-NOSE = (0.0, 0.02, 0.10, 0.10)  # centre u, v and semi-axes (in a, b)
-MUSTACHE = (0.26, 0.48, 0.12)  # centre v, half-width (in a), half-height (in b): a rounded bar
+NOSE = (0.0, -0.01, 0.10, 0.09)  # centre u, v and semi-axes (in a, b)
+MUSTACHE = (0.22, 0.48, 0.12)  # centre v, half-width (in a), half-height (in b): a rounded bar
 NEUTRAL_MOUTH = (0.54, 0.36, 1.25)  # v, half-width (in a), half-thickness (canvas px)
 SMILE = (0.78, 0.30, 0.55, 1.8)  # centre v, rise of the corners (in b), half-width (in a),
 #                                   half-thickness (canvas px)
@@ -200,7 +201,7 @@ class FaceParams:
         return out
 
 
-def _short(x: object) -> float:
+def _short(x: float) -> float:
     """The shortest decimal that reads back as the same float32 (so labels.csv round-trips)."""
     return float(str(np.float32(x)))
 
@@ -246,10 +247,8 @@ def sample_params(n: int, seed: int, config: RenderConfig | None = None) -> Face
     )
 
 
-def _paint(img: np.ndarray, mask: np.ndarray, rgb: np.ndarray) -> None:
-    """In place: pixels where ``mask`` (N, H, W) take colour ``rgb`` ((3,) or (N, 3))."""
-    colour = np.broadcast_to(rgb, (img.shape[0], 3))[:, None, None, :]
-    np.copyto(img, np.broadcast_to(colour, img.shape), where=mask[..., None])
+# Paint layers, back to front; each pixel keeps the index of the last layer drawn over it.
+_BG, _SKIN, _HAIR, _NOSE, _EYE, _GLASSES, _MUSTACHE, _MOUTH = range(8)
 
 
 def _draw(p: FaceParams) -> np.ndarray:
@@ -265,18 +264,21 @@ def _draw(p: FaceParams) -> np.ndarray:
     dx, dy = xs[None] - cx, ys[None] - cy  # canvas pixels from the face centre
     u, v = dx / a, dy / b
 
-    img = np.empty((n, CANVAS, CANVAS, 3), dtype=np.float32)
-    img[:] = p.background[:, None, None, :]
+    layer = np.zeros((n, CANVAS, CANVAS), dtype=np.int64)  # _BG everywhere
     skin = p.skin_rgb
+    palette = np.stack([  # (N, layers, 3): the colour of each layer in each face
+        p.background, skin, HAIR_RGB[p.hair], skin * NOSE_SHADE,
+        *(np.broadcast_to(c, skin.shape) for c in (EYE_RGB, GLASSES_RGB, MUSTACHE_RGB, MOUTH_RGB)),
+    ], axis=1).astype(np.float32)
 
     # face, then the hair cap over its top and beyond
-    _paint(img, u**2 + v**2 <= 1.0, skin)
+    layer[u**2 + v**2 <= 1.0] = _SKIN
     hair_mask = ((u / HAIR_OUTER[0]) ** 2 + (v / HAIR_OUTER[1]) ** 2 <= 1.0) & (v < HAIRLINE_V)
-    _paint(img, hair_mask, HAIR_RGB[p.hair])
+    layer[hair_mask] = _HAIR
 
     # nose: a slightly darker small ellipse
     nu, nv, nax, nby = NOSE
-    _paint(img, ((u - nu) / nax) ** 2 + ((v - nv) / nby) ** 2 <= 1.0, skin * NOSE_SHADE)
+    layer[((u - nu) / nax) ** 2 + ((v - nv) / nby) ** 2 <= 1.0] = _NOSE
 
     # eyes
     narrow = (p.eye_shape == 1)[:, None, None]
@@ -284,7 +286,7 @@ def _draw(p: FaceParams) -> np.ndarray:
         eu, ev = u - side * EYE_U, v - EYE_V
         round_eye = (eu * a) ** 2 + (ev * b) ** 2 <= (EYE_ROUND_R * a) ** 2
         narrow_eye = (eu / EYE_NARROW[0]) ** 2 + (ev / EYE_NARROW[1]) ** 2 <= 1.0
-        _paint(img, np.where(narrow, narrow_eye, round_eye), EYE_RGB)
+        layer[np.where(narrow, narrow_eye, round_eye)] = _EYE
 
     # glasses: rings (circles in pixels), a bridge and two arms
     has = (p.glasses == 1)[:, None, None]
@@ -296,12 +298,12 @@ def _draw(p: FaceParams) -> np.ndarray:
     eye_y = EYE_V * b
     frame |= (np.abs(dy - eye_y) <= GLASSES_T / 2) & (np.abs(dx) <= (EYE_U - GLASSES_R) * a + 1.0)
     arm = (np.abs(dy - eye_y) <= ARM_T / 2) & (np.abs(dx) >= EYE_U * a + r_out - 1.0) & (u**2 + v**2 <= 1.0)
-    _paint(img, has & (frame | arm), GLASSES_RGB)
+    layer[has & (frame | arm)] = _GLASSES
 
     # mustache: a rounded bar (super-ellipse, power 4) under the nose
     mv, mhw, mhh = MUSTACHE
-    bar = (u / mhw) ** 4 + ((v - mv) / mhh) ** 4 <= 1.0
-    _paint(img, (p.mustache == 1)[:, None, None] & bar, MUSTACHE_RGB)
+    bar = ((u / mhw) ** 2) ** 2 + (((v - mv) / mhh) ** 2) ** 2 <= 1.0
+    layer[(p.mustache == 1)[:, None, None] & bar] = _MUSTACHE
 
     # mouth: neutral straight line, or a U-shaped smile (perpendicular distance to a parabola)
     lv, lhw, lht = NEUTRAL_MOUTH
@@ -312,14 +314,14 @@ def _draw(p: FaceParams) -> np.ndarray:
     dist = np.abs(dy - y_curve) / np.sqrt(1.0 + (2.0 * k * dx) ** 2)
     curve = (dist <= sht) & (np.abs(u) <= shw)
     smiling = (p.smile == 1)[:, None, None]
-    _paint(img, np.where(smiling, curve, line), MOUTH_RGB)
-    return img
+    layer[np.where(smiling, curve, line)] = _MOUTH
+    return np.take_along_axis(palette, layer.reshape(n, -1, 1), axis=1).reshape(n, CANVAS, CANVAS, 3)
 
 
 def downsample(img: np.ndarray, factor: int) -> np.ndarray:
     """Box (area) downsampling of (N, H, W, C) by an integer factor; float32 out."""
-    n, h, w, c = img.shape
-    return img.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4), dtype=np.float32)
+    out = sum(img[:, i::factor, j::factor].astype(np.float32) for i in range(factor) for j in range(factor))
+    return out / np.float32(factor * factor)
 
 
 def render(params: FaceParams, batch_size: int = 256) -> np.ndarray:
@@ -401,7 +403,7 @@ def write_dataset(
         raise InputError(f"{out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise InputError(f"{out} is not empty (pass overwrite=True / --overwrite to replace it)")
+            raise InputError(f"{out} is not empty (overwrite it with --overwrite / overwrite=True)")
         for f in _own_files(out):
             f.unlink()
     img_dir = out / IMAGES_DIR
