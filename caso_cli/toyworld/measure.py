@@ -1,0 +1,115 @@
+"""Measure learned embeddings on the toy world with the oracle: guided generation and edits.
+
+Attribute names here are the toy world's (``mustache``, ``glasses``, ``smile``, ``hair``);
+an embedding's classes are matched to the attribute's classes by name (``no_mustache`` /
+``mustache`` for binary attributes as ``classifier fit --labels`` names them, the colour
+names for hair).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from caso_cli.conditioning import encode_vectors
+from caso_cli.config import EditConfig
+from caso_cli.pipelines.edit import edit_latents, invert_latents
+from caso_cli.pipelines.generate import decode_latents, encode_images, generate_latents
+from caso_cli.toyworld import oracle
+from caso_cli.toyworld import render as R
+
+
+def class_value(attr: str, cls: str) -> int:
+    """The toy label value of an embedding class name: ``mustache`` -> 1, ``no_mustache`` -> 0, ``red`` -> 2."""
+    names = R.ATTRIBUTES[attr]
+    c = cls.lower()
+    if attr in R.BINARY_ATTRIBUTES:
+        if c in ("no_" + attr, "no", "0", "false"):
+            return 0
+        if c in (attr, "yes", "1", "true"):
+            return 1
+    elif c in names:
+        return names.index(c)
+    raise ValueError(f"class {cls!r} is not a class of toy attribute {attr!r}")
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def to_unit(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def _conditions(sd: Any, vectors: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return encode_vectors(sd.text_encoder, sd.tokenizer, vectors.to(sd.runtime.device).unsqueeze(1))
+
+
+def generation_accuracy(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, n_per_class: int = 32,
+                        seed: int = 0, scale: float = 5.0, steps: int = 50) -> dict[str, float]:
+    """Per class: fraction of images generated from noise with c_k (CFG) that the oracle reads as class k."""
+    conds = _conditions(sd, vectors)
+    out = {}
+    for k, cls in enumerate(classes):
+        z = generate_latents(sd, conds[k:k + 1].expand(n_per_class, -1, -1), seed + k, steps, scale)
+        read = getattr(oracle.read_attributes(to_uint8(decode_latents(sd, z))), attr)
+        out[cls] = float(np.mean(read == class_value(attr, cls)))
+    return out
+
+
+def _kept(before: oracle.Readings, after: oracle.Readings, attr: str) -> np.ndarray:
+    """Per image: every attribute other than ``attr`` reads the same."""
+    keep = np.ones(len(before), dtype=bool)
+    for name in R.ATTRIBUTES:
+        if name != attr:
+            keep &= getattr(before, name) == getattr(after, name)
+    return keep
+
+
+def edit_rates(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, images: np.ndarray,
+               scale: float, config: EditConfig) -> dict[str, Any]:
+    """Edit toy faces towards each class (+scale) and, for binary attributes, away from it (-scale).
+
+    Returns success (oracle reads the target) among images not already in the target class, and
+    preservation (all other attributes unchanged) over the same images, plus the unguided
+    reconstruction's preservation for reference.
+    """
+    conds = _conditions(sd, vectors)
+    z0 = encode_images(sd, to_unit(images))
+    z_t = invert_latents(sd, z0, config)
+    before = oracle.read_attributes(images)
+    rec = oracle.read_attributes(to_uint8(decode_latents(sd, edit_latents(sd, z_t, conds[:1], 0.0, config))))
+    current = getattr(before, attr)
+    result: dict[str, Any] = {"scale": scale, "start": config.start, "steps": config.steps, "n": len(images),
+                              "reconstruction_kept": float(np.mean(_kept(before, rec, attr)
+                                                                   & (getattr(rec, attr) == current)))}
+    edits = [(cls, cls, scale) for cls in classes]
+    if attr in R.BINARY_ATTRIBUTES:  # the reverse edit: the positive class's embedding at -scale
+        positive = next(c for c in classes if class_value(attr, c) == 1)
+        edits.append((f"-{positive}", positive, -scale))
+    for label, cls, w in edits:
+        k = classes.index(cls)
+        target = class_value(attr, cls) if w > 0 else 1 - class_value(attr, cls)
+        todo = current != target
+        if not todo.any():
+            continue
+        z = edit_latents(sd, z_t[todo], conds[k:k + 1], w, config)
+        after = oracle.read_attributes(to_uint8(decode_latents(sd, z)))
+        result[label] = {"n": int(todo.sum()), "success": float(np.mean(getattr(after, attr) == target)),
+                         "kept": float(np.mean(_kept(_subset(before, todo), after, attr)))}
+    return result
+
+
+def _subset(r: oracle.Readings, mask: np.ndarray) -> oracle.Readings:
+    import dataclasses
+
+    fields = {}
+    for f in dataclasses.fields(r):
+        v = getattr(r, f.name)
+        fields[f.name] = {k: a[mask] for k, a in v.items()} if isinstance(v, dict) else v[mask]
+    return oracle.Readings(**fields)

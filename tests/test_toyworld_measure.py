@@ -1,0 +1,38 @@
+"""The toy-world measurement helpers run end to end (tiny random model: values are only checked for form)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from caso_cli.config import EditConfig
+from caso_cli.toyworld import measure
+from caso_cli.toyworld.render import render_faces
+
+
+def test_class_value_maps_embedding_classes() -> None:
+    assert measure.class_value("mustache", "mustache") == 1
+    assert measure.class_value("mustache", "no_mustache") == 0
+    assert measure.class_value("hair", "red") == 2
+    with pytest.raises(ValueError):
+        measure.class_value("hair", "green")
+
+
+def test_uint8_round_trip() -> None:
+    images, _ = render_faces(3, seed=1)
+    assert (measure.to_uint8(measure.to_unit(images)) == images).all()
+
+
+def test_generation_and_edit_rates_shapes(tiny_sd) -> None:
+    vectors = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
+    classes = ["no_mustache", "mustache"]
+    gen = measure.generation_accuracy(tiny_sd, vectors, classes, "mustache", n_per_class=2, steps=3)
+    assert set(gen) == set(classes) and all(0.0 <= v <= 1.0 for v in gen.values())
+    images, params = render_faces(6, seed=2)
+    rates = measure.edit_rates(tiny_sd, vectors, classes, "mustache", images, 3.0, EditConfig(steps=4, start=0.5))
+    assert rates["n"] == 6 and 0.0 <= rates["reconstruction_kept"] <= 1.0
+    n_without = int((params.mustache == 0).sum())
+    if n_without:
+        assert rates["mustache"]["n"] == n_without
+    if n_without < 6:
+        assert rates["-mustache"]["n"] == 6 - n_without
