@@ -16,7 +16,7 @@ import torch
 from caso_cli.conditioning import null_condition
 from caso_cli.config import EditConfig
 from caso_cli.pipelines.ddim import denoise, invert
-from caso_cli.pipelines.guidance import guided_eps, predict_eps
+from caso_cli.pipelines.guidance import composed_eps, guided_eps, predict_eps
 
 if TYPE_CHECKING:
     from caso_cli.models.loaders import StableDiffusion
@@ -30,20 +30,29 @@ def invert_latents(sd: StableDiffusion, z0: torch.Tensor, config: EditConfig) ->
 
 
 @torch.no_grad()
-def edit_latents(sd: StableDiffusion, z_t: torch.Tensor, cond: torch.Tensor, scale: float | torch.Tensor,
-                 config: EditConfig) -> torch.Tensor:
+def edit_latents(sd: StableDiffusion, z_t: torch.Tensor, cond: torch.Tensor | list[torch.Tensor],
+                 scale: float | torch.Tensor | list[float], config: EditConfig) -> torch.Tensor:
     """Denoise inverted latents with CFG on ``cond`` (METHOD Eq. 2 and 7); null after the first step if single-step.
 
     ``cond`` is (1, L, D) or one row per latent; ``scale`` a float or a (B,) tensor (one scale per latent).
+    Lists of conditions and scales compose one guidance term per condition.
     """
     c_null = null_condition(sd.text_encoder, sd.tokenizer)
-    w = scale.view(-1, 1, 1, 1).to(z_t.device, torch.float32) if isinstance(scale, torch.Tensor) else float(scale)
-    if cond.shape[0] == 1 and z_t.shape[0] > 1:
-        cond = cond.expand(z_t.shape[0], -1, -1)
+    if isinstance(cond, list):
+        conds, scales = cond, [float(w) for w in scale]  # type: ignore[union-attr]
+
+        def guided(z: torch.Tensor, t: int) -> torch.Tensor:
+            return composed_eps(sd, z, t, c_null, conds, scales)
+    else:
+        w = scale.view(-1, 1, 1, 1).to(z_t.device, torch.float32) if isinstance(scale, torch.Tensor) else float(scale)
+        single = cond.expand(z_t.shape[0], -1, -1) if cond.shape[0] == 1 and z_t.shape[0] > 1 else cond
+
+        def guided(z: torch.Tensor, t: int) -> torch.Tensor:
+            return guided_eps(sd, z, t, c_null, single, w)
 
     def eps(z: torch.Tensor, t: int, i: int) -> torch.Tensor:
         if config.single_step and i > 0:
             return predict_eps(sd, z, t, c_null)
-        return guided_eps(sd, z, t, c_null, cond, w).to(z.dtype)
+        return guided(z, t).to(z.dtype)
 
     return denoise(eps, z_t, sd.schedule, config.steps, config.num_steps())

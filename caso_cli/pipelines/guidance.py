@@ -32,3 +32,18 @@ def guided_eps(sd: StableDiffusion, z: torch.Tensor, t: int, c_null: torch.Tenso
     eps = predict_eps(sd, torch.cat([z, z]), t, torch.cat([c_null.expand(b, -1, -1), c_cond.expand(b, -1, -1)]))
     eps_null, eps_cond = eps.chunk(2)
     return cfg(eps_null, eps_cond, scale)
+
+
+def composed_eps(sd: StableDiffusion, z: torch.Tensor, t: int, c_null: torch.Tensor, conds: list[torch.Tensor],
+                 scales: list[float]) -> torch.Tensor:
+    """eps_null + sum_i w_i (eps(c_i) - eps_null): one guidance term per condition, one UNet call (METHOD Eq. 2)."""
+    import torch
+
+    b, m = z.shape[0], len(conds)
+    eps = predict_eps(sd, torch.cat([z] * (m + 1)),
+                      t, torch.cat([c_null.expand(b, -1, -1)] + [c.expand(b, -1, -1) for c in conds]))
+    parts = eps.chunk(m + 1)
+    out = parts[0]
+    for w, e in zip(scales, parts[1:], strict=True):
+        out = out + w * (e - parts[0])
+    return out

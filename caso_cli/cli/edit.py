@@ -1,0 +1,125 @@
+"""``caso edit``: edit image files with learned embeddings."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from caso_cli.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelConfigOpt, ModelOpt, SeedOpt
+from caso_cli.cli.output import Progress, info, print_json
+from caso_cli.config import EditConfig
+from caso_cli.errors import EXIT_CHECK_FAILED, UsageError
+
+AttrOpt = Annotated[list[str], typer.Option("--attr", "-a", help="NAME[:CLASS][=SCALE], repeatable: e.g. mustache, "
+                                                                 "hair:blond=5, smile=-3.")]
+StepsOpt = Annotated[int, typer.Option("--steps", help="DDIM steps of the full trajectory.")]
+StartOpt = Annotated[str, typer.Option("--start", help="Where guidance starts: a fraction of the trajectory "
+                                                       "(0 < f <= 1; 1 = from pure noise) or a timestep (> 1).")]
+
+
+def edit_config(steps: int, start: str, single_step: bool, num_train_timesteps: int = 1000) -> EditConfig:
+    """Validate --steps/--start and build the EditConfig (a timestep start becomes the matching fraction)."""
+    from caso_cli.attrs import parse_scale
+
+    if not 1 <= steps <= num_train_timesteps:
+        raise UsageError(f"--steps must be between 1 and {num_train_timesteps}, got {steps}")
+    value = parse_scale(start, "--start")
+    if 0 < value <= 1:
+        fraction = value
+    elif 1 < value < num_train_timesteps and value == int(value):
+        fraction = (int(value) // (num_train_timesteps // steps) + 1) / steps
+    else:
+        raise UsageError(f"--start must be a fraction in (0, 1] or a timestep in 2..{num_train_timesteps - 1}, "
+                         f"got {start}")
+    return EditConfig(steps=steps, start=min(1.0, fraction), single_step=single_step)
+
+
+def edit_cmd(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders, globs, or '-' to read paths from stdin.")],
+    attr: AttrOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("edited"),
+    scale: Annotated[str, typer.Option("--scale", "-s", help="Guidance scale for --attr without =SCALE; negative "
+                                                             "reverses the edit.")] = "5",
+    start: StartOpt = "0.6",
+    steps: StepsOpt = 50,
+    single_step: Annotated[bool, typer.Option("--single-step", help="Guide exactly one step (the first after "
+                                                                    "inversion).")] = False,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
+    size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
+    fit: Annotated[str, typer.Option("--fit", help="crop (centre crop), pad (white bars) or stretch.")] = "crop",
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per device batch.")] = 4,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs (resume a "
+                                                                        "stopped run).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only output paths.")] = False,
+    json_out: JsonOpt = False,
+    model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+) -> None:
+    """Edit images towards (or, with a negative scale, away from) learned attribute classes.
+
+    One DDIM inversion per image (null condition), then denoising with classifier-free guidance on the embeddings.
+
+    Several --attr with one scale build one multi-token condition; different scales give one guidance term each.
+
+    Outputs are OUT/<stem>.<attr>.<scale>.png with provenance in PNG text chunks.
+
+    Examples:
+
+      caso edit photo.jpg --attr mustache --scale 5
+
+      caso edit faces/ -r --attr smile=3 --attr hair:blond=5 --out edited/
+
+      find shots -name '*.png' | caso edit - --attr smile --out edited/ --json | jq .
+    """
+    from caso_cli.attrs import parse_scale, resolve_attrs
+    from caso_cli.imageio import FIT_MODES
+    from caso_cli.inputs import expand_inputs
+    from caso_cli.models.loaders import load_model
+    from caso_cli.pipelines.batch_edit import EditJob, run_edit_job
+    from caso_cli.runtime import make_runtime
+
+    attrs = resolve_attrs(attr, parse_scale(scale, "--scale"))
+    config = edit_config(steps, start, single_step)
+    if fit not in FIT_MODES:
+        raise UsageError(f"--fit must be one of {', '.join(FIT_MODES)}, got {fit!r}")
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if size is not None and (size < 8 or size % 8):
+        raise UsageError(f"--size must be a positive multiple of 8, got {size}")
+    if model is None:
+        models = {a.embedding.meta.get("model") for a in attrs} - {None}
+        if len(models) > 1:
+            raise UsageError(f"the embeddings were learned for different models ({', '.join(sorted(models))}); "
+                             "pass --model")
+        model = models.pop() if models else None
+    items = list(expand_inputs(inputs, recursive))
+    if not items:
+        raise UsageError("no input images")
+    sd = load_model(model, make_runtime(device, dtype), config=model_config)
+    job = EditJob(attrs=attrs, out_dir=out, config=config, size=size, fit=fit, batch_size=batch_size,
+                  overwrite=overwrite, skip_existing=skip_existing, seed=seed)
+    counts = {"ok": 0, "skipped": 0, "error": 0}
+    with Progress("edit", len(items)) as bar:
+        for rec in run_edit_job(sd, job, items):
+            counts[rec.status] += 1
+            bar.update(sum(counts.values()))
+            if rec.status == "error":
+                info(f"Error: {rec.error}")
+                continue
+            if json_out:
+                print_json({"input": rec.input, "output": rec.output, "status": rec.status,
+                            "attr": [a.spec.name for a in attrs], "class": [a.cls for a in attrs],
+                            "scale": [a.scale for a in attrs], "seed": seed, "seconds": rec.seconds})
+            elif rec.status == "ok" or quiet:
+                typer.echo(rec.output)
+    info(f"{counts['ok']} edited, {counts['skipped']} skipped, {counts['error']} failed"
+         + (f"; outputs in {out}" if counts["ok"] else ""))
+    if counts["error"]:
+        sys.exit(EXIT_CHECK_FAILED)

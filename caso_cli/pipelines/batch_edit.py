@@ -1,0 +1,173 @@
+"""Edit image files in batches: load, invert once, edit with every requested guidance, save with provenance.
+
+The library side of ``caso edit``: a generator of :class:`EditRecord`, one per input (an
+output written, skipped, or an error for that input alone); it never prints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from caso_cli import __version__
+from caso_cli.attrs import ResolvedAttr, format_scale
+from caso_cli.conditioning import encode_vectors
+from caso_cli.config import EditConfig
+from caso_cli.errors import CasoError, UsageError
+from caso_cli.inputs import InputItem
+from caso_cli.pipelines.edit import edit_latents, invert_latents
+from caso_cli.pipelines.generate import decode_latents, encode_images
+
+if TYPE_CHECKING:
+    from caso_cli.models.loaders import StableDiffusion
+
+
+@dataclass(frozen=True)
+class EditJob:
+    """What to edit and where the results go."""
+
+    attrs: list[ResolvedAttr]  # one combined edit of these attributes
+    out_dir: Path  # outputs: <out_dir>/<stem>.<labels>.<scale>.png
+    config: EditConfig = field(default_factory=EditConfig)
+    size: int | None = None  # image side; default the model's resolution
+    fit: str = "crop"  # crop, pad or stretch (caso_cli.imageio.fit_image)
+    batch_size: int = 4  # images per device batch
+    overwrite: bool = False  # replace existing outputs
+    skip_existing: bool = False  # leave existing outputs and move on (resume a killed run)
+    seed: int = 0  # recorded; DDIM inversion and editing are deterministic
+
+
+@dataclass
+class EditRecord:
+    """The outcome for one input."""
+
+    input: str
+    output: str | None = None
+    status: str = "ok"  # ok, skipped or error
+    error: str | None = None
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def check_model(attrs: list[ResolvedAttr], sd: StableDiffusion) -> None:
+    """Refuse embeddings made for another text encoder (size or weights)."""
+    from caso_cli.registry import text_encoder_hash
+
+    for a in attrs:
+        d = a.embedding.vectors.shape[1]
+        if d != sd.token_dim:
+            raise UsageError(f"embedding {a.embedding.name!r} has {d}-dim vectors but model {sd.name!r} takes "
+                             f"{sd.token_dim} (made for another text encoder; use --model "
+                             f"{a.embedding.meta.get('model', '?')})")
+        want = a.embedding.meta.get("text_encoder_hash")
+        if want and want != text_encoder_hash(sd.text_encoder):
+            raise UsageError(f"embedding {a.embedding.name!r} was learned for model {a.embedding.meta.get('model')!r}"
+                             f", whose text encoder differs from {sd.name!r}'s; use --model "
+                             f"{a.embedding.meta.get('model')}")
+
+
+def output_path(job: EditJob, source: Path) -> Path:
+    """``<out>/<stem>.<attr[+attr]>.<scale[,scale]>.png``."""
+    labels = "+".join(a.label for a in job.attrs)
+    scales = {a.scale for a in job.attrs}
+    scale = format_scale(job.attrs[0].scale) if len(scales) == 1 else ",".join(format_scale(a.scale) for a in job.attrs)
+    return job.out_dir / f"{source.stem}.{labels}.{scale}.png"
+
+
+def guidance(sd: StableDiffusion, attrs: list[ResolvedAttr]) -> tuple[Any, Any]:
+    """One multi-token condition [BOS, e_a, e_b, EOS] when the scales agree (METHOD §1); else one term each."""
+    with torch.no_grad():
+        if len({a.scale for a in attrs}) == 1:
+            vectors = torch.stack([a.embedding.vectors[a.index] for a in attrs]).to(sd.runtime.device)
+            return encode_vectors(sd.text_encoder, sd.tokenizer, vectors), attrs[0].scale
+        conds = [encode_vectors(sd.text_encoder, sd.tokenizer, a.embedding.vectors[a.index:a.index + 1]
+                                .to(sd.runtime.device)) for a in attrs]
+        return conds, [a.scale for a in attrs]
+
+
+def provenance(sd: StableDiffusion, job: EditJob, source: Path) -> dict[str, str]:
+    """PNG text chunks recording how an output was made."""
+    return {
+        "caso:version": __version__, "caso:input": str(source), "caso:model": sd.name,
+        "caso:embeddings": ",".join(a.embedding.name for a in job.attrs),
+        "caso:embedding_sha256": ",".join(str(a.embedding.meta.get("sha256", ""))[:16] for a in job.attrs),
+        "caso:classes": ",".join(a.cls for a in job.attrs),
+        "caso:scales": ",".join(format_scale(a.scale) for a in job.attrs),
+        "caso:start": f"{job.config.start:g}", "caso:steps": str(job.config.steps),
+        "caso:single_step": str(job.config.single_step).lower(), "caso:seed": str(job.seed),
+    }
+
+
+def _batches(items: Iterable[InputItem], n: int) -> Iterator[list[InputItem]]:
+    batch: list[InputItem] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
+                 on_record: Callable[[EditRecord], None] | None = None) -> Iterator[EditRecord]:
+    """Edit every input; yields one record per input, in input order within each batch."""
+    from caso_cli.imageio import fit_image, load_image, save_png, to_pil, to_tensor
+
+    check_model(job.attrs, sd)
+    size = job.size or sd.resolution
+    cond, scale = guidance(sd, job.attrs)
+    for batch in _batches(items, max(1, job.batch_size)):
+        t0 = time.monotonic()
+        records, todo, images = [], [], []
+        for item in batch:
+            rec = EditRecord(input=str(item.path))
+            records.append(rec)
+            if item.error:
+                rec.status, rec.error = "error", f"{item.path}: {item.error}"
+                continue
+            out = output_path(job, item.path)
+            rec.output = str(out)
+            if out.resolve() == item.path.resolve():
+                rec.status, rec.error = "error", f"{item.path}: output would overwrite the input"
+                continue
+            if out.exists() and not job.overwrite:
+                if job.skip_existing:
+                    rec.status = "skipped"
+                else:
+                    rec.status, rec.error = "error", f"{out}: exists (use --overwrite or --skip-existing)"
+                continue
+            try:
+                images.append(fit_image(load_image(item.path), size, job.fit))
+            except CasoError as exc:
+                rec.status, rec.error = "error", str(exc)
+                continue
+            todo.append(rec)
+        if todo:
+            z0 = encode_images(sd, to_tensor(images))
+            z_t = invert_latents(sd, z0, job.config)
+            edited = decode_latents(sd, edit_latents(sd, z_t, cond, scale, job.config))
+            seconds = (time.monotonic() - t0) / len(todo)
+            for rec, x, img in zip(todo, edited, to_pil(edited), strict=True):
+                rec.seconds = round(seconds, 3)
+                if not torch.isfinite(x).all():
+                    rec.status, rec.error = "error", (f"{rec.input}: the edit produced NaN/inf values; "
+                                                      "try --dtype fp32")
+                    rec.output = None
+                    continue
+                try:
+                    save_png(img, Path(rec.output or ""), provenance(sd, job, Path(rec.input)),
+                             overwrite=job.overwrite)
+                except CasoError as exc:
+                    rec.status, rec.error, rec.output = "error", str(exc), None
+        for rec in records:
+            if rec.status == "skipped":
+                rec.seconds = 0.0
+            if on_record:
+                on_record(rec)
+            yield rec

@@ -1,0 +1,80 @@
+"""Captions for toy faces, generated from their labels, and the toy model's vocabulary.
+
+A caption names some of the four attributes, in random order, each as a presence or an
+explicit absence, so both can be prompted::
+
+    "a face with a mustache and no glasses and blond hair"
+    "a face with no smile and red hair"
+    "a face"                       (every attribute left out)
+    ""                             (about 10%: the null caption, for classifier-free guidance)
+
+Every word is a whole word of the offline tokenizer's vocabulary (:data:`WORDS`), so each
+attribute word is a single token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from caso_cli.toyworld.render import ATTRIBUTES, BINARY_ATTRIBUTES
+
+#: Phrases for the binary attributes: (absent, present).
+BINARY_PHRASES: dict[str, tuple[str, str]] = {
+    "mustache": ("no mustache", "a mustache"),
+    "glasses": ("no glasses", "glasses"),
+    "smile": ("no smile", "a smile"),
+}
+#: Phrases for the hair classes, in :data:`ATTRIBUTES` order.
+HAIR_PHRASES: tuple[str, ...] = tuple(f"{c} hair" for c in ATTRIBUTES["hair"])
+PREFIX = "a face"
+
+#: Whole words of the tokenizer vocabulary (every word a caption can use).
+WORDS: tuple[str, ...] = tuple(sorted({
+    w for phrase in (PREFIX, "with and", *HAIR_PHRASES, *(p for ps in BINARY_PHRASES.values() for p in ps))
+    for w in phrase.split()
+}))
+
+P_EMPTY = 0.10  # share of empty (null) captions
+P_MENTION = 0.8  # chance that a caption names a given attribute (word dropout = 0.2)
+
+
+def phrase(attribute: str, label: int) -> str:
+    """The phrase naming class ``label`` of ``attribute`` ("a mustache", "no glasses", "red hair")."""
+    if attribute == "hair":
+        return HAIR_PHRASES[int(label)]
+    return BINARY_PHRASES[attribute][int(label)]
+
+
+def compose(phrases: Sequence[str]) -> str:
+    """``"a face with X and Y and Z"`` (``"a face"`` when there is nothing to name)."""
+    return f"{PREFIX} with {' and '.join(phrases)}" if phrases else PREFIX
+
+
+def prompt(**labels: int | str) -> str:
+    """A prompt for the given attributes, e.g. ``prompt(mustache=0, hair="red")``."""
+    parts = []
+    for name, value in labels.items():
+        if name not in ATTRIBUTES:
+            raise ValueError(f"unknown attribute {name!r}")
+        label = ATTRIBUTES[name].index(value) if isinstance(value, str) else int(value)
+        parts.append(phrase(name, label))
+    return compose(parts)
+
+
+def caption(labels: Mapping[str, int], rng: np.random.Generator, p_mention: float = P_MENTION,
+            p_empty: float = P_EMPTY) -> str:
+    """A random caption for one face with class indices ``labels`` (keys as in :data:`ATTRIBUTES`)."""
+    if rng.random() < p_empty:
+        return ""
+    names = [n for n in (*BINARY_ATTRIBUTES, "hair") if rng.random() < p_mention]
+    order = rng.permutation(len(names))
+    return compose([phrase(names[i], labels[names[i]]) for i in order])
+
+
+def captions(labels: Mapping[str, np.ndarray], rng: np.random.Generator, p_mention: float = P_MENTION,
+             p_empty: float = P_EMPTY) -> list[str]:
+    """Random captions for a batch: ``labels`` maps attribute names to (N,) class arrays."""
+    n = len(next(iter(labels.values())))
+    return [caption({k: int(v[i]) for k, v in labels.items()}, rng, p_mention, p_empty) for i in range(n)]

@@ -1,0 +1,117 @@
+"""`caso edit` on the tiny model: names, provenance, batches, stdin, resume, errors."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from caso_cli.imageio import read_png_metadata
+from caso_cli.registry import save_embedding, text_encoder_hash
+from tests.test_cli import run_main
+
+
+@pytest.fixture()
+def embedding(tiny_sd, tiny_model_dir) -> str:
+    v = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
+    save_embedding("mustache", v, {"classes": ["no_mustache", "mustache"], "model": str(tiny_model_dir),
+                                   "text_encoder_hash": text_encoder_hash(tiny_sd.text_encoder)})
+    save_embedding("hair", torch.randn(3, 16), {"classes": ["black", "blond", "red"], "model": str(tiny_model_dir),
+                                                "text_encoder_hash": text_encoder_hash(tiny_sd.text_encoder)})
+    return "mustache"
+
+
+@pytest.fixture()
+def photos(tmp_path) -> list[Path]:
+    paths = []
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        p = tmp_path / "in" / f"p{i}.png"
+        p.parent.mkdir(exist_ok=True)
+        Image.new("RGB", (40, 48), colour).save(p)
+        paths.append(p)
+    return paths
+
+
+FAST = ["--steps", "4", "--device", "cpu"]
+
+
+def test_edit_writes_named_outputs_with_provenance(embedding, photos, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code, stdout, err = run_main(["edit", str(photos[0]), str(photos[1]), "--attr", "mustache", "--scale", "5",
+                                  "--out", str(out), "--json", *FAST], capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert [Path(r["output"]).name for r in rows] == ["p0.mustache.5.png", "p1.mustache.5.png"]
+    assert rows[0]["class"] == ["mustache"] and rows[0]["scale"] == [5.0]
+    meta = read_png_metadata(rows[0]["output"])
+    assert meta["caso:embeddings"] == "mustache" and meta["caso:classes"] == "mustache"
+    assert meta["caso:scales"] == "5" and meta["caso:steps"] == "4" and meta["caso:start"] == "0.6"
+    assert Image.open(rows[0]["output"]).size == (32, 32)
+    assert "2 edited, 0 skipped, 0 failed" in err
+
+
+def test_existing_outputs_resume_and_errors(embedding, photos, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    args = ["edit", str(photos[0]), "--attr", "mustache=-3", "--out", str(out), *FAST]
+    assert run_main(args, capsys)[0] == 0
+    target = out / "p0.mustache.-3.png"
+    before = target.read_bytes()
+    code, _, err = run_main(args, capsys)
+    assert code == 1 and "exists (use --overwrite or --skip-existing)" in err
+    code, stdout, err = run_main([*args, "--skip-existing", "-q"], capsys)
+    assert code == 0 and stdout.strip() == str(target) and "0 edited, 1 skipped, 0 failed" in err
+    assert target.read_bytes() == before
+    code, _, _ = run_main([*args, "--overwrite"], capsys)
+    assert code == 0
+
+
+def test_bad_input_is_reported_and_the_rest_go_on(embedding, photos, tmp_path, capsys) -> None:
+    broken = tmp_path / "in" / "broken.png"
+    broken.write_text("not an image")
+    out = tmp_path / "out"
+    code, stdout, err = run_main(["edit", str(photos[0]), str(broken), str(tmp_path / "missing.png"), "--attr",
+                                  "mustache", "--out", str(out), "-q", *FAST], capsys)
+    assert code == 1
+    assert stdout.splitlines() == [str(out / "p0.mustache.5.png")]
+    assert f"Error: {broken}: not an image file" in err and "missing.png: no such file" in err
+    assert "1 edited, 0 skipped, 2 failed" in err
+    assert not (out / "broken.mustache.5.png").exists()
+
+
+def test_stdin_paths_and_multi_attr_names(embedding, photos, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(str(p) for p in photos[:2]) + "\n"))
+    out = tmp_path / "out"
+    code, stdout, err = run_main(["edit", "-", "--attr", "mustache", "--attr", "hair:blond", "--out", str(out),
+                                  "-q", *FAST], capsys)
+    assert code == 0, err
+    assert [Path(p).name for p in stdout.split()] == ["p0.mustache+hair-blond.5.png", "p1.mustache+hair-blond.5.png"]
+    code, stdout, _ = run_main(["edit", str(photos[2]), "--attr", "mustache=2", "--attr", "hair:red=4", "--out",
+                                str(out), "-q", *FAST], capsys)
+    assert code == 0 and Path(stdout.strip()).name == "p2.mustache+hair-red.2,4.png"
+
+
+def test_option_errors_before_loading_a_model(embedding, photos, tmp_path, capsys) -> None:
+    cases = [
+        (["--attr", "mustache", "--scale", "nan"], "--scale must be finite"),
+        (["--attr", "hair"], "name one, e.g. --attr hair:red"),
+        (["--attr", "hair:green"], "has no class 'green'"),
+        (["--attr", "mustach"], "did you mean mustache"),
+        (["--attr", "mustache", "--steps", "0"], "--steps must be between 1 and 1000"),
+        (["--attr", "mustache", "--start", "1.5"], "--start must be a fraction"),
+    ]
+    for extra, message in cases:
+        code, _, err = run_main(["edit", str(photos[0]), "--out", str(tmp_path / "o"), "--model", "nobody/none",
+                                 *extra], capsys)
+        assert code in (2, 3) and message in err, (extra, err)
+
+
+def test_text_encoder_mismatch_is_a_clear_error(tiny_model_dir, photos, tmp_path, capsys) -> None:
+    save_embedding("other", torch.randn(2, 16), {"classes": ["no_x", "x"], "model": "elsewhere",
+                                                 "text_encoder_hash": "0" * 16})
+    code, _, err = run_main(["edit", str(photos[0]), "--attr", "other", "--model", str(tiny_model_dir), "--out",
+                             str(tmp_path / "o"), *FAST], capsys)
+    assert code == 2 and "whose text encoder differs" in err
