@@ -115,3 +115,51 @@ def test_text_encoder_mismatch_is_a_clear_error(tiny_model_dir, photos, tmp_path
     code, _, err = run_main(["edit", str(photos[0]), "--attr", "other", "--model", str(tiny_model_dir), "--out",
                              str(tmp_path / "o"), *FAST], capsys)
     assert code == 2 and "whose text encoder differs" in err
+
+
+def test_interpolate_one_inversion_all_scales(embedding, photos, tmp_path, capsys, monkeypatch) -> None:
+    import caso_cli.pipelines.edit as E
+
+    calls = []
+    real = E.invert_latents
+    monkeypatch.setattr(E, "invert_latents", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = tmp_path / "sweep.png"
+    code, stdout, err = run_main(["interpolate", str(photos[0]), "--attr", "mustache", "--scales", "-4:4:5",
+                                  "--out", str(out), "--frames", str(tmp_path / "frames"), "--gif",
+                                  str(tmp_path / "s.gif"), *FAST], capsys)
+    assert code == 0, err
+    assert calls == [1]
+    assert "5 scales from one inversion: -4, -2, 0, 2, 4" in err
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == sorted(
+        f"p0.mustache.{s}.png" for s in ("-4", "-2", "0", "2", "4"))
+    sheet = Image.open(out)
+    assert sheet.width > 5 * 96 and read_png_metadata(out)["caso:scales"] == "-4,-2,0,2,4"
+    assert Image.open(tmp_path / "s.gif").n_frames == 8
+
+
+def test_reconstruct_unguided_and_guided(embedding, photos, tmp_path, tiny_model_dir, capsys) -> None:
+    out = tmp_path / "rec"
+    code, stdout, err = run_main(["reconstruct", str(photos[0]), "--out", str(out), "-q", "--model",
+                                  str(tiny_model_dir), *FAST], capsys)
+    assert code == 0, err
+    assert Path(stdout.strip()).name == "p0.recon.png" and "1 reconstructed" in err
+    code, stdout, err = run_main(["reconstruct", str(photos[0]), "--attr", "hair:red", "--out", str(out), "-q",
+                                  *FAST], capsys)
+    assert code == 0 and Path(stdout.strip()).name == "p0.recon.hair-red.2.png"
+    a = Image.open(out / "p0.recon.png").tobytes()
+    b = Image.open(out / "p0.recon.hair-red.2.png").tobytes()
+    assert a != b
+
+
+def test_generate_grid(embedding, tmp_path, capsys) -> None:
+    out = tmp_path / "gen.png"
+    code, stdout, err = run_main(["generate", "--attr", "mustache", "--n", "3", "--seed", "1", "--out", str(out),
+                                  "--frames", str(tmp_path / "g"), *FAST], capsys)
+    assert code == 0, err
+    assert read_png_metadata(out)["caso:classes"] == "mustache"
+    frames = sorted((tmp_path / "g").iterdir())
+    assert len(frames) == 3 and Image.open(frames[0]).size == (32, 32)
+    # the same seed gives the same images
+    again = tmp_path / "gen2.png"
+    run_main(["generate", "--attr", "mustache", "--n", "3", "--seed", "1", "--out", str(again), *FAST], capsys)
+    assert Image.open(out).tobytes() == Image.open(again).tobytes()

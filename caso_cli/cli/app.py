@@ -43,9 +43,12 @@ def _root(
 
 def _register() -> None:
     # Imported here so that each module registers its commands on `app`; none imports torch.
-    from caso_cli.cli import classifier, edit, embed, misc, model, toyworld  # noqa: F401
+    from caso_cli.cli import classifier, edit, embed, misc, model, sweep, toyworld  # noqa: F401
 
     app.command("edit")(edit.edit_cmd)
+    app.command("interpolate")(sweep.interpolate_cmd)
+    app.command("reconstruct")(sweep.reconstruct_cmd)
+    app.command("generate")(sweep.generate_cmd)
     app.add_typer(classifier.app, name="classifier")
     app.add_typer(embed.app, name="embed")
     app.add_typer(model.app, name="model")

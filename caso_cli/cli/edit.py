@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +12,9 @@ from caso_cli.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelConfigOpt, M
 from caso_cli.cli.output import Progress, info, print_json
 from caso_cli.config import EditConfig
 from caso_cli.errors import EXIT_CHECK_FAILED, UsageError
+
+if TYPE_CHECKING:
+    from caso_cli.attrs import ResolvedAttr
 
 AttrOpt = Annotated[list[str], typer.Option("--attr", "-a", help="NAME[:CLASS][=SCALE], repeatable: e.g. mustache, "
                                                                  "hair:blond=5, smile=-3.")]
@@ -79,34 +82,49 @@ def edit_cmd(
       find shots -name '*.png' | caso edit - --attr smile --out edited/ --json | jq .
     """
     from caso_cli.attrs import parse_scale, resolve_attrs
+
+    attrs = resolve_attrs(attr, parse_scale(scale, "--scale"))
+    run_batch(inputs, attrs, out, edit_config(steps, start, single_step), recursive=recursive, size=size, fit=fit,
+              batch_size=batch_size, overwrite=overwrite, skip_existing=skip_existing, quiet=quiet,
+              json_out=json_out, model=model, model_config=model_config, seed=seed, device=device, dtype=dtype)
+
+
+def model_for(attrs: list[ResolvedAttr], model: str | None) -> str | None:
+    """--model, else the model the embeddings were learned for (all the same), else the default."""
+    if model is not None:
+        return model
+    models = {a.embedding.meta.get("model") for a in attrs} - {None}
+    if len(models) > 1:
+        raise UsageError(f"the embeddings were learned for different models ({', '.join(sorted(models))}); "
+                         "pass --model")
+    return models.pop() if models else None
+
+
+def run_batch(inputs: list[str], attrs: list[ResolvedAttr], out: Path, config: EditConfig, *, recursive: bool,
+              size: int | None, fit: str, batch_size: int, overwrite: bool, skip_existing: bool, quiet: bool,
+              json_out: bool, model: str | None, model_config: str | None, seed: int, device: str, dtype: str,
+              kind: str = "") -> None:
+    """Shared by edit and reconstruct: validate, expand inputs, load the model, stream records, exit 1 on failures."""
     from caso_cli.imageio import FIT_MODES
     from caso_cli.inputs import expand_inputs
     from caso_cli.models.loaders import load_model
     from caso_cli.pipelines.batch_edit import EditJob, run_edit_job
     from caso_cli.runtime import make_runtime
 
-    attrs = resolve_attrs(attr, parse_scale(scale, "--scale"))
-    config = edit_config(steps, start, single_step)
     if fit not in FIT_MODES:
         raise UsageError(f"--fit must be one of {', '.join(FIT_MODES)}, got {fit!r}")
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     if size is not None and (size < 8 or size % 8):
         raise UsageError(f"--size must be a positive multiple of 8, got {size}")
-    if model is None:
-        models = {a.embedding.meta.get("model") for a in attrs} - {None}
-        if len(models) > 1:
-            raise UsageError(f"the embeddings were learned for different models ({', '.join(sorted(models))}); "
-                             "pass --model")
-        model = models.pop() if models else None
     items = list(expand_inputs(inputs, recursive))
     if not items:
         raise UsageError("no input images")
-    sd = load_model(model, make_runtime(device, dtype), config=model_config)
+    sd = load_model(model_for(attrs, model), make_runtime(device, dtype), config=model_config)
     job = EditJob(attrs=attrs, out_dir=out, config=config, size=size, fit=fit, batch_size=batch_size,
-                  overwrite=overwrite, skip_existing=skip_existing, seed=seed)
+                  overwrite=overwrite, skip_existing=skip_existing, seed=seed, kind=kind)
     counts = {"ok": 0, "skipped": 0, "error": 0}
-    with Progress("edit", len(items)) as bar:
+    with Progress(kind or "edit", len(items)) as bar:
         for rec in run_edit_job(sd, job, items):
             counts[rec.status] += 1
             bar.update(sum(counts.values()))
@@ -119,7 +137,7 @@ def edit_cmd(
                             "scale": [a.scale for a in attrs], "seed": seed, "seconds": rec.seconds})
             elif rec.status == "ok" or quiet:
                 typer.echo(rec.output)
-    info(f"{counts['ok']} edited, {counts['skipped']} skipped, {counts['error']} failed"
-         + (f"; outputs in {out}" if counts["ok"] else ""))
+    info(f"{counts['ok']} {'reconstructed' if kind else 'edited'}, {counts['skipped']} skipped, "
+         f"{counts['error']} failed" + (f"; outputs in {out}" if counts["ok"] else ""))
     if counts["error"]:
         sys.exit(EXIT_CHECK_FAILED)

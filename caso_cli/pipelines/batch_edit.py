@@ -16,7 +16,7 @@ import torch
 
 from caso_cli import __version__
 from caso_cli.attrs import ResolvedAttr, format_scale
-from caso_cli.conditioning import encode_vectors
+from caso_cli.conditioning import encode_vectors, null_condition
 from caso_cli.config import EditConfig
 from caso_cli.errors import CasoError, UsageError
 from caso_cli.inputs import InputItem
@@ -40,6 +40,7 @@ class EditJob:
     overwrite: bool = False  # replace existing outputs
     skip_existing: bool = False  # leave existing outputs and move on (resume a killed run)
     seed: int = 0  # recorded; DDIM inversion and editing are deterministic
+    kind: str = ""  # "" for edits, "recon" for reconstructions (<stem>.recon[.<attr>.<scale>].png)
 
 
 @dataclass
@@ -72,16 +73,22 @@ def check_model(attrs: list[ResolvedAttr], sd: StableDiffusion) -> None:
 
 
 def output_path(job: EditJob, source: Path) -> Path:
-    """``<out>/<stem>.<attr[+attr]>.<scale[,scale]>.png``."""
-    labels = "+".join(a.label for a in job.attrs)
-    scales = {a.scale for a in job.attrs}
-    scale = format_scale(job.attrs[0].scale) if len(scales) == 1 else ",".join(format_scale(a.scale) for a in job.attrs)
-    return job.out_dir / f"{source.stem}.{labels}.{scale}.png"
+    """``<out>/<stem>[.<kind>].<attr[+attr]>.<scale[,scale]>.png`` (``<stem>.recon.png`` unguided)."""
+    parts = [source.stem] + ([job.kind] if job.kind else [])
+    if job.attrs:
+        scales = [format_scale(a.scale) for a in job.attrs]
+        parts += ["+".join(a.label for a in job.attrs), scales[0] if len(set(scales)) == 1 else ",".join(scales)]
+    return job.out_dir / (".".join(parts) + ".png")
 
 
 def guidance(sd: StableDiffusion, attrs: list[ResolvedAttr]) -> tuple[Any, Any]:
-    """One multi-token condition [BOS, e_a, e_b, EOS] when the scales agree (METHOD §1); else one term each."""
+    """One multi-token condition [BOS, e_a, e_b, EOS] when the scales agree (METHOD §1); else one term each.
+
+    No attributes: the null condition at scale 0 (an unguided reconstruction).
+    """
     with torch.no_grad():
+        if not attrs:
+            return null_condition(sd.text_encoder, sd.tokenizer), 0.0
         if len({a.scale for a in attrs}) == 1:
             vectors = torch.stack([a.embedding.vectors[a.index] for a in attrs]).to(sd.runtime.device)
             return encode_vectors(sd.text_encoder, sd.tokenizer, vectors), attrs[0].scale
