@@ -49,6 +49,7 @@ def _register() -> None:
     app.command("interpolate")(sweep.interpolate_cmd)
     app.command("reconstruct")(sweep.reconstruct_cmd)
     app.command("generate")(sweep.generate_cmd)
+    app.command("demo")(sweep.demo_cmd)
     app.add_typer(classifier.app, name="classifier")
     app.add_typer(embed.app, name="embed")
     app.add_typer(model.app, name="model")
