@@ -91,3 +91,19 @@ def test_transformers_backbone_fit_save_load(tmp_path) -> None:
     back = load_classifier(path)
     assert torch.allclose(back(x), clf(x), atol=1e-6)
     assert back(x).shape == (2, 2) and back.features(x).shape[0] == 2
+
+
+def test_vgg16_backbone_needs_torchvision_or_builds() -> None:
+    from caso_cli.errors import UsageError
+    from caso_cli.models.classifier import build_backbone
+
+    meta = ClassifierMeta(classes=["a", "b"], backbone="vgg16", input_size=64, mean=[0.5] * 3, std=[0.5] * 3)
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # not installed, or a build that does not match torch (as on our CPU machines)
+        with pytest.raises(UsageError, match="caso\\[vgg\\]"):
+            build_backbone(meta)
+        return
+    net = build_backbone(meta)
+    assert net(torch.zeros(1, 3, 64, 64)).shape == (1, 2)
+    assert net.features(torch.zeros(1, 3, 64, 64)).shape == (1, 4096)

@@ -24,8 +24,9 @@ def fit_cmd(
                        "(Hair -> Hair_*).")] = None,
     partition: Annotated[Path | None, typer.Option("--partition", help="CelebA list_eval_partition file "
                                                                       "(0 train, 1 validation).")] = None,
-    backbone: Annotated[str, typer.Option("--backbone", help="small-cnn, or hf:<hub id or folder> for a "
-                                                            "transformers image classifier.")] = "small-cnn",
+    backbone: Annotated[str, typer.Option("--backbone", help="small-cnn; vgg16 (the paper's, needs caso[vgg]); or "
+                                                            "hf:<hub id or folder> for a transformers image "
+                                                            "classifier.")] = "small-cnn",
     mode: Annotated[str, typer.Option("--mode", help="finetune (all weights) or frozen (new head only).")] = "finetune",
     input_size: Annotated[int | None, typer.Option(
         "--input-size", help="Input side in pixels [default: 32 small-cnn, the backbone's own]")] = None,

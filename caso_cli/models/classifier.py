@@ -30,7 +30,7 @@ class ClassifierMeta:
     """What a classifier file says about itself."""
 
     classes: list[str]  # class names; logit k is classes[k]
-    backbone: str  # "small-cnn" or "hf:<hub id or folder>"
+    backbone: str  # "small-cnn", "vgg16" or "hf:<hub id or folder>"
     input_size: int  # side of the square input the backbone sees
     mean: list[float]  # per-channel normalisation applied to [0, 1] pixels
     std: list[float]
@@ -78,6 +78,29 @@ class _HFBackbone(nn.Module):
         return h.mean(dim=(2, 3)) if h.dim() == 4 else h[:, 0]
 
 
+class _VGG16(nn.Module):
+    """torchvision's VGG16 (the paper's classifier) with a new K-way last layer."""
+
+    def __init__(self, num_classes: int, pretrained: bool) -> None:
+        super().__init__()
+        try:
+            from torchvision.models import VGG16_Weights, vgg16
+        except Exception as exc:  # missing, or built for another torch (fails at import with RuntimeError)
+            raise UsageError("the vgg16 backbone needs a torchvision that matches your torch: pip install "
+                             f"'caso[vgg]' ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                             ) from None
+        # ImageNet weights come from torchvision's cache ($TORCH_HOME), fetched there on first use.
+        self.model = vgg16(weights=VGG16_Weights.IMAGENET1K_V1 if pretrained else None)
+        self.model.classifier[6] = nn.Linear(4096, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.flatten(self.model.avgpool(self.model.features(x)), 1)
+        return self.model.classifier[:-1](h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.classifier[-1](self.features(x))
+
+
 class AttributeClassifier(nn.Module):
     """Preprocessing (resize + normalise, differentiable) in front of a backbone."""
 
@@ -117,6 +140,8 @@ def build_backbone(meta: ClassifierMeta, pretrained: bool = False) -> nn.Module:
     if meta.backbone == SMALL_CNN:
         widths = tuple(meta.backbone_config.get("widths", (32, 64, 128, 128)))
         return SmallCNN(k, widths)
+    if meta.backbone == "vgg16":
+        return _VGG16(k, pretrained)
     if meta.backbone.startswith("hf:"):
         from transformers import AutoConfig, AutoModelForImageClassification
 
@@ -137,7 +162,7 @@ def build_backbone(meta: ClassifierMeta, pretrained: bool = False) -> nn.Module:
             config = AutoConfig.for_model(model_type, **cfg_dict)
             model = AutoModelForImageClassification.from_config(config)
         return _HFBackbone(model)
-    raise UsageError(f"unknown classifier backbone {meta.backbone!r} (use {SMALL_CNN} or hf:<id or folder>)")
+    raise UsageError(f"unknown classifier backbone {meta.backbone!r} (use {SMALL_CNN}, vgg16 or hf:<id or folder>)")
 
 
 def save_classifier(clf: AttributeClassifier, path: str | Path) -> Path:

@@ -78,9 +78,10 @@ def fit_classifier(data: LabelledImages, config: FitConfig, runtime: Runtime,
     t0 = time.monotonic()
     check_classes(data, min_per_class=2)
     hf = config.backbone.startswith("hf:")
-    size = config.input_size or (224 if hf else 32)
+    imagenet = hf or config.backbone == "vgg16"  # pretrained on ImageNet: its input statistics
+    size = config.input_size or (224 if imagenet else 32)
     meta = ClassifierMeta(classes=list(data.classes), backbone=config.backbone, input_size=size,
-                          mean=IMAGENET_MEAN if hf else [0.5] * 3, std=IMAGENET_STD if hf else [0.5] * 3,
+                          mean=IMAGENET_MEAN if imagenet else [0.5] * 3, std=IMAGENET_STD if imagenet else [0.5] * 3,
                           attr=config.attr)
     torch.manual_seed(config.seed)
     backbone = build_backbone(meta, pretrained=True)
@@ -93,12 +94,13 @@ def fit_classifier(data: LabelledImages, config: FitConfig, runtime: Runtime,
         raise UsageError(f"unknown mode {config.mode!r} (finetune or frozen)")
     clf = AttributeClassifier(backbone, meta).to(runtime.device)
     params = list(clf.parameters())
-    if config.mode == "frozen" and hf:
-        head = backbone.model.get_output_embeddings() or getattr(backbone.model, "classifier", None)
+    if config.mode == "frozen" and imagenet:
+        head = backbone.model.classifier[-1] if not hf else (
+            backbone.model.get_output_embeddings() or getattr(backbone.model, "classifier", None))
         clf.requires_grad_(False)
         head.requires_grad_(True)
         params = list(head.parameters())
-    lr = config.lr or ((1e-3 if config.mode == "frozen" else 1e-4) if hf else 1e-3)
+    lr = config.lr or ((1e-3 if config.mode == "frozen" else 1e-4) if imagenet else 1e-3)
 
     if data.split is not None and any(s == 1 for s in data.split):
         train_idx = [i for i, s in enumerate(data.split) if s == 0]
