@@ -163,3 +163,27 @@ def test_generate_grid(embedding, tmp_path, capsys) -> None:
     again = tmp_path / "gen2.png"
     run_main(["generate", "--attr", "mustache", "--n", "3", "--seed", "1", "--out", str(again), *FAST], capsys)
     assert Image.open(out).tobytes() == Image.open(again).tobytes()
+
+
+def test_inversion_cache_reuses_inversions_across_runs(embedding, photos, tmp_path, capsys, monkeypatch) -> None:
+    import caso_cli.pipelines.batch_edit as B
+    from caso_cli.paths import cache_dir
+
+    calls = []
+    real = B.invert_latents
+    monkeypatch.setattr(B, "invert_latents", lambda sd, z0, cfg: calls.append(z0.shape[0]) or real(sd, z0, cfg))
+    out = tmp_path / "out"
+    base = ["edit", str(photos[0]), str(photos[1]), "--out", str(out), "--cache-inversions", "-q", *FAST]
+    assert run_main([*base, "--attr", "mustache=2"], capsys)[0] == 0
+    assert run_main([*base, "--attr", "mustache=-2"], capsys)[0] == 0
+    assert calls == [2]  # the second run found both inversions on disk
+    assert len(list((cache_dir() / "inversions").glob("*.safetensors"))) == 2
+    uncached = tmp_path / "nocache"
+    assert run_main(["edit", str(photos[0]), "--out", str(uncached), "--attr", "mustache=2", "-q", *FAST],
+                    capsys)[0] == 0
+    assert calls == [2, 1]
+    import numpy as np
+
+    cached = np.asarray(Image.open(out / "p0.mustache.2.png"), dtype=int)
+    fresh = np.asarray(Image.open(uncached / "p0.mustache.2.png"), dtype=int)
+    assert np.abs(cached - fresh).max() <= 1  # batch of 2 vs batch of 1: float rounding only

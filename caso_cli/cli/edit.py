@@ -58,6 +58,8 @@ def edit_cmd(
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs (resume a "
                                                                         "stopped run).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only output paths.")] = False,
+    cache_inversions: Annotated[bool, typer.Option("--cache-inversions", help="Keep inversions on disk (user cache "
+                                                                              "dir) for later runs.")] = False,
     json_out: JsonOpt = False,
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
@@ -86,7 +88,8 @@ def edit_cmd(
     attrs = resolve_attrs(attr, parse_scale(scale, "--scale"))
     run_batch(inputs, attrs, out, edit_config(steps, start, single_step), recursive=recursive, size=size, fit=fit,
               batch_size=batch_size, overwrite=overwrite, skip_existing=skip_existing, quiet=quiet,
-              json_out=json_out, model=model, model_config=model_config, seed=seed, device=device, dtype=dtype)
+              json_out=json_out, model=model, model_config=model_config, seed=seed, device=device, dtype=dtype,
+              cache_inversions=cache_inversions)
 
 
 def model_for(attrs: list[ResolvedAttr], model: str | None) -> str | None:
@@ -103,7 +106,7 @@ def model_for(attrs: list[ResolvedAttr], model: str | None) -> str | None:
 def run_batch(inputs: list[str], attrs: list[ResolvedAttr], out: Path, config: EditConfig, *, recursive: bool,
               size: int | None, fit: str, batch_size: int, overwrite: bool, skip_existing: bool, quiet: bool,
               json_out: bool, model: str | None, model_config: str | None, seed: int, device: str, dtype: str,
-              kind: str = "") -> None:
+              kind: str = "", cache_inversions: bool = False) -> None:
     """Shared by edit and reconstruct: validate, expand inputs, load the model, stream records, exit 1 on failures."""
     from caso_cli.imageio import FIT_MODES
     from caso_cli.inputs import expand_inputs
@@ -122,7 +125,8 @@ def run_batch(inputs: list[str], attrs: list[ResolvedAttr], out: Path, config: E
         raise UsageError("no input images")
     sd = load_model(model_for(attrs, model), make_runtime(device, dtype), config=model_config)
     job = EditJob(attrs=attrs, out_dir=out, config=config, size=size, fit=fit, batch_size=batch_size,
-                  overwrite=overwrite, skip_existing=skip_existing, seed=seed, kind=kind)
+                  overwrite=overwrite, skip_existing=skip_existing, seed=seed, kind=kind,
+                  cache_inversions=cache_inversions)
     counts = {"ok": 0, "skipped": 0, "error": 0}
     with Progress(kind or "edit", len(items)) as bar:
         for rec in run_edit_job(sd, job, items):

@@ -22,6 +22,7 @@ from caso_cli.errors import CasoError, UsageError
 from caso_cli.inputs import InputItem
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import decode_latents, encode_images
+from caso_cli.pipelines.inversion_cache import InversionCache
 
 if TYPE_CHECKING:
     from caso_cli.models.loaders import StableDiffusion
@@ -41,6 +42,7 @@ class EditJob:
     skip_existing: bool = False  # leave existing outputs and move on (resume a killed run)
     seed: int = 0  # recorded; DDIM inversion and editing are deterministic
     kind: str = ""  # "" for edits, "recon" for reconstructions (<stem>.recon[.<attr>.<scale>].png)
+    cache_inversions: bool = False  # keep inversions on disk under the user cache dir
 
 
 @dataclass
@@ -121,14 +123,30 @@ def _batches(items: Iterable[InputItem], n: int) -> Iterator[list[InputItem]]:
         yield batch
 
 
+def _inversions(sd: StableDiffusion, job: EditJob, images: list[Any], cache: InversionCache | None) -> torch.Tensor:
+    """Inverted latents of a batch of fitted images, from the cache where present."""
+    from caso_cli.imageio import to_tensor
+
+    found = [cache.get(img) if cache else None for img in images]
+    missing = [i for i, z in enumerate(found) if z is None]
+    if missing:
+        z_new = invert_latents(sd, encode_images(sd, to_tensor([images[i] for i in missing])), job.config)
+        for i, z in zip(missing, z_new, strict=True):
+            found[i] = z.unsqueeze(0)
+            if cache:
+                cache.put(images[i], found[i])
+    return torch.cat([z.to(sd.runtime.device, sd.unet.dtype) for z in found])
+
+
 def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
                  on_record: Callable[[EditRecord], None] | None = None) -> Iterator[EditRecord]:
     """Edit every input; yields one record per input, in input order within each batch."""
-    from caso_cli.imageio import fit_image, load_image, save_png, to_pil, to_tensor
+    from caso_cli.imageio import fit_image, load_image, save_png, to_pil
 
     check_model(job.attrs, sd)
     size = job.size or sd.resolution
     cond, scale = guidance(sd, job.attrs)
+    cache = InversionCache(sd, job.config) if job.cache_inversions else None
     for batch in _batches(items, max(1, job.batch_size)):
         t0 = time.monotonic()
         records, todo, images = [], [], []
@@ -156,8 +174,7 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
                 continue
             todo.append(rec)
         if todo:
-            z0 = encode_images(sd, to_tensor(images))
-            z_t = invert_latents(sd, z0, job.config)
+            z_t = _inversions(sd, job, images, cache)
             edited = decode_latents(sd, edit_latents(sd, z_t, cond, scale, job.config))
             seconds = (time.monotonic() - t0) / len(todo)
             for rec, x, img in zip(todo, edited, to_pil(edited), strict=True):
