@@ -118,6 +118,29 @@ class Checkpoint:
         return int(info["step"]), list(info["history"])
 
 
+def caso_loss(sd: StableDiffusion, classifier: AttributeClassifier, vectors: torch.Tensor, z0: torch.Tensor,
+              targets: torch.Tensor, noise: torch.Tensor, c_null: torch.Tensor,
+              config: LearnConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CASO loss of one batch (METHOD §3 steps 3-6) and the classifier's logits on the decoded estimates.
+
+    Exactly the passes the method needs: the null UNet branch without grad, the class branch, the VAE
+    decoder and the classifier with grad (into ``vectors`` only).
+    """
+    t, abar = config.t_train, sd.schedule.abar(config.t_train)
+    z_t = add_noise(z0, noise, abar).to(sd.unet.dtype)
+    with torch.no_grad():
+        eps_null = predict_eps(sd, z_t, t, c_null).float()
+    cond = encode_vectors(sd.text_encoder, sd.tokenizer, vectors[targets].unsqueeze(1))
+    eps_cond = predict_eps(sd, z_t, t, cond).float()
+    zhat0 = predict_x0(z_t.float(), cfg(eps_null, eps_cond, config.train_scale), abar)
+    xhat = sd.vae.decode((zhat0 / sd.scaling_factor).to(sd.vae.dtype)).sample.float()
+    logits = classifier(xhat)
+    loss = torch.nn.functional.cross_entropy(logits, targets)
+    if config.lambda_rec:
+        loss = loss + config.lambda_rec * (zhat0 - z0.float()).pow(2).mean()
+    return loss, logits
+
+
 def _targets(step: int, batch: int, k: int, gen: torch.Generator) -> torch.Tensor:
     """Round-robin class targets, shuffled within the batch: each batch covers min(batch, K) classes."""
     base = (torch.arange(batch) + step * batch) % k
@@ -148,8 +171,6 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
         start, history = checkpoint.load(vectors, opt, gen, fingerprint)
     with torch.no_grad():
         c_null = null_condition(sd.text_encoder, sd.tokenizer)
-    abar = sd.schedule.abar(config.t_train)
-    t = config.t_train
     order = torch.empty(0, dtype=torch.long)
     rng_done = gen.get_state()  # the RNG state after the last completed step
     try:
@@ -164,18 +185,7 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
             z0 = z0_all[idx].to(device)
             targets = _targets(step, len(idx), k, gen).to(device)
             noise = torch.randn(z0.shape, generator=gen).to(device, z0.dtype)
-            z_t = add_noise(z0, noise, abar).to(sd.unet.dtype)
-            with torch.no_grad():
-                eps_null = predict_eps(sd, z_t, t, c_null).float()
-            cond = encode_vectors(sd.text_encoder, sd.tokenizer, vectors[targets].unsqueeze(1))
-            eps_cond = predict_eps(sd, z_t, t, cond).float()
-            eps_w = cfg(eps_null, eps_cond, config.train_scale)
-            zhat0 = predict_x0(z_t.float(), eps_w, abar)
-            xhat = sd.vae.decode((zhat0 / sd.scaling_factor).to(sd.vae.dtype)).sample.float()
-            logits = classifier(xhat)
-            loss = torch.nn.functional.cross_entropy(logits, targets)
-            if config.lambda_rec:
-                loss = loss + config.lambda_rec * (zhat0 - z0).pow(2).mean()
+            loss, logits = caso_loss(sd, classifier, vectors, z0, targets, noise, c_null, config)
             if not torch.isfinite(loss):
                 raise UsageError(f"the loss became {loss.item()} at step {step + 1}; lower --lr or --train-scale"
                                  + (", or use --dtype fp32" if sd.runtime.dtype != torch.float32 else ""))

@@ -1,0 +1,185 @@
+"""Speed benchmarks: caso's passes against the work a naive implementation does, on the same model, in one run.
+
+    python bench/run.py --quick            # the toy model on the CPU (about a minute)
+    python bench/run.py --model sd15-random --size 512   # SD 1.5 shapes, random weights (use a GPU)
+
+Prints one JSON object per measurement: name, ours_s, ref_s, ratio, target.
+(a) learn_vs_official: a CASO learn step vs an official-style step that first runs a 50-step
+    DDIM inversion and then the same guided step (ratio = ref / ours, target >= 10);
+(b) learn_vs_floor: the learn step vs the sum of its unavoidable passes timed alone (null UNet
+    forward without grad, conditional UNet forward+backward, VAE decoder forward+backward,
+    classifier forward+backward) (ratio = ours / floor, target <= 1.25);
+(c) interpolate_vs_separate: 7 scales from one inversion, batched, vs 7 separate edits;
+(d) batch8_vs_single: one batch-8 edit vs 8 single-image edits;
+(e) help_vs_python: `caso --help` vs `python -c pass` (process start-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def timed(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` over ``repeat`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def report(name: str, ours: float, ref: float, ratio: float, target: str) -> None:
+    print(json.dumps({"name": name, "ours_s": round(ours, 4), "ref_s": round(ref, 4), "ratio": round(ratio, 2),
+                      "target": target}), flush=True)
+
+
+def load(model: str, size: int | None):
+    from caso_cli.models.build import SD15, build_components, save_pipeline_folder
+    from caso_cli.models.loaders import load_model
+    from caso_cli.runtime import make_runtime
+
+    runtime = make_runtime()
+    if model == "sd15-random":
+        import tempfile
+
+        folder = save_pipeline_folder(build_components(SD15), tempfile.mkdtemp(prefix="caso-sd15-"))
+        return load_model(str(folder), runtime), size or 512
+    sd = load_model(model, runtime)
+    return sd, size or sd.resolution
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="toy", help="toy (default), sd15-random, or any --model value")
+    ap.add_argument("--size", type=int, help="image side (default: the model's resolution)")
+    ap.add_argument("--batch", type=int, default=2, help="learn batch size")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    args = ap.parse_args(argv)
+    repeat = 3 if args.quick else 7
+
+    from caso_cli.conditioning import encode_vectors, null_condition
+    from caso_cli.config import EditConfig, LearnConfig
+    from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN
+    from caso_cli.pipelines.edit import edit_latents, invert_latents
+    from caso_cli.pipelines.guidance import predict_eps
+    from caso_cli.pipelines.learn import caso_loss
+
+    sd, size = load(args.model, args.size)
+    dev = sd.runtime.device
+    torch.manual_seed(0)
+    meta = ClassifierMeta(classes=["no", "yes"], backbone="small-cnn", input_size=min(size, 224), mean=[0.5] * 3,
+                          std=[0.5] * 3)
+    clf = AttributeClassifier(SmallCNN(2), meta).to(dev).eval().requires_grad_(False)
+    cfg = LearnConfig(batch_size=args.batch)
+    b, side = args.batch, size // sd.vae_scale
+    g = torch.Generator().manual_seed(0)
+    z0 = torch.randn(b, sd.unet.config.in_channels, side, side, generator=g).to(dev, sd.unet.dtype)
+    noise = torch.randn(z0.shape, generator=g).to(dev, z0.dtype)
+    targets = torch.arange(b, device=dev) % 2
+    vectors = torch.randn(2, sd.token_dim, generator=g).to(dev).requires_grad_(True)
+    with torch.no_grad():
+        c_null = null_condition(sd.text_encoder, sd.tokenizer)
+
+    def learn_step() -> None:
+        loss, _ = caso_loss(sd, clf, vectors, z0, targets, noise, c_null, cfg)
+        loss.backward()
+        vectors.grad = None
+
+    edit_cfg = EditConfig(steps=50, start=1.0)
+
+    def official_step() -> None:  # the released code inverts 50 DDIM steps before each guided step
+        invert_latents(sd, z0, edit_cfg)
+        learn_step()
+
+    ours = timed(learn_step, repeat)
+    ref = timed(official_step, max(1, repeat // 2))
+    report("learn_vs_official", ours, ref, ref / ours, ">= 10")
+
+    # (b) the floor: each unavoidable pass alone, on the same shapes.
+    from caso_cli.diffusion import add_noise
+    t = cfg.t_train
+    z_t = add_noise(z0, noise, sd.schedule.abar(t)).to(sd.unet.dtype)
+    cond = encode_vectors(sd.text_encoder, sd.tokenizer, vectors[targets].detach().unsqueeze(1))
+
+    def null_fwd() -> None:
+        with torch.no_grad():
+            predict_eps(sd, z_t, t, c_null)
+
+    z_req = z_t.detach().clone().requires_grad_(True)
+
+    def cond_fwd_bwd() -> None:
+        predict_eps(sd, z_req, t, cond).float().sum().backward()
+        z_req.grad = None
+
+    lat = (z0 / sd.scaling_factor).detach().clone().requires_grad_(True)
+
+    def vae_fwd_bwd() -> None:
+        sd.vae.decode(lat).sample.float().sum().backward()
+        lat.grad = None
+
+    x = (torch.rand(b, 3, size, size, generator=g) * 2 - 1).to(dev).requires_grad_(True)
+
+    def clf_fwd_bwd() -> None:
+        clf(x).sum().backward()
+        x.grad = None
+
+    floor = sum(timed(fn, repeat) for fn in (null_fwd, cond_fwd_bwd, vae_fwd_bwd, clf_fwd_bwd))
+    report("learn_vs_floor", ours, floor, ours / floor, "<= 1.25")
+
+    # (c) interpolate: one inversion + one 7-wide batch vs 7 separate edits.
+    e_cfg = EditConfig(steps=50, start=0.6)
+    z1 = z0[:1]
+    cond1 = cond[:1]
+    scales = torch.linspace(-6, 6, 7)
+
+    def interpolate() -> None:
+        zt = invert_latents(sd, z1, e_cfg)
+        edit_latents(sd, zt.expand(7, -1, -1, -1), cond1, scales, e_cfg)
+
+    def separate() -> None:
+        for w in scales.tolist():
+            edit_latents(sd, invert_latents(sd, z1, e_cfg), cond1, w, e_cfg)
+
+    ours_c, ref_c = timed(interpolate, max(1, repeat // 2)), timed(separate, 1)
+    report("interpolate_vs_separate", ours_c, ref_c, ref_c / ours_c, "> 1 (speed-up)")
+
+    # (d) one batch of 8 vs 8 singles.
+    z8 = torch.randn(8, *z0.shape[1:], generator=g).to(dev, z0.dtype)
+
+    def batch8() -> None:
+        edit_latents(sd, invert_latents(sd, z8, e_cfg), cond1, 5.0, e_cfg)
+
+    def singles() -> None:
+        for i in range(8):
+            edit_latents(sd, invert_latents(sd, z8[i:i + 1], e_cfg), cond1, 5.0, e_cfg)
+
+    ours_d, ref_d = timed(batch8, max(1, repeat // 2)), timed(singles, 1)
+    report("batch8_vs_single", ours_d, ref_d, ref_d / ours_d, "> 1 (speed-up)")
+
+    # (e) start-up.
+    def run(cmd: list[str]) -> Callable[[], object]:
+        return lambda: subprocess.run(cmd, capture_output=True, check=True)
+
+    help_s = timed(run([sys.executable, "-m", "caso_cli", "--help"]), repeat)
+    pass_s = timed(run([sys.executable, "-c", "pass"]), repeat)
+    report("help_vs_python", help_s, pass_s, help_s / pass_s, "small (no torch import)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
