@@ -33,3 +33,14 @@ def test_console_script_and_typed_marker() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'caso = "caso_cli.cli.app:main"' in pyproject
     assert (ROOT / "caso_cli" / "py.typed").is_file()
+
+
+def test_library_api_is_lazy_and_complete() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, caso_cli; assert 'torch' not in sys.modules; "
+            "missing = [n for n in caso_cli.__all__ if not hasattr(caso_cli, n)]; print(missing)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
