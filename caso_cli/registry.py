@@ -16,6 +16,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,6 +93,22 @@ class Embedding:
         raise UsageError(f"embedding {self.name!r} has no class {cls!r} (classes: {', '.join(self.classes)})")
 
 
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """An exclusive lock on the registry (a lock file), so concurrent writers take turns."""
+    with (root / ".lock").open("a") as fh:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: renames are still atomic, only the exists-check can race
+            yield
+            return
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def save_embedding(name: str, vectors: torch.Tensor, meta: dict[str, Any], force: bool = False) -> Path:
     """Write an entry atomically; an existing entry is replaced only with ``force``."""
     from safetensors.torch import save_file
@@ -98,8 +116,6 @@ def save_embedding(name: str, vectors: torch.Tensor, meta: dict[str, Any], force
     validate_name(name)
     root = registry_dir()
     final = root / name
-    if final.exists() and not force:
-        raise UsageError(f"embedding {name!r} exists (use --force to replace it, or pick another --name)")
     if vectors.dim() != 2 or vectors.shape[0] != len(meta["classes"]):
         raise ValueError(f"vectors must be (K, d) with K = {len(meta['classes'])} classes, got {tuple(vectors.shape)}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
@@ -120,13 +136,16 @@ def save_embedding(name: str, vectors: torch.Tensor, meta: dict[str, Any], force
         for f in tmp.iterdir():
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=root))
-            os.replace(final, old / name)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        with _locked(root):
+            if final.exists() and not force:
+                raise UsageError(f"embedding {name!r} exists (use --force to replace it, or pick another --name)")
+            if final.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=root))
+                os.replace(final, old / name)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -174,6 +193,18 @@ def load_embedding(name: str) -> Embedding:
 def list_names() -> list[str]:
     """Names of all entries, sorted."""
     return sorted(p.name for p in registry_dir().iterdir() if (p / META_FILE).is_file() and not p.name.startswith("."))
+
+
+def verify() -> dict[str, str]:
+    """Check every entry (metadata readable, file hash, shape); returns name -> "ok" or the problem."""
+    out = {}
+    for path in sorted(p for p in registry_dir().iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            load_embedding(path.name)
+            out[path.name] = "ok"
+        except InputError as exc:
+            out[path.name] = str(exc)
+    return out
 
 
 def remove(name: str) -> None:

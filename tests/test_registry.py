@@ -28,7 +28,7 @@ def test_save_load_roundtrip_with_metadata() -> None:
     with pytest.raises(UsageError, match="no class 'beard'.*no_mustache, mustache"):
         emb.index("beard")
     assert R.list_names() == ["mustache"]
-    assert not [p for p in R.registry_dir().iterdir() if p.name.startswith(".")]  # no temp leftovers
+    assert [p.name for p in R.registry_dir().iterdir() if p.name.startswith(".")] == [".lock"]  # no temp leftovers
 
 
 def test_existing_entry_needs_force() -> None:
@@ -38,7 +38,7 @@ def test_existing_entry_needs_force() -> None:
     assert torch.equal(R.load_embedding("a").vectors, _vectors(seed=1))
     R.save_embedding("a", _vectors(seed=2), {"classes": ["x", "y"]}, force=True)
     assert torch.equal(R.load_embedding("a").vectors, _vectors(seed=2))
-    assert sorted(p.name for p in R.registry_dir().iterdir()) == ["a"]
+    assert sorted(p.name for p in R.registry_dir().iterdir()) == [".lock", "a"]
 
 
 @pytest.mark.parametrize("bad", ["", "../x", "a/b", "A", "x" * 65, ".hidden", "a..b", "sp ace"])
@@ -110,3 +110,36 @@ def test_meta_is_json_with_provenance() -> None:
     path = R.save_embedding("p", _vectors(), {"classes": ["x", "y"], "hyperparameters": {"lr": 0.01}})
     meta = json.loads((path / R.META_FILE).read_text())
     assert meta["hyperparameters"] == {"lr": 0.01} and meta["name"] == "p" and "created" in meta
+
+
+def test_verify_reports_broken_entries(capsys) -> None:
+    from tests.test_cli import run_main
+
+    R.save_embedding("good", _vectors(), {"classes": ["x", "y"]})
+    path = R.save_embedding("bad", _vectors(), {"classes": ["x", "y"]})
+    (path / R.EMBEDDING_FILE).write_bytes(b"broken")
+    assert R.verify() == {"bad": f"{path / R.EMBEDDING_FILE}: does not match its recorded sha256 (corrupted?)",
+                          "good": "ok"}
+    code, out, err = run_main(["embed", "verify"], capsys)
+    assert code == 1 and "1 ok, 1 broken" in err
+
+
+def test_concurrent_saves_leave_one_valid_entry(tmp_path) -> None:
+    """Four processes save the same name at once: one wins, the others fail with a clear error."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from caso_cli.registry import save_embedding; from caso_cli.errors import CasoError\n"
+            "try:\n    save_embedding('same', torch.full((2, 16), float(sys.argv[1])), {'classes': ['x', 'y']})\n"
+            "except CasoError as e:\n    print(e); sys.exit(2)\n")
+    env = {**os.environ}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], env=env, stdout=subprocess.PIPE, text=True)
+             for i in range(4)]
+    results = [(p.wait(timeout=120), p.stdout.read()) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 2, 2, 2]
+    assert all("exists (use --force" in out for rc, out in results if rc == 2)
+    emb = R.load_embedding("same")
+    winner = next(i for i, (rc, _) in enumerate(results) if rc == 0)
+    assert torch.equal(emb.vectors, torch.full((2, 16), float(winner)))
+    assert [p.name for p in R.registry_dir().iterdir() if p.name != ".lock"] == ["same"]

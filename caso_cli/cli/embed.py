@@ -106,6 +106,26 @@ def show_cmd(name: NameArg, json_out: JsonOpt = False) -> None:
         typer.echo(json.dumps(meta, indent=2))
 
 
+@app.command("verify")
+def verify_cmd(json_out: JsonOpt = False) -> None:
+    """Check every registry entry's file hash, shape and metadata; exit 1 if any is broken."""
+    import sys
+
+    from caso_cli.errors import EXIT_CHECK_FAILED
+    from caso_cli.registry import verify
+
+    results = verify()
+    for name, status in results.items():
+        if json_out:
+            print_json({"name": name, "ok": status == "ok", "problem": None if status == "ok" else status})
+        else:
+            typer.echo(f"{name:24} {status}")
+    bad = [n for n, s in results.items() if s != "ok"]
+    info(f"{len(results) - len(bad)} ok, {len(bad)} broken")
+    if bad:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
 @app.command("rm")
 def rm_cmd(name: NameArg, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False) -> None:
     """Delete an embedding from the registry."""
