@@ -42,18 +42,19 @@ def _root(
 
 
 def _register() -> None:
-    # Imported here so that each module registers its commands on `app`; none imports torch.
-    from caso_cli.cli import classifier, edit, embed, misc, model, sweep, toyworld  # noqa: F401
+    # Each module defines its commands; none imports torch. Registration order is --help's order.
+    from caso_cli.cli import classifier, edit, embed, misc, model, sweep, toyworld
 
+    app.command("demo")(sweep.demo_cmd)
+    app.add_typer(classifier.app, name="classifier")
+    app.add_typer(embed.app, name="embed")
     app.command("edit")(edit.edit_cmd)
     app.command("interpolate")(sweep.interpolate_cmd)
     app.command("reconstruct")(sweep.reconstruct_cmd)
     app.command("generate")(sweep.generate_cmd)
-    app.command("demo")(sweep.demo_cmd)
-    app.add_typer(classifier.app, name="classifier")
-    app.add_typer(embed.app, name="embed")
     app.add_typer(model.app, name="model")
     app.add_typer(toyworld.app, name="toyworld")
+    app.command("path")(misc.path_cmd)
 
 
 _register()

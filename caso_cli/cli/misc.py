@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from caso_cli.cli.app import app
 
-
-@app.command("path")
 def path_cmd(
     cache: bool = typer.Option(False, "--cache", help="Print the cache directory instead."),
 ) -> None:

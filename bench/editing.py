@@ -1,0 +1,153 @@
+"""The editing claims on the toy world, measured by the oracle (issue: edit / interpolate / reconstruct).
+
+    python bench/editing.py                 # learns mustache and glasses embeddings, then measures
+    python bench/editing.py --markdown docs/editing-results.md
+
+1. success vs preservation over scale x start (add at +w, remove at -w; others kept);
+2. two-attribute edits in either token order: fraction of pixels that differ;
+3. single-step edits;
+4. interpolation: is the oracle's raw score monotonic in the scale, per image?
+5. guided vs unguided reconstruction: attributes kept, PSNR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from caso_cli.conditioning import encode_vectors
+from caso_cli.config import EditConfig, LearnConfig
+from caso_cli.models.loaders import load_model
+from caso_cli.pipelines.edit import edit_latents, invert_latents
+from caso_cli.pipelines.generate import decode_latents, encode_images
+from caso_cli.pipelines.learn import learn_embedding
+from caso_cli.runtime import cpu_runtime
+from caso_cli.toyworld import measure, oracle
+from caso_cli.toyworld.render import render_faces
+
+sys.path.insert(0, str(Path(__file__).parent))
+from learning_sweep import TRAIN_SEED, fit_toy_classifier  # noqa: E402
+
+EDIT_SEED = 910
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(1)
+    return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-edit", type=int, default=64)
+    ap.add_argument("--scales", default="2,3,5,7")
+    ap.add_argument("--starts", default="0.4,0.6,0.8,1.0")
+    ap.add_argument("--learn-steps", type=int, default=None, help="default: LearnConfig's epochs over 200 images")
+    ap.add_argument("--markdown", type=Path)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    sd = load_model("toy", cpu_runtime())
+    work = Path(tempfile.mkdtemp(prefix="caso-edit-bench-"))
+    train, _ = render_faces(200, TRAIN_SEED)
+    emb = {}
+    for attr in ("mustache", "glasses"):
+        clf, _ = fit_toy_classifier(attr, work)
+        t0 = time.monotonic()
+        res = learn_embedding(sd, clf, measure.to_unit(train), LearnConfig(steps=args.learn_steps, checkpoint_every=0))
+        emb[attr] = (res.vectors, clf.classes)
+        print(json.dumps({"learned": attr, "seconds": round(time.monotonic() - t0, 1)}), flush=True)
+    faces, _ = render_faces(args.n_edit, EDIT_SEED)
+    rows: dict[str, object] = {}
+
+    # 1. success vs preservation
+    curve = []
+    for start in [float(s) for s in args.starts.split(",")]:
+        for scale in [float(s) for s in args.scales.split(",")]:
+            for attr, (vec, classes) in emb.items():
+                r = measure.edit_rates(sd, vec, classes, attr, faces, scale, EditConfig(start=start))
+                add, rem = r.get(attr, {}), r.get(f"-{attr}", {})
+                row = {"attr": attr, "start": start, "scale": scale, "add": add.get("success"),
+                       "add_kept": add.get("kept"), "remove": rem.get("success"), "remove_kept": rem.get("kept"),
+                       "recon_kept": r["reconstruction_kept"]}
+                curve.append(row)
+                print(json.dumps(row), flush=True)
+    rows["curve"] = curve
+
+    # 2. order invariance of a two-attribute condition
+    cfg = EditConfig()
+    z_t = invert_latents(sd, encode_images(sd, measure.to_unit(faces)), cfg)
+    vm, cm = emb["mustache"]
+    vg, cg = emb["glasses"]
+    a, b = vm[cm.index("mustache")], vg[cg.index("glasses")]
+    with torch.no_grad():
+        c_ab = encode_vectors(sd.text_encoder, sd.tokenizer, torch.stack([a, b]))
+        c_ba = encode_vectors(sd.text_encoder, sd.tokenizer, torch.stack([b, a]))
+    x_ab = measure.to_uint8(decode_latents(sd, edit_latents(sd, z_t, c_ab, 5.0, cfg)))
+    x_ba = measure.to_uint8(decode_latents(sd, edit_latents(sd, z_t, c_ba, 5.0, cfg)))
+    diff = np.abs(x_ab.astype(int) - x_ba.astype(int)).max(axis=-1)
+    r_ab, r_ba = oracle.read_attributes(x_ab), oracle.read_attributes(x_ba)
+    rows["order"] = {"pixels_differing_any": float((diff > 0).mean()), "pixels_differing_gt4": float((diff > 4).mean()),
+                     "oracle_same_all": float(np.mean([np.all([getattr(r_ab, k)[i] == getattr(r_ba, k)[i]
+                                                               for k in ("mustache", "glasses", "smile", "hair")])
+                                                       for i in range(len(faces))])),
+                     "both_added_ab": float(np.mean((r_ab.mustache == 1) & (r_ab.glasses == 1)))}
+    print(json.dumps({"order": rows["order"]}), flush=True)
+
+    # 3. single-step edits
+    single = []
+    for scale in (5.0, 10.0, 20.0):
+        r = measure.edit_rates(sd, vm, cm, "mustache", faces, scale, EditConfig(single_step=True))
+        single.append({"scale": scale, "add": r.get("mustache", {}).get("success"),
+                       "remove": r.get("-mustache", {}).get("success"), "kept": r.get("mustache", {}).get("kept")})
+    rows["single_step"] = single
+    print(json.dumps({"single_step": single}), flush=True)
+
+    # 4. interpolation monotonicity of the oracle's raw mustache score
+    scales = torch.linspace(-6, 6, 7)
+    k = cm.index("mustache")
+    with torch.no_grad():
+        cond = encode_vectors(sd.text_encoder, sd.tokenizer, vm[k:k + 1])
+    n = min(16, len(faces))
+    scores = []
+    for i in range(n):
+        x = measure.to_uint8(decode_latents(sd, edit_latents(sd, z_t[i:i + 1].expand(7, -1, -1, -1), cond, scales,
+                                                             cfg)))
+        scores.append(oracle.read_attributes(x).scores["mustache"])
+    scores_arr = np.stack(scores)
+    mono = np.all(np.diff(scores_arr, axis=1) >= -0.02, axis=1)
+    rows["interpolation"] = {"n": n, "monotonic": float(mono.mean()), "tolerance": 0.02,
+                             "mean_score_by_scale": [round(float(v), 3) for v in scores_arr.mean(0)]}
+    print(json.dumps({"interpolation": rows["interpolation"]}), flush=True)
+
+    # 5. guided vs unguided reconstruction (full inversion)
+    full = EditConfig(start=1.0)
+    zf = invert_latents(sd, encode_images(sd, measure.to_unit(faces)), full)
+    before = oracle.read_attributes(faces)
+    rec = {}
+    for label, w in (("unguided", 0.0), ("guided w=2", 2.0)):
+        # guided by each face's own mustache class
+        own = torch.from_numpy(before.mustache.astype(np.int64))
+        idx = torch.where(own == 1, cm.index("mustache"), cm.index("no_mustache"))
+        with torch.no_grad():
+            conds = encode_vectors(sd.text_encoder, sd.tokenizer, vm[idx].unsqueeze(1))
+        x = measure.to_uint8(decode_latents(sd, edit_latents(sd, zf, conds, w, full)))
+        after = oracle.read_attributes(x)
+        kept = np.ones(len(faces), bool)
+        for a_ in ("mustache", "glasses", "smile", "hair"):
+            kept &= getattr(after, a_) == getattr(before, a_)
+        rec[label] = {"kept_all": float(kept.mean()), "psnr": round(psnr(faces, x), 2)}
+    rows["reconstruction"] = rec
+    print(json.dumps({"reconstruction": rec}), flush=True)
+    if args.markdown:
+        args.markdown.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
