@@ -1,0 +1,69 @@
+"""Ctrl-C during `caso embed learn`: a checkpoint, exit 130, and --resume ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
+
+
+@pytest.fixture()
+def setup(tmp_path, tiny_model_dir):
+    from caso_cli.toyworld.render import render_faces
+
+    images, _ = render_faces(8, seed=3)
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(folder / f"{i}.png")
+    torch.manual_seed(0)
+    meta = ClassifierMeta(classes=["no_x", "x"], backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
+                          backbone_config={"widths": [8, 8]})
+    clf = save_classifier(AttributeClassifier(SmallCNN(2, (8, 8)), meta), tmp_path / "c.safetensors")
+    return folder, clf, tiny_model_dir
+
+
+def _learn(args: list[str], home, **kw) -> subprocess.Popen:
+    env = {**os.environ, "CASO_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "caso_cli", "embed", "learn", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_ctrl_c_checkpoints_and_resume_matches(setup, tmp_path) -> None:
+    folder, clf, model = setup
+    common = [str(folder), "--classifier", str(clf), "--model", str(model), "--steps", "150", "--batch-size", "2",
+              "--checkpoint-every", "10", "--device", "cpu"]
+    home_a, home_b = tmp_path / "a", tmp_path / "b"
+    full = _learn([*common, "--name", "x"], home_a)
+    part = _learn([*common, "--name", "x"], home_b)
+    ckpt = home_b / "checkpoints" / "x"
+    # wait until learning is under way (the first periodic checkpoint), then press Ctrl-C
+    deadline = time.monotonic() + 120
+    while not (ckpt / "state.json").is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    part.send_signal(signal.SIGINT)
+    _, err = part.communicate(timeout=120)
+    assert part.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("Error: interrupted after step ") and "--resume" in err
+    assert (ckpt / "state.json").is_file()
+    out_full, err_full = full.communicate(timeout=300)
+    assert full.returncode == 0, err_full
+    resumed = _learn([*common, "--name", "x", "--resume"], home_b)
+    _, err_resumed = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err_resumed
+    from safetensors.torch import load_file
+
+    a = load_file(str(home_a / "embeddings" / "x" / "embedding.safetensors"))["embedding"]
+    b = load_file(str(home_b / "embeddings" / "x" / "embedding.safetensors"))["embedding"]
+    assert torch.allclose(a, b, atol=1e-6)
+    assert not ckpt.exists()  # removed once the embedding is saved
