@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--starts", default="0.4,0.6,0.8,1.0")
     ap.add_argument("--learn-steps", type=int, default=None, help="default: LearnConfig's epochs over 200 images")
     ap.add_argument("--markdown", type=Path)
+    ap.add_argument("--model", default="toy", help="the toy model (default) or another folder of it")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    sd = load_model("toy", cpu_runtime())
+    sd = load_model(args.model, cpu_runtime())
     work = Path(tempfile.mkdtemp(prefix="caso-edit-bench-"))
     train, _ = render_faces(200, TRAIN_SEED)
     emb = {}

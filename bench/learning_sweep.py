@@ -71,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="five settings instead of twelve")
     ap.add_argument("--only", help="run only the settings whose label contains this text")
     ap.add_argument("--markdown", type=Path, help="write a markdown table here")
+    ap.add_argument("--model", default="toy", help="the toy model (default) or another folder of it")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    sd = load_model("toy", cpu_runtime())
+    sd = load_model(args.model, cpu_runtime())
     workdir = Path(tempfile.mkdtemp(prefix="caso-sweep-"))
     rows = []
     for attr in args.attr or ["mustache"]:

@@ -50,8 +50,10 @@ def edit_latents(sd: StableDiffusion, z_t: torch.Tensor, cond: torch.Tensor | li
         def guided(z: torch.Tensor, t: int) -> torch.Tensor:
             return guided_eps(sd, z, t, c_null, single, w)
 
+    unguided = not isinstance(cond, list) and not isinstance(scale, torch.Tensor) and float(scale) == 0.0
+
     def eps(z: torch.Tensor, t: int, i: int) -> torch.Tensor:
-        if config.single_step and i > 0:
+        if unguided or (config.single_step and i > 0):  # scale 0: the null branch alone, one UNet call
             return predict_eps(sd, z, t, c_null)
         return guided(z, t).to(z.dtype)
 

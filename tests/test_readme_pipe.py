@@ -1,0 +1,45 @@
+"""The README's pipe and interpolate examples run as printed, on the shipped toy model."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import torch
+
+from caso_cli.models.loaders import toy_model_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _examples() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"Then edit with the embedding the demo saved.*?\n```\n(.*?)\n```", text, flags=re.S)
+    assert block, "README lost its pipe example"
+    return block.group(1).splitlines()
+
+
+def test_readme_pipe_example_runs_as_printed(tmp_path) -> None:
+    """Prepare what `caso demo` leaves behind (toy data, a toy-mustache embedding), then run the lines verbatim."""
+    from caso_cli.registry import save_embedding, text_encoder_hash
+    from caso_cli.toyworld.render import write_dataset
+
+    assert (toy_model_dir() / "model_index.json").is_file(), "the toy model must ship with caso"
+    write_dataset(tmp_path / "caso-demo" / "data", 12, seed=0)
+    from transformers import CLIPTextModel
+
+    te = CLIPTextModel.from_pretrained(str(toy_model_dir()), subfolder="text_encoder")
+    d = te.get_input_embeddings().weight.shape[1]
+    save_embedding("toy-mustache", torch.randn(2, d, generator=torch.Generator().manual_seed(0)),
+                   {"classes": ["no_mustache", "mustache"], "model": "toy", "text_encoder_hash": text_encoder_hash(te)})
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    lines = _examples()
+    assert any("| caso edit -" in line for line in lines)
+    for line in lines:
+        out = subprocess.run(line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, (line, out.stderr)
+    edited = sorted(p.name for p in (tmp_path / "edited").iterdir())
+    assert edited == [f"{i:06d}.toy-mustache.5.png" for i in range(10)]
+    assert (tmp_path / "sweep.png").is_file()
