@@ -30,17 +30,13 @@ from caso_cli.pipelines.generate import decode_latents, encode_images
 from caso_cli.pipelines.learn import learn_embedding
 from caso_cli.runtime import cpu_runtime
 from caso_cli.toyworld import measure, oracle
+from caso_cli.toyworld.quality import psnr
 from caso_cli.toyworld.render import render_faces
 
 sys.path.insert(0, str(Path(__file__).parent))
 from learning_sweep import TRAIN_SEED, fit_toy_classifier  # noqa: E402
 
 EDIT_SEED = 910
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(1)
-    return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
 
 
 def main(argv: list[str] | None = None) -> int:
