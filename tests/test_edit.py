@@ -47,3 +47,13 @@ def test_single_step_guides_once(tiny_sd) -> None:
     full = edit_latents(tiny_sd, z_t, cond, 5.0, EditConfig(steps=10, start=0.5))
     change_one, change_full = (one - null).abs().mean(), (full - null).abs().mean()
     assert 0 < change_one < change_full
+
+
+def test_start_as_timestep_counts_grid_steps_up_to_it() -> None:
+    from caso_cli.cli.edit import edit_config
+
+    # SD 1.x grid for 50 steps: 1, 21, ..., 981
+    assert edit_config(50, "600", False).num_steps() == 30  # 1..581
+    assert edit_config(50, "601", False).num_steps() == 31  # 1..601
+    assert edit_config(50, "981", False).num_steps() == 50
+    assert edit_config(50, "0.6", False).num_steps() == 30

@@ -33,7 +33,8 @@ def edit_config(steps: int, start: str, single_step: bool, num_train_timesteps: 
     if 0 < value <= 1:
         fraction = value
     elif 1 < value < num_train_timesteps and value == int(value):
-        fraction = (int(value) // (num_train_timesteps // steps) + 1) / steps
+        # the grid timesteps t <= value (SD's grid is 1, 21, 41, ... for 50 steps)
+        fraction = ((int(value) - 1) // (num_train_timesteps // steps) + 1) / steps
     else:
         raise UsageError(f"--start must be a fraction in (0, 1] or a timestep in 2..{num_train_timesteps - 1}, "
                          f"got {start}")
