@@ -135,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             conds = encode_vectors(sd.text_encoder, sd.tokenizer, vm[idx].unsqueeze(1))
         x = measure.to_uint8(decode_latents(sd, edit_latents(sd, zf, conds, w, full)))
         after = oracle.read_attributes(x)
-        kept = np.ones(len(faces), bool)
-        for a_ in ("mustache", "glasses", "smile", "hair"):
-            kept &= getattr(after, a_) == getattr(before, a_)
+        kept = measure.others_kept(before, after, "mustache") & (after.mustache == before.mustache)
         rec[label] = {"kept_all": float(kept.mean()), "psnr": round(psnr(faces, x), 2)}
     rows["reconstruction"] = rec
     print(json.dumps({"reconstruction": rec}), flush=True)

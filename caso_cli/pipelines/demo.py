@@ -111,10 +111,7 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
     edited = measure.to_uint8(decode_latents(sd, edit_latents(sd, z_t, cond, scales, config.edit)))
     after = oracle.read_attributes(edited)
     got = getattr(after, config.attr)
-    kept = np.ones(len(faces), dtype=bool)
-    for other in ("mustache", "glasses", "smile", "hair"):
-        if other != config.attr:
-            kept &= getattr(after, other) == getattr(before, other)
+    kept = measure.others_kept(before, after, config.attr)
     seconds["edit"] = time.monotonic() - t
 
     from PIL import Image

@@ -62,7 +62,7 @@ def generation_accuracy(sd: Any, vectors: torch.Tensor, classes: list[str], attr
     return out
 
 
-def _kept(before: oracle.Readings, after: oracle.Readings, attr: str) -> np.ndarray:
+def others_kept(before: oracle.Readings, after: oracle.Readings, attr: str) -> np.ndarray:
     """Per image: every attribute other than ``attr`` reads the same."""
     keep = np.ones(len(before), dtype=bool)
     for name in R.ATTRIBUTES:
@@ -86,7 +86,7 @@ def edit_rates(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, im
     rec = oracle.read_attributes(to_uint8(decode_latents(sd, edit_latents(sd, z_t, conds[:1], 0.0, config))))
     current = getattr(before, attr)
     result: dict[str, Any] = {"scale": scale, "start": config.start, "steps": config.steps, "n": len(images),
-                              "reconstruction_kept": float(np.mean(_kept(before, rec, attr)
+                              "reconstruction_kept": float(np.mean(others_kept(before, rec, attr)
                                                                    & (getattr(rec, attr) == current)))}
     edits = [(cls, cls, scale) for cls in classes]
     if attr in R.BINARY_ATTRIBUTES:  # the reverse edit: the positive class's embedding at -scale
@@ -101,7 +101,7 @@ def edit_rates(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, im
         z = edit_latents(sd, z_t[todo], conds[k:k + 1], w, config)
         after = oracle.read_attributes(to_uint8(decode_latents(sd, z)))
         result[label] = {"n": int(todo.sum()), "success": float(np.mean(getattr(after, attr) == target)),
-                         "kept": float(np.mean(_kept(_subset(before, todo), after, attr)))}
+                         "kept": float(np.mean(others_kept(_subset(before, todo), after, attr)))}
     return result
 
 
