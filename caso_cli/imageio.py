@@ -37,6 +37,7 @@ Writing (:func:`save_png`, :func:`read_png_metadata`)
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -118,7 +119,11 @@ def _check_file(path: Path, shown: str | Path) -> None:
     except PermissionError:
         raise InputError(f"{shown}: permission denied") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{shown}: symbolic link loop") from None
         raise InputError(f"{shown}: cannot access file ({_one_line(exc)})") from None
+    except RuntimeError:  # pathlib before Python 3.13 reports a symlink loop this way
+        raise InputError(f"{shown}: symbolic link loop") from None
     if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{shown}: is a directory, not an image file")
     if not stat.S_ISREG(st.st_mode):
@@ -337,10 +342,19 @@ def to_pil(tensor: torch.Tensor) -> list[Image.Image]:
 _PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"})
 
 
+def _printable(text: str) -> str:
+    """``text`` as valid UTF-8: the bytes of a non-UTF-8 file name (surrogate escapes) become ``\\xNN``."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # lone surrogates that are not escaped bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _png_info(metadata: Mapping[str, Any] | None) -> PngInfo:
     info = PngInfo()
     for key, value in (metadata or {}).items():
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        text = _printable(text)
         # long values go compressed (zTXt / compressed iTXt); add_text picks iTXt for non-Latin-1
         info.add_text(str(key), text, zip=len(text) > 1024)
     return info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -19,11 +20,29 @@ class InputItem:
     error: str | None = None
 
 
+def _link_problem(path: Path) -> str | None:
+    """Why a symbolic link cannot be followed (a loop, a missing target), or None."""
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop this way
+        return "symbolic link loop"
+    except FileNotFoundError:
+        return "broken symbolic link (its target does not exist)"
+    except OSError as exc:
+        return "symbolic link loop" if exc.errno == errno.ELOOP else f"cannot follow symbolic link ({exc.strerror})"
+    return None
+
+
+def _item(path: Path) -> InputItem:
+    problem = _link_problem(path) if path.is_symlink() else None
+    return InputItem(path, problem)
+
+
 def _folder(folder: Path, recursive: bool) -> Iterator[InputItem]:
     pattern = folder.rglob("*") if recursive else folder.iterdir()
     for p in sorted(pattern):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-            yield InputItem(p)
+        if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or (p.is_symlink() and not p.is_dir())):
+            yield _item(p)
 
 
 def expand_inputs(specs: Iterable[str], recursive: bool = False,
@@ -65,6 +84,6 @@ def _expand(path: Path, recursive: bool, emit: Callable[[InputItem], Iterator[In
         for item in _folder(path, recursive):
             yield from emit(item)
     elif path.exists() or path.is_symlink():
-        yield from emit(InputItem(path))
+        yield from emit(_item(path))
     else:
         yield from emit(InputItem(path, "no such file"))

@@ -82,6 +82,40 @@ def test_bad_input_is_reported_and_the_rest_go_on(embedding, photos, tmp_path, c
     assert not (out / "broken.mustache.5.png").exists()
 
 
+def test_odd_files_in_a_folder_batch(embedding, tmp_path) -> None:
+    """A real `caso edit` process on a folder with a 1x1 image, a symlink loop and a non-UTF-8 file name."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    Image.new("RGB", (40, 48), (200, 30, 30)).save(folder / "a.png")
+    Image.new("RGB", (1, 1), (30, 200, 30)).save(folder / "dot.png")
+    os.symlink(folder / "loop2.png", folder / "loop1.png")
+    os.symlink(folder / "loop1.png", folder / "loop2.png")
+    raw = os.fsencode(str(folder)) + b"/caf\xe9.png"  # Latin-1 bytes: not a UTF-8 name
+    Image.new("RGB", (40, 48), (30, 30, 200)).save(os.fsdecode(raw))
+    out = tmp_path / "out"
+    # a UTF-8 terminal whose stdout refuses undecodable names (as under en_US.UTF-8)
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "caso_cli", "edit", str(folder), "--attr", "mustache", "--out",
+                           str(out), "-q", *FAST], env=env, capture_output=True, timeout=300)
+    err = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    assert f"Error: {folder / 'loop1.png'}: symbolic link loop\n" in err
+    assert f"Error: {folder / 'loop2.png'}: symbolic link loop\n" in err
+    assert "3 edited, 0 skipped, 2 failed" in err
+    # stdout gives the file names as they are on disk, so `| xargs` finds them
+    outputs = [os.fsencode(str(out)) + b"/" + n for n in (b"a.mustache.5.png", b"caf\xe9.mustache.5.png",
+                                                          b"dot.mustache.5.png")]
+    assert proc.stdout.splitlines() == outputs
+    assert sorted(os.listdir(os.fsencode(str(out)))) == sorted(o.rsplit(b"/", 1)[1] for o in outputs)  # no temp
+    assert Image.open(os.fsdecode(outputs[2])).size == (32, 32)
+    assert read_png_metadata(os.fsdecode(outputs[1]))["caso:input"].endswith("caf\\xe9.png")
+
+
 def test_stdin_paths_and_multi_attr_names(embedding, photos, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(str(p) for p in photos[:2]) + "\n"))
     out = tmp_path / "out"

@@ -294,6 +294,31 @@ def test_pixel_limit_read_at_call_time(tmp_path, monkeypatch):
     assert _input_error(path) == f"{path}: image is 2000x1000, over the 1 megapixel limit"
 
 
+def test_symlink_loop(tmp_path):
+    os.symlink(tmp_path / "b.png", tmp_path / "a.png")
+    os.symlink(tmp_path / "a.png", tmp_path / "b.png")
+    assert _input_error(tmp_path / "a.png") == f"{tmp_path / 'a.png'}: symbolic link loop"
+
+
+def test_one_pixel_image_is_read_and_fitted(tmp_path):
+    path = tmp_path / "dot.png"
+    Image.new("RGB", (1, 1), RED).save(path)
+    img = load_image(path)
+    assert img.size == (1, 1)
+    fitted = fit_image(img, 16)
+    assert fitted.size == (16, 16) and close_to(fitted.getpixel((8, 8)), RED)
+
+
+def test_non_utf8_file_name_reads_and_is_recorded_escaped(tmp_path):
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.png")  # latin-1 bytes: not UTF-8
+    Image.new("RGB", (4, 4), BLUE).save(name)
+    assert load_image(name).getpixel((0, 0)) == BLUE
+    out = Path(name).with_suffix(".out.png")
+    save_png(load_image(name), out, {"caso:input": name})
+    assert read_png_metadata(out)["caso:input"].endswith("caf\\xe9.png")
+    assert sorted(os.listdir(os.fsencode(str(tmp_path)))) == [b"caf\xe9.out.png", b"caf\xe9.png"]
+
+
 # ---------------------------------------------------------------------------------------------
 # sizes and resizing
 

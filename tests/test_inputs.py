@@ -37,3 +37,17 @@ def test_stdin_paths(tmp_path) -> None:
     root = _tree(tmp_path)
     lines = [f"{root / 'b.jpg'}\n", "\n", f"{root / 'sub'}\n", f"{root / 'missing.png'}\n"]
     assert names(expand_inputs(["-"], stdin=lines)) == ["b.jpg", "c.png", "!missing.png"]
+
+
+def test_symlink_loops_and_broken_links_are_error_items(tmp_path) -> None:
+    import os
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    os.symlink(tmp_path / "l2.png", tmp_path / "l1.png")
+    os.symlink(tmp_path / "l1.png", tmp_path / "l2.png")
+    os.symlink(tmp_path / "gone.png", tmp_path / "dangling.png")
+    items = list(expand_inputs([str(tmp_path)]))
+    assert names(items) == ["a.png", "!dangling.png", "!l1.png", "!l2.png"]
+    assert [i.error for i in items[1:]] == ["broken symbolic link (its target does not exist)",
+                                            "symbolic link loop", "symbolic link loop"]
+    assert names(expand_inputs([str(tmp_path / "l1.png"), str(tmp_path / "a.png")])) == ["!l1.png", "a.png"]

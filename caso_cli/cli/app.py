@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 
@@ -64,9 +66,18 @@ def _is_oom(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
+def _raw_paths_on_stdout() -> None:
+    """Print file names that are not valid UTF-8 as their original bytes instead of failing."""
+    stdout = sys.stdout
+    if stdout is sys.__stdout__ and isinstance(stdout, io.TextIOWrapper) and stdout.errors == "strict":
+        with contextlib.suppress(ValueError, OSError):
+            stdout.reconfigure(errors="surrogateescape")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: run the app, turn known failures into one line."""
     debug = os.environ.get("CASO_DEBUG", "") not in ("", "0")
+    _raw_paths_on_stdout()
     try:
         code = app(args=argv, standalone_mode=False)
     except CasoError as exc:
