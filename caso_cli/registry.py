@@ -4,7 +4,10 @@ An entry ``<name>/`` holds ``embedding.safetensors`` (one tensor ``embedding`` o
 K x d: row k is the token vector of class k) and ``meta.json`` (schema_version, name,
 classes, token names, model, text-encoder hash, classifier, hyperparameters, data digest,
 dates, metrics, the embedding file's sha256). Entries are written into a temporary folder
-and renamed into place, so a reader sees the old entry or the new one, never half of one.
+(files fsynced) and renamed into place under a lock, so a reader sees the old entry or the new
+one, never half of one. Replacing an entry takes two renames (old entry aside, new one in);
+a save killed between them leaves the old entry aside in ``.<name>.*.old/``, from where the
+next access to the registry puts it back. Hidden ``.*.tmp`` folders of killed saves are ignored.
 Exports are textual-inversion files that any Stable Diffusion tool loads.
 """
 
@@ -109,6 +112,38 @@ def _locked(root: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make renames in ``path`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _restore_set_aside(root: Path) -> None:
+    """Under the lock: put back entries that a killed save had set aside, and drop the leftovers."""
+    for aside in root.glob(".*.old"):
+        for entry in list(aside.iterdir()) if aside.is_dir() else []:
+            final = root / entry.name
+            if not final.exists() and (entry / META_FILE).is_file() and (entry / EMBEDDING_FILE).is_file():
+                os.replace(entry, final)
+        shutil.rmtree(aside, ignore_errors=True)
+    _fsync_dir(root)
+
+
+def _recover(root: Path) -> None:
+    """Restore entries left aside by a save that was killed between its two renames (see the module doc)."""
+    if any(root.glob(".*.old")):
+        with _locked(root):
+            _restore_set_aside(root)
+
+
 def save_embedding(name: str, vectors: torch.Tensor, meta: dict[str, Any], force: bool = False) -> Path:
     """Write an entry atomically; an existing entry is replaced only with ``force``."""
     from safetensors.torch import save_file
@@ -137,15 +172,18 @@ def save_embedding(name: str, vectors: torch.Tensor, meta: dict[str, Any], force
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())
         with _locked(root):
+            _restore_set_aside(root)
             if final.exists() and not force:
                 raise UsageError(f"embedding {name!r} exists (use --force to replace it, or pick another --name)")
             if final.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=root))
                 os.replace(final, old / name)
                 os.replace(tmp, final)
+                _fsync_dir(root)
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, final)
+                _fsync_dir(root)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -154,6 +192,8 @@ def save_embedding(name: str, vectors: torch.Tensor, meta: dict[str, Any], force
 
 def _entry(name: str) -> Path:
     path = registry_dir() / validate_name(name)
+    if not (path / META_FILE).is_file():
+        _recover(path.parent)
     if not (path / META_FILE).is_file():
         import difflib
 
@@ -192,12 +232,14 @@ def load_embedding(name: str) -> Embedding:
 
 def list_names() -> list[str]:
     """Names of all entries, sorted."""
+    _recover(registry_dir())
     return sorted(p.name for p in registry_dir().iterdir() if (p / META_FILE).is_file() and not p.name.startswith("."))
 
 
 def verify() -> dict[str, str]:
     """Check every entry (metadata readable, file hash, shape); returns name -> "ok" or the problem."""
     out = {}
+    _recover(registry_dir())
     for path in sorted(p for p in registry_dir().iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             load_embedding(path.name)

@@ -143,3 +143,76 @@ def test_concurrent_saves_leave_one_valid_entry(tmp_path) -> None:
     winner = next(i for i, (rc, _) in enumerate(results) if rc == 0)
     assert torch.equal(emb.vectors, torch.full((2, 16), float(winner)))
     assert [p.name for p in R.registry_dir().iterdir() if p.name != ".lock"] == ["same"]
+
+
+_KILLER = """
+import os, shutil, signal, sys, torch
+from caso_cli.registry import save_embedding
+kill_at, value = int(sys.argv[1]), float(sys.argv[2])
+count = 0
+def counted(fn):
+    def wrapper(*args, **kwargs):
+        global count
+        count += 1
+        if count == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return fn(*args, **kwargs)
+    return wrapper
+os.fsync, os.replace, shutil.rmtree = counted(os.fsync), counted(os.replace), counted(shutil.rmtree)
+save_embedding('x', torch.full((2, 16), value), {'classes': ['no_x', 'x']}, force=True)
+"""
+
+
+def _entry_value() -> float:
+    """The entry's value after a (possibly killed) save: it loads, verifies and holds one constant."""
+    assert R.list_names() == ["x"]
+    assert R.verify() == {"x": "ok"}
+    vectors = R.load_embedding("x").vectors
+    assert vectors.shape == (2, 16) and bool((vectors == vectors[0, 0]).all())
+    return float(vectors[0, 0])
+
+
+def test_kill_9_at_every_step_of_a_save_leaves_old_or_new_entry() -> None:
+    """A real process replaces an entry and SIGKILLs itself before its k-th fsync/rename/rmtree, for every k."""
+    import os
+    import subprocess
+    import sys
+
+    R.save_embedding("x", torch.full((2, 16), 1.0), {"classes": ["no_x", "x"]})
+    seen = set()
+    for k in range(1, 20):
+        proc = subprocess.run([sys.executable, "-c", _KILLER, str(k), "2"], env={**os.environ}, timeout=120,
+                              capture_output=True, text=True)
+        if proc.returncode == 0:  # k is past the last step: the save completed
+            assert _entry_value() == 2.0
+            break
+        assert proc.returncode == -9, proc.stderr
+        value = _entry_value()
+        seen.add(value)
+        R.save_embedding("x", torch.full((2, 16), 1.0), {"classes": ["no_x", "x"]}, force=True)
+    else:
+        raise AssertionError("the save never completed")
+    assert k > 4 and seen == {1.0, 2.0}  # killed before and after the new entry went in
+    assert not list(R.registry_dir().glob(".*.old"))
+
+
+def test_kill_9_at_random_moments_of_saves_in_a_loop() -> None:
+    import os
+    import random
+    import subprocess
+    import sys
+    import time
+
+    loop = ("import sys, torch\nfrom caso_cli.registry import save_embedding\nprint('go', flush=True)\ni = 0\n"
+            "while True:\n    i += 1\n    save_embedding('x', torch.full((2, 16), float(i % 7)), "
+            "{'classes': ['no_x', 'x']}, force=True)\n")
+    R.save_embedding("x", torch.full((2, 16), 0.0), {"classes": ["no_x", "x"]})
+    rng = random.Random(8)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", loop], env={**os.environ}, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "go"
+        time.sleep(rng.uniform(0.05, 0.5))
+        proc.kill()
+        proc.wait(timeout=60)
+        proc.stdout.close()
+        assert _entry_value() in {float(v) for v in range(7)}
