@@ -8,6 +8,7 @@ EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_MODEL_LOAD = 4
 EXIT_OUT_OF_MEMORY = 5
+EXIT_NUMERIC = 6
 EXIT_INTERRUPTED = 130
 
 
@@ -45,6 +46,12 @@ class OutOfMemory(CasoError):
     """The device ran out of memory."""
 
     exit_code = EXIT_OUT_OF_MEMORY
+
+
+class NumericalError(CasoError):
+    """NaN or inf appeared in latents, images or the loss (often fp16 overflow)."""
+
+    exit_code = EXIT_NUMERIC
 
 
 class Interrupted(CasoError):

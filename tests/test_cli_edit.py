@@ -221,3 +221,117 @@ def test_inversion_cache_reuses_inversions_across_runs(embedding, photos, tmp_pa
     cached = np.asarray(Image.open(out / "p0.mustache.2.png"), dtype=int)
     fresh = np.asarray(Image.open(uncached / "p0.mustache.2.png"), dtype=int)
     assert np.abs(cached - fresh).max() <= 1  # batch of 2 vs batch of 1: float rounding only
+
+
+@pytest.fixture()
+def nan_unet(monkeypatch):
+    """Every UNet call returns NaN, as an fp16 overflow would."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward",
+                        lambda self, sample, *a, **k: UNet2DConditionOutput(sample=torch.full_like(sample, float("nan"))))
+
+
+def test_nan_never_writes_an_image(embedding, photos, tmp_path, nan_unet, capsys) -> None:
+    out = tmp_path / "out"
+    code, stdout, err = run_main(["edit", str(photos[0]), str(photos[1]), "--attr", "mustache", "--out", str(out),
+                                  *FAST], capsys)
+    assert code == 1 and stdout == ""
+    assert (f"Error: {photos[0]}: the edit produced NaN/inf values, so nothing was written; it happened in fp32, "
+            "so check the model's weights\n") in err
+    assert "0 edited, 0 skipped, 2 failed" in err
+    assert not out.exists() or not list(out.iterdir())
+    for args in (["generate", "--attr", "mustache", "--n", "2", "--out", str(tmp_path / "g.png")],
+                 ["interpolate", str(photos[0]), "--attr", "mustache", "--scales", "-2,2", "--out",
+                  str(tmp_path / "s.png")]):
+        code, stdout, err = run_main([*args, *FAST], capsys)
+        what = "generation" if args[0] == "generate" else "the sweep"
+        assert code == 6 and stdout == "", err
+        assert err == (f"Error: {what} produced NaN/inf values in 2 of 2 image(s), so nothing was written; "
+                       "it happened in fp32, so check the model's weights\n")
+    assert not (tmp_path / "g.png").exists() and not (tmp_path / "s.png").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files either
+
+
+def test_fp16_hint_names_fp32(tiny_sd) -> None:
+    import dataclasses
+
+    from caso_cli.errors import NumericalError
+    from caso_cli.pipelines.generate import require_finite
+
+    half = dataclasses.replace(tiny_sd, runtime=dataclasses.replace(tiny_sd.runtime, dtype=torch.float16))
+    with pytest.raises(NumericalError, match=r"in 1 of 2 image\(s\).*try --dtype fp32"):
+        require_finite(torch.tensor([[0.0], [float("inf")]]), half, "the edit")
+    ok = torch.zeros(2, 3)
+    assert require_finite(ok, tiny_sd, "x") is ok
+
+
+def test_embedding_for_a_wider_text_encoder_is_refused(tiny_model_dir, photos, tmp_path, capsys) -> None:
+    save_embedding("wide", torch.randn(2, 768), {"classes": ["no_wide", "wide"], "model": "runwayml/sd15"})
+    code, stdout, err = run_main(["edit", str(photos[0]), "--attr", "wide", "--model", str(tiny_model_dir), "--out",
+                                  str(tmp_path / "o"), *FAST], capsys)
+    assert code == 2 and stdout == ""
+    assert err == (f"Error: embedding 'wide' has 768-dim vectors but model {str(tiny_model_dir)!r} takes 16 (made "
+                   "for another text encoder; use --model runwayml/sd15)\n")
+    assert not (tmp_path / "o").exists()
+
+
+def test_broken_files_and_options_fail_before_any_model_is_loaded(embedding, photos, tmp_path, capsys,
+                                                                  monkeypatch) -> None:
+    """One line and the documented exit code; `--model nobody/none` would be exit 4 if a model were loaded."""
+    import dataclasses
+    import json
+
+    from safetensors.torch import save_file
+
+    from caso_cli import registry as R
+    from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
+
+    def load_model(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("caso_cli.models.loaders.load_model", load_model)
+    # a corrupted embedding file, and one whose shape does not fit its classes (hash recomputed to match)
+    corrupt = R.save_embedding("corrupt", torch.randn(2, 16), {"classes": ["no_c", "c"]})
+    (corrupt / R.EMBEDDING_FILE).write_bytes(b"\x00" * 40)
+    shaped = R.save_embedding("shaped", torch.randn(2, 16), {"classes": ["no_s", "s"]})
+    save_file({R.TENSOR_KEY: torch.randn(3, 16)}, str(shaped / R.EMBEDDING_FILE))
+    meta = json.loads((shaped / R.META_FILE).read_text())
+    meta["sha256"] = R._sha256(shaped / R.EMBEDDING_FILE)
+    (shaped / R.META_FILE).write_text(json.dumps(meta))
+    edit = ["edit", str(photos[0]), "--out", str(tmp_path / "o"), "--model", "nobody/none"]
+    cases = [
+        ([*edit, "--attr", "corrupt"], 3,
+         f"{corrupt / R.EMBEDDING_FILE}: does not match its recorded sha256 (corrupted?)"),
+        ([*edit, "--attr", "shaped"], 3,
+         f"{shaped / R.EMBEDDING_FILE}: shape (3, 16) does not fit classes ['no_s', 's']"),
+        ([*edit, "--attr", "mustache", "--scale", "inf"], 2, "--scale must be finite, got 'inf'"),
+        ([*edit, "--attr", "mustache=-inf"], 2, "--attr 'mustache=-inf' scale must be finite, got '-inf'"),
+        ([*edit, "--attr", "mustache", "--start", "0"], 2,
+         "--start must be a fraction in (0, 1] or a timestep in 2..999, got 0"),
+        ([*edit, "--attr", "mustache", "--start", "1000"], 2,
+         "--start must be a fraction in (0, 1] or a timestep in 2..999, got 1000"),
+        ([*edit, "--attr", "hairr:red"], 3, "no embedding named 'hairr' in the registry (did you mean hair?)"),
+    ]
+    # classifiers: garbage bytes, and weights that do not fit the architecture its metadata names
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"garbage")
+    good = save_classifier(AttributeClassifier(SmallCNN(2, (8, 8)), ClassifierMeta(
+        classes=["no_x", "x"], backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
+        backbone_config={"widths": [8, 8]})), tmp_path / "good.safetensors")
+    from caso_cli.models.classifier import read_classifier_meta
+
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"head.weight": torch.zeros(2, 2)}, str(wrong),
+              metadata={"caso_classifier": json.dumps(dataclasses.asdict(read_classifier_meta(good)))})
+    learn = ["embed", "learn", str(photos[0].parent), "--name", "new", "--model", "nobody/none", "--device", "cpu"]
+    cases += [
+        ([*learn, "--classifier", str(garbage)], 3, f"{garbage}: not a safetensors classifier file"),
+        ([*learn, "--classifier", str(wrong)], 3, f"{wrong}: weights do not fit the small-cnn architecture"),
+    ]
+    for args, want_code, message in cases:
+        code, stdout, err = run_main(args, capsys)
+        assert (code, stdout) == (want_code, ""), (args, err)
+        assert err.startswith(f"Error: {message}") and err.count("\n") == 1, (args, err)
+    assert not (tmp_path / "o").exists() and "new" not in R.list_names()

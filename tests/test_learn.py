@@ -98,3 +98,17 @@ def test_the_step_runs_no_inversion(tiny_sd, classifier, images, monkeypatch) ->
     monkeypatch.setattr(tiny_sd.vae, "decode", counting_decode)
     learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=3, batch_size=2, checkpoint_every=0))
     assert calls == {"unet": 6, "decode": 3}
+
+
+def test_nan_loss_stops_with_a_numerical_error(tiny_sd, classifier, images, monkeypatch) -> None:
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+    from caso_cli.errors import EXIT_NUMERIC, NumericalError
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward",
+                        lambda self, sample, *a, **k: UNet2DConditionOutput(sample=torch.full_like(sample, float("nan"))))
+    with pytest.raises(NumericalError, match=r"^the loss became nan at step 1, so no embedding was saved; lower --lr "
+                                             r"or --train-scale$") as err:
+        learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=3, batch_size=2, checkpoint_every=0))
+    assert err.value.exit_code == EXIT_NUMERIC == 6

@@ -19,7 +19,7 @@ app = typer.Typer(
         "classifier (CASO, IJCAI 2025).\n\n"
         "Errors are one line on stderr; set CASO_DEBUG=1 for the traceback. "
         "Exit codes: 0 ok, 1 check failed, 2 usage, 3 input, 4 model load, 5 out of memory, "
-        "130 interrupted."
+        "6 NaN/inf, 130 interrupted."
     ),
     no_args_is_help=True,
     add_completion=False,

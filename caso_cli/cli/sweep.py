@@ -69,7 +69,7 @@ def interpolate_cmd(
     from caso_cli.models.loaders import load_model
     from caso_cli.pipelines.batch_edit import check_model, guidance
     from caso_cli.pipelines.edit import edit_latents, invert_latents
-    from caso_cli.pipelines.generate import decode_latents, encode_images
+    from caso_cli.pipelines.generate import decode_latents, encode_images, require_finite
     from caso_cli.runtime import make_runtime
 
     values = parse_scales(scales)
@@ -85,7 +85,7 @@ def interpolate_cmd(
     z_t = invert_latents(sd, encode_images(sd, to_tensor([fit_image(image, size or sd.resolution)])), config)
     edited = decode_latents(sd, edit_latents(sd, z_t.expand(len(values), -1, -1, -1), cond,
                                              torch.tensor(values), config))
-    pics = to_pil(edited)
+    pics = to_pil(require_finite(edited, sd, "the sweep"))
     captions = [f"{format_scale(round(v, 2))}" for v in values]
     meta = {"caso:input": str(input), "caso:embeddings": attrs[0].embedding.name, "caso:classes": attrs[0].cls,
             "caso:scales": ",".join(captions), "caso:start": f"{config.start:g}", "caso:steps": str(steps)}
@@ -160,7 +160,7 @@ def generate_cmd(
     from caso_cli.imageio import save_png, to_pil
     from caso_cli.models.loaders import load_model
     from caso_cli.pipelines.batch_edit import check_model, guidance
-    from caso_cli.pipelines.generate import decode_latents, generate_latents
+    from caso_cli.pipelines.generate import decode_latents, generate_latents, require_finite
     from caso_cli.runtime import make_runtime
 
     w = parse_scale(scale, "--scale")
@@ -170,7 +170,8 @@ def generate_cmd(
     sd = load_model(model_for(attrs, model), make_runtime(device, dtype), config=model_config)
     check_model(attrs, sd)
     cond, _ = guidance(sd, attrs)
-    pics = to_pil(decode_latents(sd, generate_latents(sd, cond.expand(n, -1, -1), seed, steps, w, size)))
+    images = decode_latents(sd, generate_latents(sd, cond.expand(n, -1, -1), seed, steps, w, size))
+    pics = to_pil(require_finite(images, sd, "generation"))
     meta = {"caso:embeddings": ",".join(a.embedding.name for a in attrs),
             "caso:classes": ",".join(a.cls for a in attrs), "caso:scales": f"{w:g}", "caso:steps": str(steps),
             "caso:seed": str(seed), "caso:model": sd.name}

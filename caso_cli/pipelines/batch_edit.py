@@ -21,7 +21,7 @@ from caso_cli.config import EditConfig
 from caso_cli.errors import CasoError, UsageError
 from caso_cli.inputs import InputItem
 from caso_cli.pipelines.edit import edit_latents, invert_latents
-from caso_cli.pipelines.generate import decode_latents, encode_images
+from caso_cli.pipelines.generate import decode_latents, encode_images, nonfinite_hint
 from caso_cli.pipelines.inversion_cache import InversionCache
 
 if TYPE_CHECKING:
@@ -180,8 +180,8 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
             for rec, x, img in zip(todo, edited, to_pil(edited), strict=True):
                 rec.seconds = round(seconds, 3)
                 if not torch.isfinite(x).all():
-                    rec.status, rec.error = "error", (f"{rec.input}: the edit produced NaN/inf values; "
-                                                      "try --dtype fp32")
+                    rec.status, rec.error = "error", (f"{rec.input}: the edit produced NaN/inf values, so "
+                                                      f"nothing was written; {nonfinite_hint(sd)}")
                     rec.output = None
                     continue
                 try:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from caso_cli.conditioning import null_condition
+from caso_cli.errors import NumericalError
 from caso_cli.pipelines.ddim import denoise
 from caso_cli.pipelines.guidance import guided_eps
 from caso_cli.runtime import generator, randn
@@ -57,9 +58,33 @@ def encode_images(sd: StableDiffusion, images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_latents(sd: StableDiffusion, z0: torch.Tensor) -> torch.Tensor:
-    """Images D(z0 / s) in [-1, 1], float32 on the CPU."""
+    """Images D(z0 / s) in [-1, 1], float32 on the CPU.
+
+    An image whose latent or decoding holds NaN or inf comes back all NaN (not clamped into a
+    plausible picture), so that :func:`require_finite` and callers checking ``isfinite`` see it.
+    """
     out = []
     for i in range(0, z0.shape[0], CHUNK):
-        x = sd.vae.decode((z0[i:i + CHUNK] / sd.scaling_factor).to(sd.vae.dtype)).sample
-        out.append(x.float().clamp(-1, 1).cpu())
+        z = z0[i:i + CHUNK]
+        x = sd.vae.decode((z / sd.scaling_factor).to(sd.vae.dtype)).sample.float()
+        bad = ~(torch.isfinite(z).flatten(1).all(1) & torch.isfinite(x).flatten(1).all(1))
+        x = x.clamp(-1, 1)
+        x[bad] = float("nan")
+        out.append(x.cpu())
     return torch.cat(out)
+
+
+def nonfinite_hint(sd: StableDiffusion) -> str:
+    """What to try when NaN/inf appeared: fp32 when running in half precision, else the weights."""
+    if sd.runtime.dtype != torch.float32:
+        return "try --dtype fp32 (half-precision VAEs and UNets can overflow)"
+    return "it happened in fp32, so check the model's weights"
+
+
+def require_finite(images: torch.Tensor, sd: StableDiffusion, what: str) -> torch.Tensor:
+    """``images`` unchanged, or :class:`NumericalError` naming how many are NaN/inf and what to try."""
+    bad = int((~torch.isfinite(images).flatten(1).all(1)).sum())
+    if bad:
+        raise NumericalError(f"{what} produced NaN/inf values in {bad} of {images.shape[0]} image(s), so nothing "
+                             f"was written; {nonfinite_hint(sd)}")
+    return images

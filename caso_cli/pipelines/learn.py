@@ -28,7 +28,7 @@ import torch
 from caso_cli.conditioning import encode_vectors, null_condition
 from caso_cli.config import LearnConfig
 from caso_cli.diffusion import add_noise, cfg, predict_x0
-from caso_cli.errors import Interrupted, UsageError
+from caso_cli.errors import Interrupted, NumericalError, UsageError
 from caso_cli.models.classifier import AttributeClassifier
 from caso_cli.models.loaders import StableDiffusion
 from caso_cli.pipelines.generate import encode_images
@@ -187,8 +187,9 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
             noise = torch.randn(z0.shape, generator=gen).to(device, z0.dtype)
             loss, logits = caso_loss(sd, classifier, vectors, z0, targets, noise, c_null, config)
             if not torch.isfinite(loss):
-                raise UsageError(f"the loss became {loss.item()} at step {step + 1}; lower --lr or --train-scale"
-                                 + (", or use --dtype fp32" if sd.runtime.dtype != torch.float32 else ""))
+                raise NumericalError(f"the loss became {loss.item()} at step {step + 1}, so no embedding was saved; "
+                                     "lower --lr or --train-scale"
+                                     + (", or use --dtype fp32" if sd.runtime.dtype != torch.float32 else ""))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
