@@ -107,3 +107,27 @@ def test_vgg16_backbone_needs_torchvision_or_builds() -> None:
     net = build_backbone(meta)
     assert net(torch.zeros(1, 3, 64, 64)).shape == (1, 2)
     assert net.features(torch.zeros(1, 3, 64, 64)).shape == (1, 4096)
+
+
+def test_hf_backbone_with_custom_code_is_refused_without_running_it(tmp_path) -> None:
+    import json
+
+    from caso_cli.errors import ModelLoadError
+    from caso_cli.models.classifier import build_backbone
+
+    folder = tmp_path / "remote"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "evilnet", "architectures": ["EvilModel"],
+        "auto_map": {"AutoConfig": "configuration_evil.EvilConfig",
+                     "AutoModelForImageClassification": "modeling_evil.EvilModel"}}))
+    marker = tmp_path / "ran"
+    code = f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+    (folder / "configuration_evil.py").write_text(code)
+    (folder / "modeling_evil.py").write_text(code)
+    meta = ClassifierMeta(classes=["a", "b"], backbone=f"hf:{folder}", input_size=32, mean=[0.5] * 3, std=[0.5] * 3)
+    with pytest.raises(ModelLoadError) as err:
+        build_backbone(meta, pretrained=True)
+    assert str(err.value) == (f"could not load image classifier {str(folder)!r}: it needs its own Python code "
+                              "(trust_remote_code), which caso does not run")
+    assert not marker.exists()

@@ -152,6 +152,32 @@ def test_pickle_checkpoint_needs_allow_pickle(tmp_path: Path) -> None:
     assert err.value.exit_code == 2
 
 
+class _Payload:
+    """Unpickling this runs code: it creates the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_allow_pickle_loads_with_weights_only(ldm_file: Path, config_dir: Path, tmp_path: Path,
+                                              tiny_components) -> None:
+    """--allow-pickle loads plain tensors from a .ckpt; code in a pickle never runs (torch.load weights_only)."""
+    good = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": load_file(str(ldm_file))}, good)
+    sd = load_model(str(good), cpu_runtime(), config=str(config_dir), allow_pickle=True)
+    assert torch.equal(sd.unet.state_dict()["conv_in.weight"], tiny_components["unet"].state_dict()["conv_in.weight"])
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"x": _Payload(marker)}}, evil)
+    with pytest.raises(ModelLoadError) as err:
+        load_model(str(evil), cpu_runtime(), config=str(config_dir), allow_pickle=True)
+    assert str(evil) in str(err.value) and "\n" not in str(err.value)
+    assert not marker.exists()
+
+
 def test_garbage_keys_are_a_one_line_load_error(config_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "not-stable-diffusion.safetensors"
     save_file({"hello.world": torch.zeros(3), "model.weight": torch.ones(2, 2)}, str(bad))

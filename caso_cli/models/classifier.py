@@ -150,9 +150,12 @@ def build_backbone(meta: ClassifierMeta, pretrained: bool = False) -> nn.Module:
             try:
                 model = AutoModelForImageClassification.from_pretrained(
                     source, num_labels=k, ignore_mismatched_sizes=True, trust_remote_code=False)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 from caso_cli.errors import ModelLoadError
 
+                if "trust_remote_code" in str(exc):
+                    raise ModelLoadError(f"could not load image classifier {source!r}: it needs its own Python "
+                                         "code (trust_remote_code), which caso does not run") from None
                 raise ModelLoadError(f"could not load image classifier {source!r}: "
                                      f"{str(exc).strip().splitlines()[0]}") from None
             meta.backbone_config = {"hf_config": model.config.to_dict()}
