@@ -229,8 +229,10 @@ def nan_unet(monkeypatch):
     from diffusers import UNet2DConditionModel
     from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
-    monkeypatch.setattr(UNet2DConditionModel, "forward",
-                        lambda self, sample, *a, **k: UNet2DConditionOutput(sample=torch.full_like(sample, float("nan"))))
+    def forward(self, sample, *args, **kwargs):
+        return UNet2DConditionOutput(sample=torch.full_like(sample, float("nan")))
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", forward)
 
 
 def test_nan_never_writes_an_image(embedding, photos, tmp_path, nan_unet, capsys) -> None:

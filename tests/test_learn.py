@@ -106,8 +106,10 @@ def test_nan_loss_stops_with_a_numerical_error(tiny_sd, classifier, images, monk
 
     from caso_cli.errors import EXIT_NUMERIC, NumericalError
 
-    monkeypatch.setattr(UNet2DConditionModel, "forward",
-                        lambda self, sample, *a, **k: UNet2DConditionOutput(sample=torch.full_like(sample, float("nan"))))
+    def forward(self, sample, *args, **kwargs):
+        return UNet2DConditionOutput(sample=torch.full_like(sample, float("nan")))
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", forward)
     with pytest.raises(NumericalError, match=r"^the loss became nan at step 1, so no embedding was saved; lower --lr "
                                              r"or --train-scale$") as err:
         learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=3, batch_size=2, checkpoint_every=0))
