@@ -1,7 +1,7 @@
 """The eval metrics on fixed inputs against numbers from the reference implementations.
 
 References were computed once with scikit-image 0.26 / scipy 1.17 on exactly these inputs
-(the script is in docs/eval.md): skimage.metrics.structural_similarity (gaussian_weights=True,
+(tests/eval_reference.py computes them): skimage.metrics.structural_similarity (gaussian_weights=True,
 sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1) and
 peak_signal_noise_ratio; FID's formula with scipy.linalg.sqrtm; torch-fidelity's KID formula;
 the Inception Score with scipy.stats.entropy.
