@@ -88,7 +88,8 @@ def pca_svg(fo: np.ndarray, fe: np.ndarray, classes: list[str], pred: np.ndarray
         x, y = at(m)
         marks.append(f'<path d="M{x - 7:.1f},{y - 7:.1f}L{x + 7:.1f},{y + 7:.1f}M{x - 7:.1f},{y + 7:.1f}'
                      f'L{x + 7:.1f},{y - 7:.1f}" stroke="#000" stroke-width="2.5"/>'
-                     f'<text x="{x + 9:.1f}" y="{y - 6:.1f}" font-size="12">mean: {html.escape(c)}</text>')
+                     f'<text x="{x + (9 if x < size / 2 else -9):.1f}" y="{y - 6:.1f}" font-size="12" '
+                     f'text-anchor="{"start" if x < size / 2 else "end"}">mean: {html.escape(c)}</text>')
     legend = "".join(f'<circle cx="{pad + 110 * i}" cy="12" r="4" fill="{col}"/><text x="{pad + 8 + 110 * i}" '
                      f'y="16" font-size="12">{kind}s</text>' for i, (kind, col) in enumerate(COLOURS.items()))
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}">'

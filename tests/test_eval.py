@@ -194,7 +194,9 @@ def test_report_is_self_contained(toy, clf_file: Path, tmp_path: Path, capsys) -
     assert len(srcs) == 2 * N and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "<script" not in page and "<link" not in page and "url(" not in page
     assert page.count("<svg") == 3  # PSNR and SSIM histograms, the PCA plot
-    assert "mean: mustache" in page or "mean: no_mustache" in page
+    pca = re.findall(r"<svg.*?</svg>", page, flags=re.S)[2]
+    assert pca.count("<circle") == 2 * N + 2  # every original and edit, and the legend's two dots
+    assert "mean: mustache" in pca or "mean: no_mustache" in pca
     assert "mustache: no → yes" in page and page.count("<tr>") >= N + 1
     # thumbnails decode and are enlarged 32 -> 96 px
     import base64
