@@ -25,6 +25,7 @@ _EXPORTS = {
     "FitConfig": "caso_cli.config",
     "LearnConfig": "caso_cli.config",
     "EditConfig": "caso_cli.config",
+    "EvalConfig": "caso_cli.config",
     "make_runtime": "caso_cli.runtime",
     "load_model": "caso_cli.models.loaders",
     "load_labelled": "caso_cli.datasets",
@@ -40,6 +41,9 @@ _EXPORTS = {
     "generate_latents": "caso_cli.pipelines.generate",
     "encode_images": "caso_cli.pipelines.generate",
     "decode_latents": "caso_cli.pipelines.generate",
+    "pair_by_name": "caso_cli.pairing",
+    "evaluate": "caso_cli.pipelines.evaluate",
+    "write_report": "caso_cli.report",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -62,3 +62,18 @@ class EditConfig:
     def num_steps(self) -> int:
         """Steps inverted (and denoised): round(start * steps), at least 1."""
         return max(1, min(self.steps, round(self.start * self.steps)))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``caso eval`` measures between originals and their edits (docs/eval.md)."""
+
+    classifier: str | None = None  # classifier file for success rates and features; None: skip
+    target: str | None = None  # the class edits should land in (needs classifier)
+    oracle: str | None = None  # "toy": per-attribute change rates read by the toy oracle
+    weights: str | None = None  # local backbone weights for LPIPS/FID/KID/IS; never downloaded
+    fit: str = "crop"  # how an original is brought to its edit's size when they differ
+    batch_size: int = 64  # images per classifier forward pass
+    kid_subsets: int = 100  # KID: random subsets averaged
+    kid_subset_size: int = 1000  # KID: images per subset (capped at the number of pairs)
+    seed: int = 0  # KID subset sampling

@@ -45,7 +45,7 @@ def _root(
 
 def _register() -> None:
     # Each module defines its commands; none imports torch. Registration order is --help's order.
-    from caso_cli.cli import classifier, edit, embed, misc, model, sweep, toyworld
+    from caso_cli.cli import classifier, edit, embed, evaluate, misc, model, sweep, toyworld
 
     app.command("demo")(sweep.demo_cmd)
     app.add_typer(classifier.app, name="classifier")
@@ -54,6 +54,7 @@ def _register() -> None:
     app.command("interpolate")(sweep.interpolate_cmd)
     app.command("reconstruct")(sweep.reconstruct_cmd)
     app.command("generate")(sweep.generate_cmd)
+    app.command("eval")(evaluate.eval_cmd)
     app.add_typer(model.app, name="model")
     app.add_typer(toyworld.app, name="toyworld")
     app.command("path")(misc.path_cmd)

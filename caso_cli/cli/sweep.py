@@ -219,4 +219,6 @@ def demo_cmd(
          f"other attributes kept on {result.kept:.0%}; times {result.seconds}")
     info(f"embedding saved as {result.embedding}: try  caso edit {out}/data/images/000000.png --attr "
          f"{result.embedding} --model toy")
+    info(f"measure the edits:  caso eval {result.inputs} {result.edits} --oracle toy --classifier "
+         f"{out}/{attr}.classifier.safetensors --report {out}/report.html")
     typer.echo(str(result.sheet))

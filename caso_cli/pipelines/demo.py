@@ -42,6 +42,8 @@ class DemoResult:
     sheet: Path
     embedding: str
     files: list[Path] = field(default_factory=list)
+    inputs: Path | None = None  # the edited faces as <i>.png, for caso eval
+    edits: Path | None = None  # their edits as <i>.<attr>.<scale>.png (caso edit's naming)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if k == "files" else v)
@@ -116,6 +118,15 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
 
     from PIL import Image
 
+    from caso_cli.attrs import format_scale
+
+    for stale in (out_dir / "edits").glob(f"[0-9][0-9][0-9].{config.attr}.*.png"):  # an earlier run's scale
+        stale.unlink()
+    for i, (face, out, h) in enumerate(zip(faces, edited, has, strict=True)):
+        save_png(Image.fromarray(face), out_dir / "inputs" / f"{i:03d}.png", overwrite=True)
+        save_png(Image.fromarray(out), out_dir / "edits" / f"{i:03d}.{config.attr}."
+                 f"{format_scale(-config.scale if h else config.scale)}.png", {"caso:embeddings": name},
+                 overwrite=True)
     pics = [Image.fromarray(x) for pair in zip(faces, edited, strict=True) for x in pair]
     captions = [c for h in has for c in ("input", f"{'-' if h else '+'}{config.scale:g}")]
     sheet = save_png(image_grid(pics, captions, ncol=8), out_dir / f"{config.attr}.before_after.png",
@@ -126,4 +137,5 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
         remove_success=float(np.mean(got[has] == 0)) if has.any() else float("nan"),
         kept=float(kept.mean()), n_add=int((~has).sum()), n_remove=int(has.sum()),
         seconds={k_: round(v, 1) for k_, v in seconds.items()}, sheet=sheet, embedding=name,
-        files=[sheet, out_dir / f"{config.attr}.classifier.safetensors"])
+        files=[sheet, out_dir / f"{config.attr}.classifier.safetensors"],
+        inputs=out_dir / "inputs", edits=out_dir / "edits")

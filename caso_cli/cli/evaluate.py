@@ -1,0 +1,98 @@
+"""``caso eval``: compare edited images with their originals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from caso_cli.cli.options import JsonOpt
+from caso_cli.cli.output import Progress, info, print_json
+
+
+def eval_cmd(
+    orig: Annotated[Path, typer.Argument(help="Original image, or a folder of them.", show_default=False)],
+    edit: Annotated[Path, typer.Argument(help="Edited image, or a folder of them (caso edit's --out).",
+                                         show_default=False)],
+    pairs: Annotated[Path | None, typer.Option("--pairs", help="CSV with columns orig,edit (paths relative to "
+                                                                "ORIG and EDIT) instead of pairing by name.")] = None,
+    classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier file: class rates of "
+                                                   "originals and edits, feature distances, the report's plot.")]
+    = None,
+    target: Annotated[str | None, typer.Option("--target", help="Class the edits should land in: success is the "
+                                               "share of edits the classifier puts there.")] = None,
+    oracle: Annotated[str | None, typer.Option("--oracle", help="'toy': per-attribute change rates read by the "
+                                               "toy world's pixel oracle (32x32 toy faces).")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Local backbone weights for LPIPS/FID/KID/IS "
+                                                "(never downloaded).")] = None,
+    fit: Annotated[str, typer.Option("--fit", help="How an original is brought to its edit's size when they "
+                                     "differ: crop, pad or stretch.")] = "crop",
+    report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")]
+    = None,
+    fail_under: Annotated[list[str] | None, typer.Option("--fail-under", help="METRIC=VALUE: exit 1 when the "
+                                                         "metric is below VALUE or unavailable (repeatable).")]
+    = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per classifier pass.")] = 64,
+    json_out: JsonOpt = False,
+) -> None:
+    """Measure edits against their originals: PSNR, SSIM, classifier success, toy oracle, feature distances.
+
+    Edits pair with originals by file name: <stem>[.<anything>].<ext> pairs with <stem>.<ext>,
+    so caso edit's <stem>.<attr>.<scale>.png finds its input. Metrics that need backbone weights
+    (LPIPS, FID, KID, Inception Score) are reported as unavailable, with the reason, unless
+    computed from weights you have; nothing is downloaded.
+
+    Examples:
+
+      caso eval caso-demo/inputs caso-demo/edits --oracle toy --report report.html
+
+      caso eval photos/ edited/ --classifier smile.safetensors --target smile --fail-under classifier.success=0.8
+    """
+    from caso_cli.config import EvalConfig
+    from caso_cli.errors import CheckFailed, UsageError
+    from caso_cli.imageio import FIT_MODES
+    from caso_cli.pairing import pair_by_name, pair_from_csv
+    from caso_cli.pipelines.evaluate import check_config, evaluate, missed_thresholds, parse_threshold
+
+    if fit not in FIT_MODES:
+        raise UsageError(f"--fit must be one of {', '.join(FIT_MODES)}, not {fit!r}")
+    thresholds = [parse_threshold(t) for t in fail_under or []]
+    config = EvalConfig(classifier=classifier, target=target, oracle=oracle, weights=weights, fit=fit,
+                        batch_size=batch_size)
+    check_config(config)
+    pairing = pair_from_csv(pairs, orig, edit) if pairs is not None else pair_by_name(orig, edit)
+    with Progress("eval", len(pairing.pairs)) as bar:
+        result = evaluate(pairing, config, progress=lambda done, _total: bar.update(done))
+    if report is not None:
+        from caso_cli.report import write_report
+
+        write_report(result, report)
+        info(f"report written to {report}")
+    if json_out:
+        print_json(result.summary())
+    else:
+        _print_table(result.metrics, len(result.pairs))
+    missed = missed_thresholds(result.metrics, thresholds)
+    if missed:
+        raise CheckFailed(f"--fail-under missed: {'; '.join(missed)}")
+
+
+def _print_table(metrics: dict[str, dict[str, object]], n_pairs: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from caso_cli.pipelines.evaluate import flat_metrics
+
+    table = Table(title=f"caso eval: {n_pairs} pairs", show_lines=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value")
+    flat = flat_metrics(metrics)
+    for name, entry in metrics.items():
+        if not entry.get("available"):
+            table.add_row(name, f"unavailable: {entry.get('reason', '')}")
+            continue
+        for key, value in flat.items():
+            if key.startswith(name + ".") and key != name:
+                table.add_row(key, f"{value:.4g}")
+    Console(soft_wrap=False, width=120).print(table)

@@ -1,0 +1,97 @@
+"""Pair original images with their edits, by file name or from a CSV (``caso eval``).
+
+By name, an edit ``<name>.<ext>`` belongs to the original whose stem equals ``<name>`` or is a
+prefix of it up to a dot: ``000.mustache.5.png`` and ``000.recon.png`` (what ``caso edit`` and
+``caso reconstruct`` write) both pair with ``000.jpg``. When several stems fit, the longest
+wins. One original may have many edits; each edit is one pair.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from caso_cli.errors import InputError, UsageError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+
+@dataclass
+class Pairing:
+    """Pairs found, and the files left without a partner."""
+
+    pairs: list[tuple[Path, Path]]  # (original, edit), sorted by edit path
+    unpaired_originals: list[Path] = field(default_factory=list)
+    unpaired_edits: list[Path] = field(default_factory=list)
+
+
+def list_images(path: Path) -> list[Path]:
+    """The image files directly in folder ``path`` (sorted), or ``[path]`` for a file."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(f"{path}: no such file or folder")
+    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _original_for(edit: Path, by_stem: dict[str, Path]) -> Path | None:
+    name = edit.stem
+    while True:
+        if name in by_stem and by_stem[name].resolve() != edit.resolve():
+            return by_stem[name]
+        if "." not in name:
+            return None
+        name = name.rsplit(".", 1)[0]
+
+
+def pair_by_name(orig: Path, edit: Path) -> Pairing:
+    """Pair the images of ``orig`` and ``edit`` (folders or single files) by file name."""
+    originals, edits = list_images(orig), list_images(edit)
+    if orig.is_file() and edit.is_file():
+        return Pairing([(orig, edit)])
+    by_stem: dict[str, Path] = {}
+    for p in originals:
+        if p.stem in by_stem:
+            raise InputError(f"{orig}: two originals share the stem {p.stem!r} ({by_stem[p.stem].name}, {p.name}); "
+                             "use --pairs")
+        by_stem[p.stem] = p
+    pairs, lonely = [], []
+    for e in edits:
+        o = _original_for(e, by_stem)
+        if o is None:
+            lonely.append(e)
+        else:
+            pairs.append((o, e))
+    used = {o for o, _ in pairs} | {e for _, e in pairs}
+    result = Pairing(pairs, [p for p in originals if p not in used], [e for e in lonely if e not in by_stem.values()])
+    if not pairs:
+        raise InputError(f"no edit in {edit} pairs with an original in {orig} by file name "
+                         f"({len(edits)} edits, {len(originals)} originals; an edit <stem>[.<anything>].<ext> "
+                         "pairs with the original <stem>.<ext>); give --pairs CSV")
+    return result
+
+
+def pair_from_csv(csv_path: Path, orig: Path, edit: Path) -> Pairing:
+    """Pairs from a CSV with ``orig`` and ``edit`` columns; relative paths start at the folders ORIG and EDIT."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+            columns = set(rows[0]) if rows else set()
+    except FileNotFoundError:
+        raise InputError(f"{csv_path}: no such file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{csv_path}: cannot read CSV ({exc})") from None
+    if not rows:
+        raise InputError(f"{csv_path}: no pairs (the CSV needs a header 'orig,edit' and one row per pair)")
+    if not {"orig", "edit"} <= columns:
+        raise UsageError(f"{csv_path}: needs columns 'orig' and 'edit', found {', '.join(sorted(columns))}")
+    o_root = orig if orig.is_dir() else orig.parent
+    e_root = edit if edit.is_dir() else edit.parent
+    pairs = []
+    for n, row in enumerate(rows, start=2):
+        o, e = (row.get("orig") or "").strip(), (row.get("edit") or "").strip()
+        if not o or not e:
+            raise InputError(f"{csv_path}:{n}: empty 'orig' or 'edit'")
+        pairs.append((o_root / o, e_root / e))
+    return Pairing(pairs)

@@ -1,0 +1,289 @@
+"""``caso eval``: measure edits against their originals (PSNR, SSIM, classifier, toy oracle, feature distances).
+
+Every metric is an entry of :attr:`EvalResult.metrics`: ``{"available": true, ...numbers}`` or
+``{"available": false, "reason": "..."}``. Nothing is downloaded: metrics that need backbone
+weights (LPIPS, FID, KID, Inception Score) are unavailable unless the user's own weights are
+given, and distances computed on the classifier's features are named ``classifier_fd`` and
+``classifier_kid``, never FID or KID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caso_cli.config import EvalConfig
+from caso_cli.errors import InputError, UsageError
+from caso_cli.pairing import Pairing
+
+SCHEMA_VERSION = 1
+ORACLES = ("toy",)
+BACKBONE_METRICS = ("lpips", "fid", "kid", "inception_score")
+
+
+@dataclass
+class PairRecord:
+    """Per-pair numbers."""
+
+    orig: Path
+    edit: Path
+    psnr: float
+    ssim: float
+    fitted: bool  # the original was brought to the edit's size (EvalConfig.fit) before comparing
+    clf_orig: str | None = None  # classifier's class for the original
+    clf_edit: str | None = None
+    oracle_orig: dict[str, str] | None = None  # toy attribute -> class name
+    oracle_edit: dict[str, str] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+        d["psnr"], d["ssim"] = round(self.psnr, 4), round(self.ssim, 4)
+        return {k: v for k, v in d.items() if v is not None}
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` measured."""
+
+    pairs: list[PairRecord]
+    metrics: dict[str, dict[str, Any]]
+    unpaired_originals: list[Path] = field(default_factory=list)
+    unpaired_edits: list[Path] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)  # classifier classes, when one was given
+    features_orig: np.ndarray | None = None  # (N, D) classifier features, for the report's plot
+    features_edit: np.ndarray | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary: metrics, counts, and one row per pair."""
+        return {"schema_version": SCHEMA_VERSION, "n_pairs": len(self.pairs), "metrics": self.metrics,
+                "unpaired": {"originals": [str(p) for p in self.unpaired_originals],
+                             "edits": [str(p) for p in self.unpaired_edits]},
+                "pairs": [p.as_dict() for p in self.pairs]}
+
+
+def check_config(config: EvalConfig) -> None:
+    """Refuse inconsistent options before any image is read."""
+    if config.target is not None and config.classifier is None:
+        raise UsageError("--target needs --classifier")
+    if config.oracle is not None and config.oracle not in ORACLES:
+        raise UsageError(f"unknown --oracle {config.oracle!r} (known: {', '.join(ORACLES)})")
+    if config.weights is not None and not Path(config.weights).exists():
+        raise UsageError(f"--weights {config.weights}: no such file or folder")
+    if config.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    a = np.asarray(values, np.float64)
+    return {"available": True, "mean": round(float(a.mean()), 4), "median": round(float(np.median(a)), 4),
+            "min": round(float(a.min()), 4), "max": round(float(a.max()), 4)}
+
+
+def _unavailable(reason: str) -> dict[str, Any]:
+    return {"available": False, "reason": reason}
+
+
+def backbone_metrics(weights: str | None) -> dict[str, dict[str, Any]]:
+    """LPIPS, FID, KID and IS: unavailable (with the reason) unless computed from the user's own weights."""
+    if weights is None:
+        reason = ("needs backbone weights you already have (--weights PATH); caso never downloads them")
+    else:
+        reason = (f"--weights {weights} given, but this version of caso does not yet compute {{name}} from local "
+                  "weights; classifier_fd / classifier_kid measure the classifier's features instead")
+    return {name: _unavailable(reason.format(name=name)) for name in BACKBONE_METRICS}
+
+
+def _load_pair(orig: Path, edit: Path, fit: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    from caso_cli.imageio import fit_image, load_image
+
+    a, b = load_image(orig), load_image(edit)
+    fitted = a.size != b.size
+    if fitted:
+        a = fit_image(a, b.size, fit)
+    return np.asarray(a, np.uint8), np.asarray(b, np.uint8), fitted
+
+
+def _classify(clf: Any, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, D) and softmax probabilities (N, K); images of one size go through in one batch."""
+    import torch
+
+    feats, probs = [None] * len(images), [None] * len(images)
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for i, im in enumerate(images):
+        by_size.setdefault(im.shape, []).append(i)
+    with torch.no_grad():
+        for idx in by_size.values():
+            x = torch.from_numpy(np.stack([images[i] for i in idx])).permute(0, 3, 1, 2).float() / 127.5 - 1
+            f = clf.features(x)
+            p = torch.softmax(clf.backbone.head(f) if hasattr(clf.backbone, "head") else clf(x), dim=1)
+            for j, i in enumerate(idx):
+                feats[i], probs[i] = f[j].numpy(), p[j].numpy()
+    return np.stack(feats).astype(np.float64), np.stack(probs).astype(np.float64)
+
+
+def _read_toy(images: list[np.ndarray], paths: list[Path]) -> list[dict[str, str]]:
+    from caso_cli.toyworld import oracle
+    from caso_cli.toyworld.render import IMAGE_SIZE
+
+    for im, p in zip(images, paths, strict=True):
+        if im.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
+            raise InputError(f"{p}: --oracle toy reads {IMAGE_SIZE}x{IMAGE_SIZE} toy faces, this image is "
+                             f"{im.shape[1]}x{im.shape[0]}")
+    rows = oracle.read_attributes(np.stack(images)).to_dicts()
+    return [{k: str(r[k]) for k in ("mustache", "glasses", "smile", "hair", "face_found")} for r in rows]
+
+
+def _oracle_summary(pairs: list[PairRecord]) -> dict[str, Any]:
+    from caso_cli.toyworld.render import ATTRIBUTES
+
+    n = len(pairs)
+    changed = {a: round(sum(p.oracle_orig[a] != p.oracle_edit[a] for p in pairs) / n, 4)  # type: ignore[index]
+               for a in ATTRIBUTES}
+    edits = {a: {c: round(sum(p.oracle_edit[a] == c for p in pairs) / n, 4) for c in ATTRIBUTES[a]}  # type: ignore[index]
+             for a in ATTRIBUTES}
+    found = sum(p.oracle_edit["face_found"] == "True" for p in pairs) / n  # type: ignore[index]
+    return {"available": True, "name": "toy", "changed": changed, "edit_classes": edits,
+            "edit_face_found": round(found, 4)}
+
+
+def _classifier_summary(config: EvalConfig, classes: list[str], p_orig: np.ndarray,
+                        p_edit: np.ndarray) -> dict[str, Any]:
+    po, pe = p_orig.argmax(axis=1), p_edit.argmax(axis=1)
+    out: dict[str, Any] = {"available": True, "file": config.classifier, "target": config.target,
+                           "edit_classes": {c: round(float((pe == k).mean()), 4) for k, c in enumerate(classes)},
+                           "original_classes": {c: round(float((po == k).mean()), 4) for k, c in enumerate(classes)}}
+    if config.target is not None:
+        k = classes.index(config.target)
+        out["success"] = round(float((pe == k).mean()), 4)
+        out["originals_rate"] = round(float((po == k).mean()), 4)
+    return out
+
+
+def _feature_distances(config: EvalConfig, fo: np.ndarray, fe: np.ndarray) -> dict[str, dict[str, Any]]:
+    from caso_cli import metrics as M
+
+    label = "penultimate features of --classifier (not Inception features: not comparable with FID/KID)"
+    if len(fo) < 2:
+        why = _unavailable("needs at least 2 pairs")
+        return {"classifier_fd": why, "classifier_kid": why}
+    mean, std = M.kid(fo, fe, config.kid_subsets, config.kid_subset_size, config.seed)
+    return {"classifier_fd": {"available": True, "value": round(M.feature_frechet_distance(fo, fe), 6),
+                              "features": label},
+            "classifier_kid": {"available": True, "mean": round(mean, 6), "std": round(std, 6), "features": label}}
+
+
+def evaluate(pairing: Pairing, config: EvalConfig,
+             progress: Callable[[int, int], None] | None = None) -> EvalResult:
+    """Measure every (original, edit) pair of ``pairing``; ``progress(done, total)`` after each batch."""
+    from caso_cli import metrics as M
+    from caso_cli.toyworld.quality import psnr
+
+    check_config(config)
+    clf = None
+    if config.classifier is not None:
+        from caso_cli.models.classifier import load_classifier
+
+        clf = load_classifier(config.classifier)
+        if config.target is not None and config.target not in clf.classes:
+            raise UsageError(f"--target {config.target!r} is not a class of {config.classifier} "
+                             f"(classes: {', '.join(clf.classes)})")
+    records: list[PairRecord] = []
+    feats: list[tuple[np.ndarray, np.ndarray]] = []
+    probs: list[tuple[np.ndarray, np.ndarray]] = []
+    total = len(pairing.pairs)
+    for start in range(0, total, config.batch_size):
+        chunk = pairing.pairs[start:start + config.batch_size]
+        loaded = [_load_pair(o, e, config.fit) for o, e in chunk]
+        for (o, e), (a, b, fitted) in zip(chunk, loaded, strict=True):
+            try:
+                s = M.ssim(a, b)
+            except ValueError as exc:
+                raise InputError(f"{e}: {exc}") from None
+            records.append(PairRecord(o, e, psnr(a[None], b[None]), s, fitted))
+        batch = records[start:]
+        if clf is not None:
+            fo, po = _classify(clf, [a for a, _, _ in loaded])
+            fe, pe = _classify(clf, [b for _, b, _ in loaded])
+            feats.append((fo, fe))
+            probs.append((po, pe))
+            for r, i, j in zip(batch, po.argmax(1), pe.argmax(1), strict=True):
+                r.clf_orig, r.clf_edit = clf.classes[i], clf.classes[j]
+        if config.oracle == "toy":
+            ro = _read_toy([a for a, _, _ in loaded], [o for o, _ in chunk])
+            re_ = _read_toy([b for _, b, _ in loaded], [e for _, e in chunk])
+            for r, x, y in zip(batch, ro, re_, strict=True):
+                r.oracle_orig, r.oracle_edit = x, y
+        if progress is not None:
+            progress(len(records), total)
+
+    metrics: dict[str, dict[str, Any]] = {"psnr": _stats([r.psnr for r in records]),
+                                          "ssim": _stats([r.ssim for r in records])}
+    result = EvalResult(records, metrics, pairing.unpaired_originals, pairing.unpaired_edits)
+    if clf is not None:
+        result.classes = list(clf.classes)
+        result.features_orig = np.concatenate([f for f, _ in feats])
+        result.features_edit = np.concatenate([f for _, f in feats])
+        metrics["classifier"] = _classifier_summary(config, result.classes, np.concatenate([p for p, _ in probs]),
+                                                    np.concatenate([p for _, p in probs]))
+        metrics.update(_feature_distances(config, result.features_orig, result.features_edit))
+    else:
+        why = _unavailable("no --classifier given")
+        metrics.update(classifier=why, classifier_fd=why, classifier_kid=why)
+    metrics["oracle"] = _oracle_summary(records) if config.oracle == "toy" else _unavailable("no --oracle given")
+    metrics.update(backbone_metrics(config.weights))
+    return result
+
+
+# ---- thresholds (--fail-under) ---------------------------------------------------------------
+
+
+def flat_metrics(metrics: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Every number of the available metrics by dotted name (``classifier.success``,
+    ``oracle.changed.smile``); ``<name>.mean`` and ``<name>.value`` are also ``<name>``."""
+    out: dict[str, float] = {}
+
+    def walk(prefix: str, d: dict[str, Any]) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(f"{prefix}.{k}", v)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[f"{prefix}.{k}"] = float(v)
+                if k in ("mean", "value") and prefix.count(".") == 0:
+                    out[prefix] = float(v)
+
+    for name, entry in metrics.items():
+        if entry.get("available"):
+            walk(name, entry)
+    return out
+
+
+def parse_threshold(text: str) -> tuple[str, float]:
+    """``"psnr=30"`` -> ``("psnr", 30.0)``."""
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise UsageError(f"--fail-under {text!r}: expected METRIC=NUMBER, e.g. psnr=30") from None
+
+
+def missed_thresholds(metrics: dict[str, dict[str, Any]], thresholds: list[tuple[str, float]]) -> list[str]:
+    """One message per threshold missed (value below it, or the metric unavailable)."""
+    flat = flat_metrics(metrics)
+    missed = []
+    for name, want in thresholds:
+        root = name.split(".")[0]
+        if name in flat:
+            if flat[name] < want:
+                missed.append(f"{name} {flat[name]:g} < {want:g}")
+        elif root in metrics and not metrics[root].get("available"):
+            missed.append(f"{name} unavailable ({metrics[root]['reason']})")
+        else:
+            known = ", ".join(sorted(flat))
+            raise UsageError(f"--fail-under: unknown metric {name!r} (available: {known})")
+    return missed

@@ -1,0 +1,243 @@
+"""``caso eval``: pairing rules, metrics on toy counterfactual pairs, JSON shape, report, --fail-under."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from caso_cli import metrics as M
+from caso_cli.cli.app import main
+from caso_cli.errors import InputError
+from caso_cli.pairing import pair_by_name, pair_from_csv
+from caso_cli.toyworld import render as R
+from caso_cli.toyworld.quality import psnr
+
+N = 8
+ADDED = np.array([1, 1, 1, 1, 1, 1, 0, 0])  # edits 0-5 gain a mustache, 6-7 are unchanged copies
+
+
+def run_main(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def touch(folder: Path, *names: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        Image.new("RGB", (16, 16)).save(folder / n)
+
+
+@pytest.fixture()
+def toy(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    """Counterfactual toy faces: originals without a mustache; edits identical but for the mustache."""
+    params = R.sample_params(N, seed=3, config=R.RenderConfig(p_mustache=0.0))
+    orig, edit = R.render(params), R.render(params.replace(mustache=ADDED))
+    (tmp_path / "orig").mkdir()
+    (tmp_path / "edit").mkdir()
+    for i in range(N):
+        Image.fromarray(orig[i]).save(tmp_path / "orig" / f"{i:03d}.png")
+        Image.fromarray(edit[i]).save(tmp_path / "edit" / f"{i:03d}.mustache.{5 if ADDED[i] else 0}.png")
+    return tmp_path / "orig", tmp_path / "edit", orig, edit
+
+
+@pytest.fixture()
+def clf_file(tmp_path: Path) -> Path:
+    import torch
+
+    from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
+
+    torch.manual_seed(0)
+    meta = ClassifierMeta(classes=["no_mustache", "mustache"], backbone="small-cnn", input_size=32,
+                          mean=[0.5] * 3, std=[0.5] * 3, backbone_config={"widths": [8, 16]}, attr="mustache")
+    return save_classifier(AttributeClassifier(SmallCNN(2, (8, 16)), meta).eval(), tmp_path / "m.safetensors")
+
+
+# ---- pairing ---------------------------------------------------------------------------------
+
+
+def test_pairing_by_name_prefix_up_to_a_dot(tmp_path: Path) -> None:
+    touch(tmp_path / "o", "000.png", "001.jpg", "001.b.png", "002.png")
+    touch(tmp_path / "e", "000.mustache.5.png", "000.smile.-2.5.png", "001.b.recon.png", "001.x.png",
+          "0001.png", "zzz.png")
+    p = pair_by_name(tmp_path / "o", tmp_path / "e")
+    got = {(o.name, e.name) for o, e in p.pairs}
+    assert got == {("000.png", "000.mustache.5.png"), ("000.png", "000.smile.-2.5.png"),
+                   ("001.b.png", "001.b.recon.png"),  # the longest matching stem wins
+                   ("001.jpg", "001.x.png")}
+    assert [e.name for e in p.unpaired_edits] == ["0001.png", "zzz.png"]  # 0001 is not 000 + a dot
+    assert [o.name for o in p.unpaired_originals] == ["002.png"]
+
+
+def test_pairing_same_folder_and_single_files(tmp_path: Path) -> None:
+    touch(tmp_path, "a.png", "a.smile.5.png")
+    p = pair_by_name(tmp_path, tmp_path)
+    assert [(o.name, e.name) for o, e in p.pairs] == [("a.png", "a.smile.5.png")]
+    assert pair_by_name(tmp_path / "a.png", tmp_path / "a.smile.5.png").pairs == [
+        (tmp_path / "a.png", tmp_path / "a.smile.5.png")]
+
+
+def test_nothing_pairs_is_one_line_error(tmp_path: Path, capsys) -> None:
+    touch(tmp_path / "o", "a.png")
+    touch(tmp_path / "e", "b.png")
+    with pytest.raises(InputError, match="no edit in .* pairs with an original"):
+        pair_by_name(tmp_path / "o", tmp_path / "e")
+    code, out, err = run_main(["eval", str(tmp_path / "o"), str(tmp_path / "e")], capsys)
+    assert code == 3 and out == "" and err.count("\n") == 1 and err.startswith("Error: no edit in")
+
+
+def test_pairs_csv(tmp_path: Path) -> None:
+    touch(tmp_path / "o", "x.png")
+    touch(tmp_path / "e", "totally-different.png")
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("orig,edit\nx.png,totally-different.png\n")
+    p = pair_from_csv(csv, tmp_path / "o", tmp_path / "e")
+    assert p.pairs == [(tmp_path / "o" / "x.png", tmp_path / "e" / "totally-different.png")]
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(Exception, match="needs columns 'orig' and 'edit'"):
+        pair_from_csv(tmp_path / "bad.csv", tmp_path / "o", tmp_path / "e")
+
+
+# ---- metrics through the pipeline ----------------------------------------------------------------
+
+
+def test_eval_on_toy_counterfactuals(toy, clf_file: Path) -> None:
+    import torch
+
+    from caso_cli.config import EvalConfig
+    from caso_cli.models.classifier import load_classifier
+    from caso_cli.pipelines.evaluate import evaluate
+
+    o_dir, e_dir, orig, edit = toy
+    result = evaluate(pair_by_name(o_dir, e_dir), EvalConfig(classifier=str(clf_file), target="mustache",
+                                                             oracle="toy", batch_size=3))
+    m = result.metrics
+    # the oracle reads exactly the mustaches that were drawn, nothing else changes
+    assert m["oracle"]["changed"] == {"mustache": 0.75, "glasses": 0.0, "smile": 0.0, "hair": 0.0}
+    assert m["oracle"]["edit_classes"]["mustache"] == {"no": 0.25, "yes": 0.75}
+    # PSNR / SSIM per pair are quality.psnr and metrics.ssim of that pair
+    for i, r in enumerate(result.pairs):
+        assert r.psnr == pytest.approx(psnr(orig[i:i + 1], edit[i:i + 1]))
+        assert r.ssim == pytest.approx(M.ssim(orig[i], edit[i]))
+        assert not r.fitted
+    assert result.pairs[7].ssim == pytest.approx(1.0) and result.pairs[0].ssim < 0.99
+    assert m["psnr"]["mean"] == pytest.approx(np.mean([r.psnr for r in result.pairs]), abs=1e-4)
+    # classifier success: recomputed here from the classifier itself
+    clf = load_classifier(clf_file)
+    to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
+    with torch.no_grad():
+        pe, po = clf(to_t(edit)).argmax(1).numpy(), clf(to_t(orig)).argmax(1).numpy()
+        fe, fo = clf.features(to_t(edit)).numpy(), clf.features(to_t(orig)).numpy()
+    assert m["classifier"]["success"] == pytest.approx(float((pe == 1).mean()), abs=1e-4)
+    assert m["classifier"]["originals_rate"] == pytest.approx(float((po == 1).mean()), abs=1e-4)
+    assert m["classifier_fd"]["value"] == pytest.approx(M.feature_frechet_distance(fo, fe), abs=1e-5)
+    assert "not comparable with FID" in m["classifier_fd"]["features"]
+    assert m["classifier_kid"]["mean"] == pytest.approx(M.mmd2_polynomial(fo, fe), abs=1e-5)
+    for name in ("lpips", "fid", "kid", "inception_score"):
+        assert m[name] == {"available": False, "reason": m[name]["reason"]}
+        assert "never downloads" in m[name]["reason"]
+
+
+def test_original_of_another_size_is_fitted(tmp_path: Path) -> None:
+    from caso_cli.config import EvalConfig
+    from caso_cli.pipelines.evaluate import evaluate
+
+    grad = np.tile(np.arange(32, dtype=np.uint8)[None, :, None] * 8, (32, 1, 3))
+    (tmp_path / "o").mkdir()
+    (tmp_path / "e").mkdir()
+    Image.fromarray(grad).save(tmp_path / "o" / "g.png")
+    Image.fromarray(grad).resize((16, 16), Image.Resampling.LANCZOS).save(tmp_path / "e" / "g.x.png")
+    r = evaluate(pair_by_name(tmp_path / "o", tmp_path / "e"), EvalConfig()).pairs[0]
+    assert r.fitted and r.psnr > 40 and r.ssim > 0.99
+
+
+# ---- the command ---------------------------------------------------------------------------------
+
+
+def test_cli_json_shape(toy, capsys) -> None:
+    o_dir, e_dir, _, _ = toy
+    code, out, _ = run_main(["eval", str(o_dir), str(e_dir), "--oracle", "toy", "--json"], capsys)
+    assert code == 0 and out.count("\n") == 1
+    s = json.loads(out)
+    assert s["schema_version"] == 1 and s["n_pairs"] == N
+    assert set(s["metrics"]) == {"psnr", "ssim", "classifier", "classifier_fd", "classifier_kid", "oracle",
+                                 "lpips", "fid", "kid", "inception_score"}
+    assert s["metrics"]["classifier"] == {"available": False, "reason": "no --classifier given"}
+    assert set(s["metrics"]["psnr"]) == {"available", "mean", "median", "min", "max"}
+    row = s["pairs"][0]
+    assert row["orig"].endswith("000.png") and row["edit"].endswith("000.mustache.5.png")
+    assert row["oracle_orig"]["mustache"] == "no" and row["oracle_edit"]["mustache"] == "yes"
+    assert s["unpaired"] == {"originals": [], "edits": []}
+
+
+def test_cli_table_default(toy, capsys) -> None:
+    o_dir, e_dir, _, _ = toy
+    code, out, _ = run_main(["eval", str(o_dir), str(e_dir), "--oracle", "toy"], capsys)
+    assert code == 0 and "oracle.changed.mustache" in out and "0.75" in out and "unavailable" in out
+
+
+def test_report_is_self_contained(toy, clf_file: Path, tmp_path: Path, capsys) -> None:
+    o_dir, e_dir, _, _ = toy
+    report = tmp_path / "out" / "report.html"
+    code, _, err = run_main(["eval", str(o_dir), str(e_dir), "--oracle", "toy", "--classifier", str(clf_file),
+                             "--target", "mustache", "--report", str(report)], capsys)
+    assert code == 0 and "report written" in err
+    page = report.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    srcs = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert len(srcs) == 2 * N and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "<script" not in page and "<link" not in page and "url(" not in page
+    assert page.count("<svg") == 3  # PSNR and SSIM histograms, the PCA plot
+    pca = re.findall(r"<svg.*?</svg>", page, flags=re.S)[2]
+    assert pca.count("<circle") == 2 * N + 2  # every original and edit, and the legend's two dots
+    assert "mean: mustache" in pca or "mean: no_mustache" in pca
+    assert "mustache: no → yes" in page and page.count("<tr>") >= N + 1
+    # thumbnails decode and are enlarged 32 -> 96 px
+    import base64
+    import io
+
+    thumb = Image.open(io.BytesIO(base64.b64decode(srcs[0].split(",", 1)[1])))
+    assert thumb.size == (96, 96)
+
+
+def test_fail_under(toy, capsys) -> None:
+    o_dir, e_dir, _, _ = toy
+    base = ["eval", str(o_dir), str(e_dir), "--oracle", "toy"]
+    code, _, err = run_main([*base, "--fail-under", "psnr=10", "--fail-under", "oracle.changed.mustache=0.5"],
+                            capsys)
+    assert code == 0, err
+    code, _, err = run_main([*base, "--fail-under", "ssim=0.999", "--fail-under", "psnr=10"], capsys)
+    assert code == 1 and err.count("\n") == 1 and err.startswith("Error: --fail-under missed: ssim ")
+    code, _, err = run_main([*base, "--fail-under", "lpips.mean=0.5"], capsys)
+    assert code == 1 and "lpips.mean unavailable (needs backbone weights" in err
+    code, _, err = run_main([*base, "--fail-under", "nonsense=1"], capsys)
+    assert code == 2 and "unknown metric 'nonsense'" in err
+    code, _, err = run_main([*base, "--fail-under", "psnr"], capsys)
+    assert code == 2 and "METRIC=NUMBER" in err
+
+
+def test_weights_never_downloaded(toy, tmp_path: Path, capsys) -> None:
+    o_dir, e_dir, _, _ = toy
+    code, _, err = run_main(["eval", str(o_dir), str(e_dir), "--weights", str(tmp_path / "none")], capsys)
+    assert code == 2 and "--weights" in err and "no such file" in err
+    (tmp_path / "w").mkdir()
+    code, out, _ = run_main(["eval", str(o_dir), str(e_dir), "--weights", str(tmp_path / "w"), "--json"], capsys)
+    fid = json.loads(out)["metrics"]["fid"]
+    assert code == 0 and fid["available"] is False and "does not yet compute fid" in fid["reason"]
+
+
+def test_option_errors(toy, clf_file: Path, capsys) -> None:
+    o_dir, e_dir, _, _ = toy
+    code, _, err = run_main(["eval", str(o_dir), str(e_dir), "--target", "mustache"], capsys)
+    assert code == 2 and "--target needs --classifier" in err
+    code, _, err = run_main(["eval", str(o_dir), str(e_dir), "--classifier", str(clf_file), "--target", "hat"],
+                            capsys)
+    assert code == 2 and "not a class" in err and "no_mustache, mustache" in err
+    code, _, err = run_main(["eval", str(o_dir), str(e_dir), "--oracle", "celeba"], capsys)
+    assert code == 2 and "unknown --oracle" in err
