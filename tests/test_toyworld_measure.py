@@ -34,5 +34,6 @@ def test_generation_and_edit_rates_shapes(tiny_sd) -> None:
     n_without = int((params.mustache == 0).sum())
     if n_without:
         assert rates["mustache"]["n"] == n_without
+        assert rates["mustache"]["psnr"] > 0
     if n_without < 6:
         assert rates["-mustache"]["n"] == 6 - n_without

@@ -75,10 +75,12 @@ def edit_rates(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, im
                scale: float, config: EditConfig) -> dict[str, Any]:
     """Edit toy faces towards each class (+scale) and, for binary attributes, away from it (-scale).
 
-    Returns success (oracle reads the target) among images not already in the target class, and
-    preservation (all other attributes unchanged) over the same images, plus the unguided
+    Returns success (oracle reads the target) among images not already in the target class,
+    preservation (all other attributes unchanged) and PSNR (dB, edit vs input) over the same images, plus the unguided
     reconstruction's preservation for reference.
     """
+    from caso_cli.toyworld.quality import psnr  # quality imports this module
+
     conds = _conditions(sd, vectors)
     z0 = encode_images(sd, to_unit(images))
     z_t = invert_latents(sd, z0, config)
@@ -99,9 +101,11 @@ def edit_rates(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, im
         if not todo.any():
             continue
         z = edit_latents(sd, z_t[todo], conds[k:k + 1], w, config)
-        after = oracle.read_attributes(to_uint8(decode_latents(sd, z)))
+        after_images = to_uint8(decode_latents(sd, z))
+        after = oracle.read_attributes(after_images)
         result[label] = {"n": int(todo.sum()), "success": float(np.mean(getattr(after, attr) == target)),
-                         "kept": float(np.mean(others_kept(_subset(before, todo), after, attr)))}
+                         "kept": float(np.mean(others_kept(_subset(before, todo), after, attr))),
+                         "psnr": round(psnr(images[todo], after_images), 3)}
     return result
 
 
