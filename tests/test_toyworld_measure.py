@@ -37,3 +37,17 @@ def test_generation_and_edit_rates_shapes(tiny_sd) -> None:
         assert rates["mustache"]["psnr"] > 0
     if n_without < 6:
         assert rates["-mustache"]["n"] == 6 - n_without
+
+
+def test_order_invariance_and_guided_reconstruction(tiny_sd) -> None:
+    images, _ = render_faces(3, seed=4)
+    cfg = EditConfig(steps=3, start=1.0)
+    a = torch.randn(16, generator=torch.Generator().manual_seed(1))
+    same = measure.order_invariance(tiny_sd, ("mustache", a), ("glasses", a.clone()), images, 4.0, cfg)
+    assert same["pixels_differing_any"] == 0.0 and same["oracle_same_all"] == 1.0  # identical tokens: no order
+    b = torch.randn(16, generator=torch.Generator().manual_seed(2))
+    other = measure.order_invariance(tiny_sd, ("mustache", a), ("glasses", b), images, 4.0, cfg)
+    assert 0.0 <= other["pixels_differing_gt4"] <= other["pixels_differing_any"] <= 1.0
+    vectors = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
+    rec = measure.guided_reconstruction(tiny_sd, vectors, ["no_mustache", "mustache"], "mustache", images, 0.0, cfg)
+    assert rec["unguided"] == rec["guided w=0"]  # scale 0 is the unguided reconstruction
