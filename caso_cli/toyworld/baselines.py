@@ -26,7 +26,8 @@ prompt the toy model was trained on (``"a face with a mustache"``, :func:`attrib
    with ``algorithm_type="sde-dpmsolver++", solver_order=2`` built from the model's scheduler config
    (what the pipeline itself switches to for other schedulers). Its reconstruction without edit
    guidance is close to, not equal to, the VAE reconstruction (about 27 dB at 20 steps). Its
-   implicit cross-attention mask stores only attention maps of at most (latent size / 4)^2 pixels: for the toy model's 16x16 latents that is 4x4,
+   implicit cross-attention mask stores only attention maps of at most (latent size / 4)^2 pixels:
+   for the toy model's 16x16 latents that is 4x4,
    smaller than any attention map of its UNet (16x16 and 8x8), so ``use_intersect_mask=True``
    (the default) cannot run on it; every LEDITS++ run here uses ``use_intersect_mask=False,
    use_cross_attn_mask=False`` (the noise-estimate threshold mask ``edit_threshold`` stays).
