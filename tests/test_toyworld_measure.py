@@ -37,6 +37,12 @@ def test_generation_and_edit_rates_shapes(tiny_sd) -> None:
         assert rates["mustache"]["psnr"] > 0
     if n_without < 6:
         assert rates["-mustache"]["n"] == 6 - n_without
+    for key in ("mustache", "-mustache"):
+        if key in rates:
+            each = rates[key]["kept_each"]
+            assert set(each) == {"glasses", "smile", "hair"}
+            # all-at-once preservation can be no higher than any single attribute's
+            assert rates[key]["kept"] <= min(each.values()) + 1e-9
 
 
 def test_order_invariance_and_guided_reconstruction(tiny_sd) -> None:

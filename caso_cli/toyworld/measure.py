@@ -75,8 +75,9 @@ def edit_rates(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, im
                scale: float, config: EditConfig) -> dict[str, Any]:
     """Edit toy faces towards each class (+scale) and, for binary attributes, away from it (-scale).
 
-    Returns success (oracle reads the target) among images not already in the target class,
-    preservation (all other attributes unchanged) and PSNR (dB, edit vs input) over the same images, plus the unguided
+    Returns success (oracle reads the target) among images not already in the target class, and
+    preservation over the same images: ``kept`` (all other attributes unchanged at once) and
+    ``kept_each`` (per other attribute), and PSNR (dB, edit vs input), plus the unguided
     reconstruction's preservation for reference.
     """
     from caso_cli.toyworld.quality import psnr  # quality imports this module
@@ -103,8 +104,11 @@ def edit_rates(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, im
         z = edit_latents(sd, z_t[todo], conds[k:k + 1], w, config)
         after_images = to_uint8(decode_latents(sd, z))
         after = oracle.read_attributes(after_images)
+        sub = _subset(before, todo)
         result[label] = {"n": int(todo.sum()), "success": float(np.mean(getattr(after, attr) == target)),
-                         "kept": float(np.mean(others_kept(_subset(before, todo), after, attr))),
+                         "kept": float(np.mean(others_kept(sub, after, attr))),
+                         "kept_each": {name: float(np.mean(getattr(sub, name) == getattr(after, name)))
+                                       for name in R.ATTRIBUTES if name != attr},
                          "psnr": round(psnr(images[todo], after_images), 3)}
     return result
 
