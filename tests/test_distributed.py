@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,3 +94,34 @@ def test_batch_smaller_than_processes_is_refused(setup, capsys) -> None:
               "--num-processes", "2"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "Error: --batch-size 1 is smaller than --num-processes 2"
+
+
+def test_folder_edits_are_sharded_without_collisions(tiny_sd, tmp_path) -> None:
+    """Process r of N edits inputs r, r+N, ...: the shares are disjoint and together cover every input once."""
+    import dataclasses
+
+    from PIL import Image
+
+    from caso_cli.attrs import resolve_attrs
+    from caso_cli.config import EditConfig
+    from caso_cli.inputs import expand_inputs
+    from caso_cli.pipelines.batch_edit import EditJob, run_edit_job, shard
+    from caso_cli.registry import save_embedding, text_encoder_hash
+
+    assert [*shard(range(7), 1, 3)] == [1, 4] and [*shard(range(3), 0, 1)] == [0, 1, 2]
+    save_embedding("m", torch.randn(2, 16, generator=torch.Generator().manual_seed(0)),
+                   {"classes": ["no_m", "m"], "text_encoder_hash": text_encoder_hash(tiny_sd.text_encoder)})
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(5):
+        Image.new("RGB", (32, 32), (50 * i, 80, 120)).save(folder / f"p{i}.png")
+    attrs = resolve_attrs(["m"], 3.0)
+    outputs = []
+    for rank in range(2):
+        sd = dataclasses.replace(tiny_sd, runtime=dataclasses.replace(tiny_sd.runtime, rank=rank, world_size=2))
+        job = EditJob(attrs=attrs, out_dir=tmp_path / "out", config=EditConfig(steps=2), batch_size=2)
+        records = list(run_edit_job(sd, job, expand_inputs([str(folder)])))
+        assert all(r.status == "ok" for r in records)
+        outputs.append([Path(r.output).name for r in records])
+    assert outputs == [["p0.m.3.png", "p2.m.3.png", "p4.m.3.png"], ["p1.m.3.png", "p3.m.3.png"]]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(outputs[0] + outputs[1])
