@@ -68,7 +68,7 @@ def learn_cmd(
       accelerate launch -m caso_cli embed learn faces/ -c smile.safetensors -n smile   (one process per GPU)
     """
     from caso_cli.errors import UsageError
-    from caso_cli.pipelines.embed import EmbedJob, run_embed_job
+    from caso_cli.pipelines.embed import EmbedJob, check_job, run_embed_job
     from caso_cli.runtime import is_main_process, launched_processes
 
     if batch_size < 1 or (steps is not None and steps < 1) or epochs <= 0 or lr <= 0:
@@ -80,6 +80,7 @@ def learn_cmd(
             raise UsageError("--num-processes cannot be used inside `accelerate launch`; drop one of them")
         if batch_size < num_processes:
             raise UsageError(f"--batch-size {batch_size} is smaller than --num-processes {num_processes}")
+        check_job(EmbedJob(data=data, classifier=classifier, name=name, force=force))
         hand_off_to_accelerate(ctx, num_processes, device)
         return
     config = LearnConfig(t_train=t_train, train_scale=train_scale, lambda_rec=lambda_rec, lr=lr, batch_size=batch_size,
@@ -139,6 +140,10 @@ def hand_off_to_accelerate(ctx: typer.Context, num_processes: int, device: str) 
     args = launch_command_parser().parse_args(
         ["--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1", "--mixed_precision", "no",
          "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "caso_cli", *argv])
+    import logging
+
+    # the processes print their own one-line errors; torch's launcher would add a log line per failure
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
         launch_command(args)
     except Exception as exc:  # torch.distributed's ChildFailedError: the processes printed their own errors

@@ -30,21 +30,28 @@ class EmbedJob:
     compile: bool = False  # torch.compile the UNet (opt-in; pays off on long GPU runs)
 
 
+def check_job(job: EmbedJob) -> None:
+    """Refuse a bad or taken registry name before anything is loaded."""
+    from caso_cli.errors import UsageError
+    from caso_cli.registry import list_names, validate_name
+
+    validate_name(job.name)
+    if job.name in list_names() and not job.force:
+        raise UsageError(f"embedding {job.name!r} exists (use --force to replace it, or pick another --name)")
+
+
 def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | None = None,
                   status: Any = None) -> tuple[Path, LearnResult, dict[str, Any]]:
     """Learn and save; returns the registry entry's path, the result and the stored metadata."""
     from caso_cli.datasets import digest_files, image_paths
-    from caso_cli.errors import UsageError
     from caso_cli.imageio import fit_image, load_image, to_tensor
     from caso_cli.models.classifier import file_digest, load_classifier
     from caso_cli.models.loaders import compile_unet, enable_grad_checkpointing, load_model
     from caso_cli.paths import user_dir
-    from caso_cli.registry import list_names, save_embedding, text_encoder_hash, validate_name
+    from caso_cli.registry import save_embedding, text_encoder_hash
 
     say = status or (lambda _msg: None)
-    validate_name(job.name)
-    if job.name in list_names() and not job.force:
-        raise UsageError(f"embedding {job.name!r} exists (use --force to replace it, or pick another --name)")
+    check_job(job)
     paths = image_paths(job.data)
     if job.max_images:
         paths = paths[: job.max_images]
