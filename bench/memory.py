@@ -5,7 +5,9 @@
 
 Prints one JSON object per measurement: name, peak_rss_mb, target, and for the edit comparison
 ratio = peak(100 images) / peak(10 images).
-(a) learn_toy_rss: `caso embed learn` on 100 toy faces with the toy model (target < 2048 MB);
+(a) learn_rss: `caso embed learn` on 100 toy faces with the toy model (target < 2048 MB), with
+    caso's own peak_memory_mb; on a GPU, `--learn-model sd15-random --learn-size 512 --learn-batch 2
+    --device cuda --skip-edit` measures the issue's SD 1.5 target (CUDA peak < 10 GB);
 (b) edit_10_rss, edit_100_rss, edit_streams: `caso edit` on a folder of 10, then 100 toy faces
     brought to --size 128 (a kept image costs about 0.2 MB per float tensor of it, so keeping every
     input and output would show as tens of MB), with 2 DDIM steps (memory does not grow with the
@@ -27,21 +29,22 @@ import tempfile
 from pathlib import Path
 
 WRAPPER = ("import resource, subprocess, sys; "
-           "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True); "
+           "r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True); "
            "sys.stderr.write(r.stderr[-2000:] if r.returncode else ''); "
+           "print(r.stdout[-4000:]); "
            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
 
 
-def peak_rss_mb(cmd: list[str], env: dict[str, str]) -> float:
-    """Peak RSS in MiB of ``cmd`` run to completion (ru_maxrss is in KiB on Linux, bytes on macOS)."""
+def peak_rss_mb(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """Peak RSS in MiB of ``cmd`` run to completion (ru_maxrss is in KiB on Linux, bytes on macOS), and its stdout."""
     out = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], env=env, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr}")
-    kib = int(out.stdout.strip().splitlines()[-1])
-    return round(kib / (2**20 if sys.platform == "darwin" else 2**10), 1)
+    *stdout, kib = out.stdout.strip().splitlines()
+    return round(int(kib) / (2**20 if sys.platform == "darwin" else 2**10), 1), "\n".join(stdout)
 
 
-def report(name: str, peak: float, target: str, **extra: float) -> None:
+def report(name: str, peak: float, target: str, **extra: object) -> None:
     print(json.dumps({"name": name, "peak_rss_mb": peak, **extra, "target": target}), flush=True)
 
 
@@ -49,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer learn steps")
     ap.add_argument("--size", type=int, default=128, help="edit image side (default 128)")
+    ap.add_argument("--learn-model", default="toy", help="toy (default), sd15-random (SD 1.5 shapes, random "
+                                                         "weights: use a GPU), or any --model value")
+    ap.add_argument("--learn-size", type=int, help="learn image side (default: the model's resolution)")
+    ap.add_argument("--learn-batch", type=int, default=8, help="learn batch size (default 8)")
+    ap.add_argument("--grad-checkpointing", action="store_true", help="learn with --grad-checkpointing")
+    ap.add_argument("--device", default="cpu", help="--device of the learn run (default cpu)")
+    ap.add_argument("--skip-edit", action="store_true", help="measure learning only")
     args = ap.parse_args(argv)
     learn_steps, edit_steps = ("10" if args.quick else "40"), "2"
 
@@ -63,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     for p in images[:10]:
         (ten / p.name).symlink_to(p)
 
+    model = args.learn_model
+    if model == "sd15-random":
+        from caso_cli.models.build import SD15, build_components, save_pipeline_folder
+
+        model = str(save_pipeline_folder(build_components(SD15), work / "sd15-random"))
     # A random small-cnn classifier and a random embedding: memory does not depend on what they learned.
     setup = (
         "import sys, torch\n"
@@ -81,13 +96,22 @@ def main(argv: list[str] | None = None) -> int:
     clf = work / "clf.safetensors"
     subprocess.run([sys.executable, "-c", setup, str(clf)], env=env, check=True, capture_output=True)
 
-    learn = peak_rss_mb([*caso, "embed", "learn", str(work / "faces" / "images"), "-c", str(clf), "-n", "bench",
-                         "--model", "toy", "--steps", learn_steps, "--device", "cpu", "--checkpoint-every", "0"], env)
-    report("learn_toy_rss", learn, "< 2048")
+    learn_cmd = [*caso, "embed", "learn", str(work / "faces" / "images"), "-c", str(clf), "-n", "bench",
+                 "--model", model, "--steps", learn_steps, "--batch-size", str(args.learn_batch), "--device",
+                 args.device, "--checkpoint-every", "0", "--json"]
+    learn_cmd += ["--size", str(args.learn_size)] if args.learn_size else []
+    learn_cmd += ["--grad-checkpointing"] if args.grad_checkpointing else []
+    learn, out = peak_rss_mb(learn_cmd, env)
+    metrics = json.loads(out.strip().splitlines()[-1])
+    report("learn_rss", learn, "< 2048 (toy model, CPU)", model=args.learn_model, batch=args.learn_batch,
+           grad_checkpointing=args.grad_checkpointing, caso_peak_memory_mb=metrics["peak_memory_mb"],
+           caso_peak_memory_of=metrics["peak_memory_of"])
+    if args.skip_edit:
+        return 0
 
     def edit(folder: Path, out: str) -> float:
         return peak_rss_mb([*caso, "edit", str(folder), "--attr", "x=3", "--steps", edit_steps, "--size",
-                            str(args.size), "--device", "cpu", "--out", str(work / out)], env)
+                            str(args.size), "--device", "cpu", "--out", str(work / out), "-q"], env)[0]
 
     small = edit(ten, "out10")
     report("edit_10_rss", small, "baseline")

@@ -59,6 +59,7 @@ def _learned(home):
     return load_file(str(entry / "embedding.safetensors"))["embedding"], json.loads((entry / "meta.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_processes_learn_what_one_learns(setup, tmp_path) -> None:
     folder, clf, model = setup
     args = ["embed", "learn", str(folder), "--classifier", str(clf), "--model", str(model), "--name", "x",
