@@ -213,7 +213,7 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
                                      + (", or use --dtype fp32" if sd.runtime.dtype != torch.float32 else ""))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if world > 1:
+            if world > 1 and vectors.grad is not None:
                 vectors.grad = all_reduce_sum(vectors.grad, sd.runtime)
             opt.step()
             row = {"step": step + 1, "loss": total_loss.item(), "accuracy": accuracy.item()}
