@@ -12,6 +12,8 @@ Prints one JSON object per measurement: name, ours_s, ref_s, ratio, target.
 (c) interpolate_vs_separate: 7 scales from one inversion, batched, vs 7 separate edits;
 (d) batch8_vs_single: one batch-8 edit vs 8 single-image edits;
 (e) help_vs_python: `caso --help` vs `python -c pass` (process start-up).
+
+Peak memory is measured by bench/memory.py; figures of both in docs/performance.md.
 """
 
 from __future__ import annotations

@@ -1,12 +1,17 @@
-"""The one place that decides device, dtype, seeds and backend settings.
+"""The one place that decides device, dtype, seeds, backend settings and the process layout.
 
 Nothing else in caso picks a device: pipelines receive a :class:`Runtime`.
 Random numbers always come from a CPU ``torch.Generator`` (see :func:`randn`), so one
 seed gives the same noise, and the same result up to kernel differences, on any device.
+
+Under ``accelerate launch`` (``WORLD_SIZE`` > 1 in the environment) :func:`make_runtime` lets
+accelerate set up the process group (NCCL on CUDA, gloo on the CPU) and each process gets its
+own device; a plain run never imports accelerate.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +30,27 @@ class Runtime:
 
     device: torch.device  # the compute device
     dtype: torch.dtype  # weights and activations of the diffusion model
+    rank: int = 0  # this process's index under accelerate launch
+    world_size: int = 1  # number of processes under accelerate launch
+    channels_last: bool = False  # UNet and VAE convolutions in NHWC memory format (faster on CUDA)
+
+    @property
+    def is_main(self) -> bool:
+        """The process that writes checkpoints, registry entries and messages."""
+        return self.rank == 0
+
+
+def launched_processes() -> int:
+    """How many processes ``accelerate launch`` (or torchrun) started: ``WORLD_SIZE``, 1 when unset."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def is_main_process() -> bool:
+    """False only in a non-zero rank of a launched run (read from the environment, no torch import)."""
+    return launched_processes() == 1 or os.environ.get("RANK", "0") == "0"
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -77,11 +103,68 @@ def configure_backends(device: torch.device) -> None:
 
 
 def make_runtime(device: str = "auto", dtype: str = "auto") -> Runtime:
-    """Resolve ``--device``/``--dtype`` into a :class:`Runtime` and set backend flags."""
+    """Resolve ``--device``/``--dtype`` into a :class:`Runtime` and set backend flags.
+
+    channels_last is used on CUDA only. Under ``accelerate launch`` the process group is
+    initialised here and each process takes ``cuda:<local rank>`` (or the CPU, with gloo).
+    """
+    import torch
+
     dev = pick_device(device)
-    rt = Runtime(device=dev, dtype=pick_dtype(dtype, dev))
+    rank, world = 0, 1
+    if launched_processes() > 1:
+        from accelerate import PartialState
+
+        state = PartialState(cpu=dev.type == "cpu")
+        if state.num_processes > 1:
+            rank, world = state.process_index, state.num_processes
+            dev = torch.device("cpu") if state.device.type == "cpu" else state.device
+    rt = Runtime(device=dev, dtype=pick_dtype(dtype, dev), rank=rank, world_size=world,
+                 channels_last=dev.type == "cuda")
     configure_backends(dev)
     return rt
+
+
+def all_reduce_sum(tensor: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    """The sum of ``tensor`` over the launched processes (``tensor`` itself in a single process)."""
+    if rt.world_size == 1:
+        return tensor
+    from accelerate.utils import reduce
+
+    return reduce(tensor, reduction="sum")
+
+
+def wait_for_everyone(rt: Runtime) -> None:
+    """A barrier across the launched processes; nothing in a single process."""
+    if rt.world_size > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+
+
+def peak_memory(device: torch.device) -> dict[str, float | str]:
+    """Peak memory of this process so far: CUDA allocations on a CUDA device, else the resident set (RSS)."""
+    import sys
+
+    import torch
+
+    if device.type == "cuda":
+        return {"peak_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
+                "peak_memory_of": "cuda_allocated"}
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return {"peak_memory_mb": round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1),
+            "peak_memory_of": "rss"}
+
+
+def needs_fp32_decode(x: torch.Tensor, vae_dtype: torch.dtype) -> torch.Tensor:
+    """Rows of a half-precision VAE decode that hold NaN/inf and should be decoded again in fp32."""
+    import torch
+
+    if vae_dtype == torch.float32:
+        return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    return ~torch.isfinite(x).flatten(1).all(1)
 
 
 def cpu_runtime() -> Runtime:

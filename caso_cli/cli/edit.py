@@ -128,8 +128,10 @@ def run_batch(inputs: list[str], attrs: list[ResolvedAttr], out: Path, config: E
     job = EditJob(attrs=attrs, out_dir=out, config=config, size=size, fit=fit, batch_size=batch_size,
                   overwrite=overwrite, skip_existing=skip_existing, seed=seed, kind=kind,
                   cache_inversions=cache_inversions)
+    rt = sd.runtime
+    share = len(range(rt.rank, len(items), rt.world_size))  # this process edits every world_size-th input
     counts = {"ok": 0, "skipped": 0, "error": 0}
-    with Progress(kind or "edit", len(items)) as bar:
+    with Progress(kind or "edit", share) as bar:
         for rec in run_edit_job(sd, job, items):
             counts[rec.status] += 1
             bar.update(sum(counts.values()))
@@ -142,7 +144,8 @@ def run_batch(inputs: list[str], attrs: list[ResolvedAttr], out: Path, config: E
                             "scale": [a.scale for a in attrs], "seed": seed, "seconds": rec.seconds})
             elif rec.status == "ok" or quiet:
                 typer.echo(rec.output)
-    info(f"{counts['ok']} {'reconstructed' if kind else 'edited'}, {counts['skipped']} skipped, "
+    info((f"process {rt.rank + 1}/{rt.world_size}: " if rt.world_size > 1 else "")
+         + f"{counts['ok']} {'reconstructed' if kind else 'edited'}, {counts['skipped']} skipped, "
          f"{counts['error']} failed" + (f"; outputs in {out}" if counts["ok"] else ""))
     if counts["error"]:
         sys.exit(EXIT_CHECK_FAILED)

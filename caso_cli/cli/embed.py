@@ -18,6 +18,7 @@ NameArg = Annotated[str, typer.Argument(help="Embedding name in the registry.")]
 
 @app.command("learn")
 def learn_cmd(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="Folder of training images (searched recursively) or a CSV with a "
                                               "path column. Labels are not needed: the classifier teaches.")],
     classifier: Annotated[Path, typer.Option("--classifier", "-c", help="Classifier file from `caso classifier "
@@ -43,6 +44,14 @@ def learn_cmd(
     LearnConfig.checkpoint_every,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run of the same --name.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing embedding of that name.")] = False,
+    grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing", help="Recompute UNet and VAE "
+                                                     "activations in the backward pass: less memory, ~30% slower.")] =
+    False,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the UNet (opt-in; the first steps pay "
+                                                              "for compilation).")] = False,
+    num_processes: Annotated[int, typer.Option("--num-processes", help="Learn data-parallel in N processes (one "
+                                                                       "per GPU, or gloo on the CPU) by handing off "
+                                                                       "to `accelerate launch`.")] = 1,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -55,20 +64,36 @@ def learn_cmd(
       caso embed learn ffhq_sample/ --classifier mustache.safetensors --name mustache
 
       caso embed learn toy/images --classifier hair.safetensors --name hair --model toy --steps 300
+
+      accelerate launch -m caso_cli embed learn faces/ -c smile.safetensors -n smile   (one process per GPU)
     """
     from caso_cli.errors import UsageError
-    from caso_cli.pipelines.embed import EmbedJob, run_embed_job
+    from caso_cli.pipelines.embed import EmbedJob, check_job, run_embed_job
+    from caso_cli.runtime import is_main_process, launched_processes
 
     if batch_size < 1 or (steps is not None and steps < 1) or epochs <= 0 or lr <= 0:
         raise UsageError("--batch-size and --steps must be at least 1, --epochs and --lr positive")
+    if num_processes < 1:
+        raise UsageError("--num-processes must be at least 1")
+    if num_processes > 1:
+        if launched_processes() > 1:
+            raise UsageError("--num-processes cannot be used inside `accelerate launch`; drop one of them")
+        if batch_size < num_processes:
+            raise UsageError(f"--batch-size {batch_size} is smaller than --num-processes {num_processes}")
+        check_job(EmbedJob(data=data, classifier=classifier, name=name, force=force))
+        hand_off_to_accelerate(ctx, num_processes, device)
+        return
     config = LearnConfig(t_train=t_train, train_scale=train_scale, lambda_rec=lambda_rec, lr=lr, batch_size=batch_size,
                          steps=steps, epochs=epochs, init_word=init_word, seed=seed, checkpoint_every=checkpoint_every)
     job = EmbedJob(data=data, classifier=classifier, name=name, model=model, model_config=model_config, size=size,
-                   max_images=max_images, device=device, dtype=dtype, force=force, resume=resume)
+                   max_images=max_images, device=device, dtype=dtype, force=force, resume=resume,
+                   grad_checkpointing=grad_checkpointing, compile=compile_)
     with Progress(f"learn {name}", None) as bar:
         entry, result, meta = run_embed_job(
             job, config, status=info,
             progress=lambda r: bar.update(r["step"], f"loss {r['loss']:.3f} acc {r['accuracy']:.2f}", total=r["total"]))
+    if not is_main_process():
+        return
     if json_out:
         print_json({"name": name, "path": str(entry), **meta["metrics"], "classes": meta["classes"]})
     else:
@@ -76,6 +101,58 @@ def learn_cmd(
         info(f"learned {name} ({', '.join(meta['classes'])}) in {m['steps']} steps, {m['seconds']} s; last steps: "
              f"loss {m['loss']:.3f}, classifier accuracy on estimates {m['accuracy']:.2f}")
         typer.echo(str(entry))
+
+
+def hand_off_to_accelerate(ctx: typer.Context, num_processes: int, device: str) -> None:
+    """Rerun this command under accelerate's launcher in ``num_processes`` processes (this one waits for them).
+
+    The processes run ``python -m caso_cli embed learn`` with the same arguments less ``--num-processes``;
+    accelerate's ``torch.distributed.run`` backend starts them, on the CPU with the gloo backend.
+    """
+    import sys
+
+    from caso_cli.errors import UsageError
+
+    if device.lower().startswith("cuda") or device == "auto":
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.device_count() < num_processes:
+            raise UsageError(f"--num-processes {num_processes} needs as many GPUs; {torch.cuda.device_count()} found "
+                             "(use --device cpu for CPU processes)")
+    argv = ["embed", "learn"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if param.name == "num_processes" or value is None or value == param.default:
+            continue
+        if param.param_type_name == "argument":
+            argv.append(str(value))
+        elif getattr(param, "is_flag", False):
+            argv.append(param.opts[0])
+        else:
+            argv += [param.opts[0], str(value)]
+    import socket
+
+    from accelerate.commands.launch import launch_command, launch_command_parser
+
+    with socket.socket() as sock:  # a free port for the processes' rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = launch_command_parser().parse_args(
+        ["--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "caso_cli", *argv])
+    import logging
+
+    # the processes print their own one-line errors; torch's launcher would add a log line per failure
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        launch_command(args)
+    except Exception as exc:  # torch.distributed's ChildFailedError: the processes printed their own errors
+        failures = getattr(exc, "failures", {})
+        codes = [f.exitcode for f in failures.values() if getattr(f, "exitcode", 0)]
+        if not failures:
+            raise
+        code = codes[0] if codes and codes[0] > 0 else 1
+        sys.exit(code)
 
 
 @app.command("list")

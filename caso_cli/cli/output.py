@@ -19,12 +19,14 @@ def info(message: str) -> None:
 
 
 class Progress:
-    """A rich progress bar on stderr, shown only when stderr is a terminal; a no-op otherwise."""
+    """A rich progress bar on stderr, shown only when stderr is a terminal (main process); a no-op otherwise."""
 
     def __init__(self, description: str, total: int | None) -> None:
         import sys
 
-        self.enabled = sys.stderr.isatty()
+        from caso_cli.runtime import is_main_process
+
+        self.enabled = sys.stderr.isatty() and is_main_process()  # one bar under accelerate launch
         self.description = description
         self.total = total
         self._bar: Any = None

@@ -1,7 +1,9 @@
 """Edit image files in batches: load, invert once, edit with every requested guidance, save with provenance.
 
 The library side of ``caso edit``: a generator of :class:`EditRecord`, one per input (an
-output written, skipped, or an error for that input alone); it never prints.
+output written, skipped, or an error for that input alone); it never prints. Inputs stream:
+one batch of images is in memory at a time. Under ``accelerate launch`` each process edits
+every N-th input (:func:`shard`), so the processes' outputs never collide.
 """
 
 from __future__ import annotations
@@ -123,6 +125,13 @@ def _batches(items: Iterable[InputItem], n: int) -> Iterator[list[InputItem]]:
         yield batch
 
 
+def shard(items: Iterable[InputItem], rank: int, world_size: int) -> Iterator[InputItem]:
+    """This process's inputs: items ``rank``, ``rank + world_size``, ... (all of them in a single process)."""
+    import itertools
+
+    return iter(items) if world_size == 1 else itertools.islice(items, rank, None, world_size)
+
+
 def _inversions(sd: StableDiffusion, job: EditJob, images: list[Any], cache: InversionCache | None) -> torch.Tensor:
     """Inverted latents of a batch of fitted images, from the cache where present."""
     from caso_cli.imageio import to_tensor
@@ -140,14 +149,14 @@ def _inversions(sd: StableDiffusion, job: EditJob, images: list[Any], cache: Inv
 
 def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
                  on_record: Callable[[EditRecord], None] | None = None) -> Iterator[EditRecord]:
-    """Edit every input; yields one record per input, in input order within each batch."""
+    """Edit every input (this process's share under accelerate launch); one record per input, in order."""
     from caso_cli.imageio import fit_image, load_image, save_png, to_pil
 
     check_model(job.attrs, sd)
     size = job.size or sd.resolution
     cond, scale = guidance(sd, job.attrs)
     cache = InversionCache(sd, job.config) if job.cache_inversions else None
-    for batch in _batches(items, max(1, job.batch_size)):
+    for batch in _batches(shard(items, sd.runtime.rank, sd.runtime.world_size), max(1, job.batch_size)):
         t0 = time.monotonic()
         records, todo, images = [], [], []
         for item in batch:

@@ -60,13 +60,19 @@ def encode_images(sd: StableDiffusion, images: torch.Tensor) -> torch.Tensor:
 def decode_latents(sd: StableDiffusion, z0: torch.Tensor) -> torch.Tensor:
     """Images D(z0 / s) in [-1, 1], float32 on the CPU.
 
-    An image whose latent or decoding holds NaN or inf comes back all NaN (not clamped into a
+    A half-precision decode that overflows is redone in fp32 for those images (:meth:`StableDiffusion.vae_fp32`).
+    An image whose latent or decoding still holds NaN or inf comes back all NaN (not clamped into a
     plausible picture), so that :func:`require_finite` and callers checking ``isfinite`` see it.
     """
+    from caso_cli.runtime import needs_fp32_decode
+
     out = []
     for i in range(0, z0.shape[0], CHUNK):
         z = z0[i:i + CHUNK]
         x = sd.vae.decode((z / sd.scaling_factor).to(sd.vae.dtype)).sample.float()
+        redo = needs_fp32_decode(x, sd.vae.dtype) & torch.isfinite(z).flatten(1).all(1)
+        if redo.any():
+            x[redo] = sd.vae_fp32().decode((z[redo] / sd.scaling_factor).float()).sample.float()
         bad = ~(torch.isfinite(z).flatten(1).all(1) & torch.isfinite(x).flatten(1).all(1))
         x = x.clamp(-1, 1)
         x[bad] = float("nan")

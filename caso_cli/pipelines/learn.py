@@ -12,6 +12,11 @@ classes round-robin):
 Nothing else runs: no inversion, no sampling loop. The diffusion model, VAE and classifier
 are frozen; gradients flow through the class branch of the UNet, the VAE decoder and the
 classifier into the vectors.
+
+Under ``accelerate launch`` (``sd.runtime.world_size`` > 1) every process draws the same global
+batch from the same seed, computes the loss on its contiguous share of it weighted by
+share / batch, and the vectors' gradients are summed across processes: the gradient of the
+global batch mean, so N processes learn the vectors one process learns, up to rounding.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from caso_cli.models.classifier import AttributeClassifier
 from caso_cli.models.loaders import StableDiffusion
 from caso_cli.pipelines.generate import encode_images
 from caso_cli.pipelines.guidance import predict_eps
+from caso_cli.runtime import all_reduce_sum
 
 
 @dataclass
@@ -159,6 +165,10 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
         raise UsageError("no training images")
     if not 0 <= config.t_train < sd.schedule.num_train_timesteps:
         raise UsageError(f"--t-train must be in 0..{sd.schedule.num_train_timesteps - 1}, got {config.t_train}")
+    rank, world = sd.runtime.rank, sd.runtime.world_size
+    if config.batch_size < world:
+        raise UsageError(f"--batch-size {config.batch_size} is smaller than the {world} processes; each process "
+                         "needs at least one image of every batch")
     gen = torch.Generator().manual_seed(config.seed)
     z0_all = encode_images(sd, images).float()
     vectors = initial_vectors(sd, k, config.init_word, gen).to(device).requires_grad_(True)
@@ -185,25 +195,40 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
             z0 = z0_all[idx].to(device)
             targets = _targets(step, len(idx), k, gen).to(device)
             noise = torch.randn(z0.shape, generator=gen).to(device, z0.dtype)
-            loss, logits = caso_loss(sd, classifier, vectors, z0, targets, noise, c_null, config)
-            if not torch.isfinite(loss):
-                raise NumericalError(f"the loss became {loss.item()} at step {step + 1}, so no embedding was saved; "
-                                     "lower --lr or --train-scale"
+            if world == 1:
+                loss, logits = caso_loss(sd, classifier, vectors, z0, targets, noise, c_null, config)
+                accuracy = (logits.argmax(1) == targets).float().mean()
+            else:  # this process's share of the global batch, weighted so that the sum over processes is its mean
+                share = torch.tensor_split(torch.arange(len(idx)), world)[rank]
+                loss, logits = caso_loss(sd, classifier, vectors, z0[share], targets[share], noise[share], c_null,
+                                         config)
+                loss = loss * (len(share) / len(idx))
+                stats = all_reduce_sum(torch.stack([loss.detach(), (logits.argmax(1) == targets[share]).sum()
+                                                    .to(loss.dtype)]), sd.runtime)
+                accuracy = stats[1] / len(idx)
+            total_loss = loss if world == 1 else stats[0]
+            if not torch.isfinite(total_loss):
+                raise NumericalError(f"the loss became {total_loss.item()} at step {step + 1}, so no embedding was "
+                                     "saved; lower --lr or --train-scale"
                                      + (", or use --dtype fp32" if sd.runtime.dtype != torch.float32 else ""))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if world > 1 and vectors.grad is not None:
+                vectors.grad = all_reduce_sum(vectors.grad, sd.runtime)
             opt.step()
-            row = {"step": step + 1, "loss": loss.item(),
-                   "accuracy": (logits.argmax(1) == targets).float().mean().item()}
+            row = {"step": step + 1, "loss": total_loss.item(), "accuracy": accuracy.item()}
             history.append(row)
             rng_done = gen.get_state()
             if progress:
                 progress({**row, "total": total})
-            if checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+            if checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 \
+                    and sd.runtime.is_main:
                 checkpoint.save(step + 1, vectors, opt, gen, history, fingerprint)
     except KeyboardInterrupt:
         if checkpoint is None:
             raise
+        if not sd.runtime.is_main:  # the main process writes the checkpoint
+            raise Interrupted(f"interrupted after step {len(history)}") from None
         # Save the state after the last completed step, so --resume redoes the unfinished one exactly.
         gen.set_state(rng_done)
         checkpoint.save(len(history), vectors, opt, gen, history, fingerprint)
