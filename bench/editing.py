@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -41,9 +42,9 @@ EDIT_SEED = 910
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-edit", type=int, default=64)
-    ap.add_argument("--scales", default="2,3,5,7")
-    ap.add_argument("--starts", default="0.4,0.6,0.8,1.0")
-    ap.add_argument("--learn-steps", type=int, default=None, help="default: LearnConfig's epochs over 200 images")
+    ap.add_argument("--scales", default="2,3,4,6,8")
+    ap.add_argument("--starts", default="0.3,0.45,0.6,0.8")
+    ap.add_argument("--learn-steps", type=int, default=None, help="default: LearnConfig's steps")
     ap.add_argument("--markdown", type=Path)
     ap.add_argument("--model", default="toy", help="the toy model (default) or another folder of it")
     args = ap.parse_args(argv)
@@ -55,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     for attr in ("mustache", "glasses"):
         clf, _ = fit_toy_classifier(attr, work)
         t0 = time.monotonic()
-        res = learn_embedding(sd, clf, measure.to_unit(train), LearnConfig(steps=args.learn_steps, checkpoint_every=0))
+        cfg = LearnConfig(checkpoint_every=0)
+        cfg = dataclasses.replace(cfg, steps=args.learn_steps) if args.learn_steps else cfg
+        res = learn_embedding(sd, clf, measure.to_unit(train), cfg)
         emb[attr] = (res.vectors, clf.classes)
         print(json.dumps({"learned": attr, "seconds": round(time.monotonic() - t0, 1)}), flush=True)
     faces, _ = render_faces(args.n_edit, EDIT_SEED)

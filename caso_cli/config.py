@@ -31,22 +31,22 @@ class FitConfig:
 class LearnConfig:
     """Hyperparameters of learning (defaults chosen by measurement on the toy world: docs/learning.md)."""
 
-    t_train: int = 401  # training timestep t*
-    train_scale: float = 10.0  # guidance scale w inside the loss
+    t_train: int = 201  # training timestep t*
+    train_scale: float = 3.0  # guidance scale w inside the loss
     lambda_rec: float = 0.0  # weight of ||zhat0 - z0||^2 (Eq. 12)
     lr: float = 1e-2  # AdamW learning rate
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-2
     warmup_steps: int = 10  # linear warm-up, then constant
-    batch_size: int = 8  # images per step (each batch covers the classes round-robin)
-    steps: int | None = None  # total steps; default from epochs
-    epochs: float = 20.0  # passes over the images when steps is None
+    batch_size: int = 2  # images per step (each batch covers the classes round-robin)
+    steps: int = 1000  # total steps, whatever the number of images (unless epochs is set)
+    epochs: float | None = None  # passes over the images instead of a fixed number of steps
     init_word: str | None = None  # start every vector at this word's token embedding; None: random
     seed: int = 0
     checkpoint_every: int = 50  # steps between checkpoints (0: never)
 
     def total_steps(self, n_images: int) -> int:
-        if self.steps is not None:
+        if self.epochs is None:
             return self.steps
         return max(1, math.ceil(self.epochs * n_images / self.batch_size))
 

@@ -33,8 +33,10 @@ def learn_cmd(
     LearnConfig.lambda_rec,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = LearnConfig.lr,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = LearnConfig.batch_size,
-    steps: Annotated[int | None, typer.Option("--steps", help="Total steps (overrides --epochs).")] = None,
-    epochs: Annotated[float, typer.Option("--epochs", help="Passes over the images.")] = LearnConfig.epochs,
+    steps: Annotated[int, typer.Option("--steps", help="Total steps, whatever the number of images.")] =
+    LearnConfig.steps,
+    epochs: Annotated[float | None, typer.Option("--epochs", help="Passes over the images instead of --steps.")] =
+    LearnConfig.epochs,
     init_word: Annotated[str | None, typer.Option("--init-word", help="Start each vector at this (single-token) "
                                                                       "word's embedding [default: random]")] =
     LearnConfig.init_word,
@@ -71,7 +73,7 @@ def learn_cmd(
     from caso_cli.pipelines.embed import EmbedJob, check_job, run_embed_job
     from caso_cli.runtime import is_main_process, launched_processes
 
-    if batch_size < 1 or (steps is not None and steps < 1) or epochs <= 0 or lr <= 0:
+    if batch_size < 1 or steps < 1 or (epochs is not None and epochs <= 0) or lr <= 0:
         raise UsageError("--batch-size and --steps must be at least 1, --epochs and --lr positive")
     if num_processes < 1:
         raise UsageError("--num-processes must be at least 1")

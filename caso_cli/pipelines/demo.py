@@ -23,7 +23,7 @@ class DemoConfig:
     n_train: int = 200  # images the embedding is learned from
     n_edit: int = 32  # held-out faces edited at +scale and -scale
     scale: float = 5.0
-    learn: LearnConfig = field(default_factory=lambda: LearnConfig(steps=200, checkpoint_every=0))
+    learn: LearnConfig = field(default_factory=lambda: LearnConfig(checkpoint_every=0))
     edit: EditConfig = field(default_factory=EditConfig)
     seed: int = 0
 
