@@ -34,8 +34,11 @@ def setup(tmp_path, tiny_model_dir):
 
 def _learn(args: list[str], home, **kw) -> subprocess.Popen:
     env = {**os.environ, "CASO_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    # The child starts with SIGINT at its default whatever this process inherited (an ignored SIGINT is
+    # inherited through exec, and Python then installs no KeyboardInterrupt handler).
     return subprocess.Popen([sys.executable, "-m", "caso_cli", "embed", "learn", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
 
 
 def test_ctrl_c_checkpoints_and_resume_matches(setup, tmp_path) -> None:
