@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
+from tests.tiny import learn_inputs
 
 # Each process computes its half of the same global batch; the gradients are summed. Only the order of
 # floating-point sums differs from one process, so the vectors agree to rounding (measured: 1.5e-7).
@@ -22,20 +22,7 @@ ATOL = 1e-5
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_model_dir):
-    from PIL import Image
-
-    from caso_cli.toyworld.render import render_faces
-
-    tmp = tmp_path_factory.mktemp("dist")
-    images, _ = render_faces(8, seed=3)
-    folder = tmp / "imgs"
-    folder.mkdir()
-    for i, im in enumerate(images):
-        Image.fromarray(im).save(folder / f"{i}.png")
-    torch.manual_seed(0)
-    meta = ClassifierMeta(classes=["no_x", "x"], backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
-                          backbone_config={"widths": [8, 8]})
-    clf = save_classifier(AttributeClassifier(SmallCNN(2, (8, 8)), meta), tmp / "c.safetensors")
+    folder, clf = learn_inputs(tmp_path_factory.mktemp("dist"))
     return folder, clf, tiny_model_dir
 
 

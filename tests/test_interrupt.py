@@ -11,24 +11,12 @@ import time
 import pytest
 import torch
 
-from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
+from tests.tiny import learn_inputs
 
 
 @pytest.fixture()
 def setup(tmp_path, tiny_model_dir):
-    from caso_cli.toyworld.render import render_faces
-
-    images, _ = render_faces(8, seed=3)
-    from PIL import Image
-
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i, im in enumerate(images):
-        Image.fromarray(im).save(folder / f"{i}.png")
-    torch.manual_seed(0)
-    meta = ClassifierMeta(classes=["no_x", "x"], backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
-                          backbone_config={"widths": [8, 8]})
-    clf = save_classifier(AttributeClassifier(SmallCNN(2, (8, 8)), meta), tmp_path / "c.safetensors")
+    folder, clf = learn_inputs(tmp_path)
     return folder, clf, tiny_model_dir
 
 

@@ -14,3 +14,23 @@ def tiny_components(seed: int = 0, prediction_type: str = "epsilon") -> dict[str
     """vae, unet, text_encoder, tokenizer, scheduler of the TINY shape with a few whole words."""
     shape = SDShape(**{**TINY.__dict__, "words": WORDS, "prediction_type": prediction_type})
     return build_components(shape, seed=seed, tokenizer_dir=tempfile.mkdtemp(prefix="caso-tok-"))
+
+
+def learn_inputs(root: Any) -> tuple[Any, Any]:
+    """8 toy faces in ``root/imgs`` and a seeded tiny 2-class classifier ``root/c.safetensors``, for ``embed learn``."""
+    import torch
+    from PIL import Image
+
+    from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
+    from caso_cli.toyworld.render import render_faces
+
+    images, _ = render_faces(8, seed=3)
+    folder = root / "imgs"
+    folder.mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(folder / f"{i}.png")
+    torch.manual_seed(0)
+    meta = ClassifierMeta(classes=["no_x", "x"], backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
+                          backbone_config={"widths": [8, 8]})
+    clf = save_classifier(AttributeClassifier(SmallCNN(2, (8, 8)), meta), root / "c.safetensors")
+    return folder, clf
