@@ -195,25 +195,21 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
             z0 = z0_all[idx].to(device)
             targets = _targets(step, len(idx), k, gen).to(device)
             noise = torch.randn(z0.shape, generator=gen).to(device, z0.dtype)
-            if world == 1:
-                loss, logits = caso_loss(sd, classifier, vectors, z0, targets, noise, c_null, config)
-                accuracy = (logits.argmax(1) == targets).float().mean()
-            else:  # this process's share of the global batch, weighted so that the sum over processes is its mean
-                share = torch.tensor_split(torch.arange(len(idx)), world)[rank]
-                loss, logits = caso_loss(sd, classifier, vectors, z0[share], targets[share], noise[share], c_null,
-                                         config)
-                loss = loss * (len(share) / len(idx))
-                stats = all_reduce_sum(torch.stack([loss.detach(), (logits.argmax(1) == targets[share]).sum()
-                                                    .to(loss.dtype)]), sd.runtime)
-                accuracy = stats[1] / len(idx)
-            total_loss = loss if world == 1 else stats[0]
+            # This process's share of the global batch (all of it in a single process), weighted so that the
+            # sum over processes is the batch mean; all_reduce_sum is the identity in a single process.
+            share = torch.tensor_split(torch.arange(len(idx)), world)[rank]
+            loss, logits = caso_loss(sd, classifier, vectors, z0[share], targets[share], noise[share], c_null, config)
+            loss = loss * (len(share) / len(idx))
+            correct = (logits.argmax(1) == targets[share]).sum().to(loss.dtype)
+            stats = all_reduce_sum(torch.stack([loss.detach(), correct]), sd.runtime)
+            total_loss, accuracy = stats[0], stats[1] / len(idx)
             if not torch.isfinite(total_loss):
                 raise NumericalError(f"the loss became {total_loss.item()} at step {step + 1}, so no embedding was "
                                      "saved; lower --lr or --train-scale"
                                      + (", or use --dtype fp32" if sd.runtime.dtype != torch.float32 else ""))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if world > 1 and vectors.grad is not None:
+            if vectors.grad is not None:
                 vectors.grad = all_reduce_sum(vectors.grad, sd.runtime)
             opt.step()
             row = {"step": step + 1, "loss": total_loss.item(), "accuracy": accuracy.item()}
