@@ -70,14 +70,20 @@ def decode_latents(sd: StableDiffusion, z0: torch.Tensor) -> torch.Tensor:
     for i in range(0, z0.shape[0], CHUNK):
         z = z0[i:i + CHUNK]
         x = sd.vae.decode((z / sd.scaling_factor).to(sd.vae.dtype)).sample.float()
-        redo = needs_fp32_decode(x, sd.vae.dtype) & torch.isfinite(z).flatten(1).all(1)
+        z_ok = finite_rows(z)
+        redo = needs_fp32_decode(x, sd.vae.dtype) & z_ok
         if redo.any():
             x[redo] = sd.vae_fp32().decode((z[redo] / sd.scaling_factor).float()).sample.float()
-        bad = ~(torch.isfinite(z).flatten(1).all(1) & torch.isfinite(x).flatten(1).all(1))
+        bad = ~(z_ok & finite_rows(x))
         x = x.clamp(-1, 1)
         x[bad] = float("nan")
         out.append(x.cpu())
     return torch.cat(out)
+
+
+def finite_rows(t: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: which items of a batch hold only finite values."""
+    return torch.isfinite(t).flatten(1).all(1)
 
 
 def nonfinite_hint(sd: StableDiffusion) -> str:
@@ -89,7 +95,7 @@ def nonfinite_hint(sd: StableDiffusion) -> str:
 
 def require_finite(images: torch.Tensor, sd: StableDiffusion, what: str) -> torch.Tensor:
     """``images`` unchanged, or :class:`NumericalError` naming how many are NaN/inf and what to try."""
-    bad = int((~torch.isfinite(images).flatten(1).all(1)).sum())
+    bad = int((~finite_rows(images)).sum())
     if bad:
         raise NumericalError(f"{what} produced NaN/inf values in {bad} of {images.shape[0]} image(s), so nothing "
                              f"was written; {nonfinite_hint(sd)}")
