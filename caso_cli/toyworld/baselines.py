@@ -35,7 +35,8 @@ prompt the toy model was trained on (``"a face with a mustache"``, :func:`attrib
 
 Every sweep row has the same keys: ``method``, ``direction`` (``add``/``remove``), ``params``,
 ``n`` (faces not already in the target class), ``success`` (oracle reads the target),
-``kept`` (every other attribute reads as before) and ``psnr`` (dB, edit vs input).
+``kept`` (every other attribute reads as before), ``kept_each`` (per other attribute) and ``psnr``
+(dB, edit vs input): :func:`caso_cli.toyworld.measure.edit_scores`.
 :func:`at_matched_success` compares methods by preservation at equal success.
 """
 
@@ -55,8 +56,7 @@ from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import decode_latents, encode_images
 from caso_cli.toyworld import captions as C
 from caso_cli.toyworld import oracle
-from caso_cli.toyworld.measure import class_value, edit_rates, others_kept, to_uint8, to_unit
-from caso_cli.toyworld.quality import psnr
+from caso_cli.toyworld.measure import class_value, edit_rates, edit_scores, to_uint8, to_unit
 
 #: Grids swept per method (each over the method's own documented parameters).
 PROMPT_GRID: dict[str, tuple] = {"scale": (2.0, 3.0, 5.0, 7.0), "start": (0.4, 0.6, 0.8, 1.0)}
@@ -105,8 +105,12 @@ def load_pipelines(folder: str | Path) -> tuple[Any, Any]:
     No safety checker (the toy model has none). SEGA gets a copy of the model's DDIM scheduler,
     LEDITS++ an sde-dpmsolver++ scheduler from the same config (module docstring).
     """
-    from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, LEditsPPPipelineStableDiffusion,
-                           StableDiffusionPipeline)
+    from diffusers import (
+        DDIMScheduler,
+        DPMSolverMultistepScheduler,
+        LEditsPPPipelineStableDiffusion,
+        StableDiffusionPipeline,
+    )
     from diffusers.pipelines.deprecated.semantic_stable_diffusion import SemanticStableDiffusionPipeline
 
     base = StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None, requires_safety_checker=False,
@@ -174,15 +178,6 @@ def ledits_edit(pipe: Any, prompt: str, reverse: bool = False, edit_guidance_sca
 # ---- scoring and sweeps -------------------------------------------------------------------
 
 
-def score(before: np.ndarray, after: np.ndarray, attr: str, target: int,
-          readings: oracle.Readings | None = None) -> dict[str, Any]:
-    """Success, preservation and PSNR of edits ``after`` of faces ``before`` (uint8), read by the oracle."""
-    rb = readings if readings is not None else oracle.read_attributes(before)
-    ra = oracle.read_attributes(after)
-    return {"n": len(before), "success": float(np.mean(getattr(ra, attr) == target)),
-            "kept": float(np.mean(others_kept(rb, ra, attr))), "psnr": round(psnr(before, after), 3)}
-
-
 def _directions(images: np.ndarray, attr: str) -> list[tuple[str, int, np.ndarray]]:
     """(direction, target, mask of faces not already in the target) for adding and removing ``attr``."""
     current = getattr(oracle.read_attributes(images), attr)
@@ -211,7 +206,7 @@ def sweep_prompt(sd: Any, images: np.ndarray, attr: str, spec: dict[str, tuple] 
                     prompt, w = attribute_prompt(attr, 0), scale
                 x = to_uint8(decode_latents(sd, prompt_edit(sd, z_t[todo], prompt, w, config)))
                 rows.append(_row("prompt", direction, {"scale": scale, "start": start, "remove": remove},
-                                 score(images[todo], x, attr, target)))
+                                 edit_scores(images[todo], x, attr, target)))
     return rows
 
 
@@ -225,7 +220,7 @@ def sweep_sega(sd: Any, pipe: Any, images: np.ndarray, attr: str, spec: dict[str
         for params in grid(spec):
             z = sega_edit(pipe, z_T[todo], prompt, steps, reverse=direction == "remove", **params)
             x = to_uint8(decode_latents(sd, z))
-            rows.append(_row("sega", direction, params, score(images[todo], x, attr, target)))
+            rows.append(_row("sega", direction, params, edit_scores(images[todo], x, attr, target)))
     return rows
 
 
@@ -243,7 +238,7 @@ def sweep_ledits(sd: Any, pipe: Any, images: np.ndarray, attr: str, spec: dict[s
                 z = ledits_edit(pipe, prompt, reverse=direction == "remove", **params)
                 x = to_uint8(decode_latents(sd, z))
                 rows.append(_row("ledits++", direction, {**params, "skip": skip},
-                                 score(images[todo], x, attr, target)))
+                                 edit_scores(images[todo], x, attr, target)))
     return rows
 
 
@@ -311,4 +306,4 @@ def compare(rows: Sequence[dict[str, Any]], target: float = 0.9) -> list[dict[st
 
 __all__ = ["LEDITS_GRID", "PROMPT_GRID", "QUICK_GRIDS", "SEGA_GRID", "at_matched_success", "attribute_prompt",
            "caso_curve", "compare", "grid", "ledits_edit", "ledits_invert", "load_pipelines", "pareto", "prompt_edit",
-           "score", "sega_edit", "sweep_ledits", "sweep_prompt", "sweep_sega"]
+           "sega_edit", "sweep_ledits", "sweep_prompt", "sweep_sega"]

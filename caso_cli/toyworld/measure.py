@@ -80,8 +80,6 @@ def edit_rates(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, im
     ``kept_each`` (per other attribute), and PSNR (dB, edit vs input), plus the unguided
     reconstruction's preservation for reference.
     """
-    from caso_cli.toyworld.quality import psnr  # quality imports this module
-
     conds = _conditions(sd, vectors)
     z0 = encode_images(sd, to_unit(images))
     z_t = invert_latents(sd, z0, config)
@@ -102,15 +100,26 @@ def edit_rates(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, im
         if not todo.any():
             continue
         z = edit_latents(sd, z_t[todo], conds[k:k + 1], w, config)
-        after_images = to_uint8(decode_latents(sd, z))
-        after = oracle.read_attributes(after_images)
-        sub = _subset(before, todo)
-        result[label] = {"n": int(todo.sum()), "success": float(np.mean(getattr(after, attr) == target)),
-                         "kept": float(np.mean(others_kept(sub, after, attr))),
-                         "kept_each": {name: float(np.mean(getattr(sub, name) == getattr(after, name)))
-                                       for name in R.ATTRIBUTES if name != attr},
-                         "psnr": round(psnr(images[todo], after_images), 3)}
+        result[label] = edit_scores(images[todo], to_uint8(decode_latents(sd, z)), attr, target, _subset(before, todo))
     return result
+
+
+def edit_scores(before: np.ndarray, after: np.ndarray, attr: str, target: int,
+                readings: oracle.Readings | None = None) -> dict[str, Any]:
+    """Edits ``after`` of faces ``before`` (uint8) read by the oracle: ``success`` (``attr`` reads ``target``),
+    ``kept`` (every other attribute unchanged at once), ``kept_each`` (per other attribute), PSNR (dB).
+
+    ``readings`` are the oracle's readings of ``before`` when the caller has them already.
+    """
+    from caso_cli.toyworld.quality import psnr  # quality imports this module
+
+    rb = readings if readings is not None else oracle.read_attributes(before)
+    ra = oracle.read_attributes(after)
+    return {"n": len(before), "success": float(np.mean(getattr(ra, attr) == target)),
+            "kept": float(np.mean(others_kept(rb, ra, attr))),
+            "kept_each": {name: float(np.mean(getattr(rb, name) == getattr(ra, name)))
+                          for name in R.ATTRIBUTES if name != attr},
+            "psnr": round(psnr(before, after), 3)}
 
 
 def _subset(r: oracle.Readings, mask: np.ndarray) -> oracle.Readings:
