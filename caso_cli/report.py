@@ -120,7 +120,8 @@ def _pair_rows(result: EvalResult) -> str:
     for i, r in enumerate(result.pairs):
         if i < MAX_ROWS_WITH_THUMBS:
             cells = [f'<td class="l"><img src="{_thumb(p)}" alt="{html.escape(p.name)}" '
-                     f'title="{html.escape(str(p))}"><small>{html.escape(p.name)}</small></td>' for p in (r.orig, r.edit)]
+                     f'title="{html.escape(str(p))}"><small>{html.escape(p.name)}</small></td>'
+                     for p in (r.orig, r.edit)]
         else:
             cells = [f'<td class="l">{html.escape(p.name)}</td>' for p in (r.orig, r.edit)]
         row = [f"<td>{i + 1}</td>", *cells, f"<td>{r.psnr:.2f}</td>", f"<td>{r.ssim:.3f}</td>"]
