@@ -115,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="few faces, small grids, capped learning steps")
     ap.add_argument("--out", type=Path, required=True, help="markdown report (raw numbers go next to it as .json)")
     ap.add_argument("--model", default="toy", help="the toy model (default) or another folder of it")
+    ap.add_argument("--n-edit", type=int, help="held-out faces to edit (default: 64, quick 8)")
     args = ap.parse_args(argv)
     mode = MODES["quick" if args.quick else "full"]
+    if args.n_edit:
+        mode = {**mode, "n_edit": args.n_edit}
     torch.manual_seed(0)
     t_start = time.monotonic()
     steps = mode["steps"]

@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                                  scale=args.scale)
     if "c" in args.parts:
         out["c_inversion"] = timed("c_inversion", Q.inversion_quality, sd, n=args.n_inv, steps=args.steps)
+        out["c_inversion_plain"] = timed("c_inversion_plain", Q.inversion_quality, sd, n=args.n_inv,
+                                         steps=args.steps, refine=0)
     if "d" in args.parts:
         scales = tuple(float(s) for s in args.edit_scales.split(","))
         out["d_prompt_edit"] = timed("d_prompt_edit", Q.prompt_edit_baseline, sd, n=args.n_edit, steps=args.steps,

@@ -58,6 +58,9 @@ class EditConfig:
     steps: int = 50  # DDIM grid size
     start: float = 0.6  # fraction of the trajectory that is inverted and then denoised with guidance
     single_step: bool = False  # guide only the first denoising step after inversion, null afterwards
+    # fixed-point refinements of each inversion step (0: plain DDIM inversion, METHOD Eq. 6); each costs one
+    # more UNet call per inverted step and makes the null reconstruction exact (measured in docs/editing.md)
+    inversion_refine: int = 1
 
     def num_steps(self) -> int:
         """Steps inverted (and denoised): round(start * steps), at least 1."""

@@ -16,9 +16,10 @@ def _latent(sd) -> torch.Tensor:
         return sd.vae.encode(x).latent_dist.mean * sd.scaling_factor
 
 
-def _round_trip_error(sd, z0, eps_fn, steps: int = 50, num_steps: int | None = None) -> float:
+def _round_trip_error(sd, z0, eps_fn, steps: int = 50, num_steps: int | None = None, refine: int = 0) -> float:
     with torch.no_grad():
-        back = denoise(eps_fn, invert(eps_fn, z0, sd.schedule, steps, num_steps), sd.schedule, steps, num_steps)
+        back = denoise(eps_fn, invert(eps_fn, z0, sd.schedule, steps, num_steps, refine=refine), sd.schedule, steps,
+                       num_steps)
     return ((back - z0).abs().max() / z0.abs().max()).item()
 
 
@@ -49,6 +50,27 @@ def test_round_trip_error_on_tiny_unet_shrinks_with_its_sensitivity(tiny_sd) -> 
             for k in (0.01, 0.001)}
     assert errs[0.001] < 1e-2
     assert errs[0.001] < 0.2 * errs[0.01]
+
+
+def test_fixed_point_refinement_shrinks_the_round_trip_error(tiny_sd) -> None:
+    """Refining each inversion step (z_t <- invert_step(z_prev, eps(z_t, t))) removes most of the
+    eps(z_prev, t) ~ eps(z_t, t) error, and costs exactly one more model call per step and refinement."""
+    z0 = _latent(tiny_sd)
+    with torch.no_grad():
+        null = null_condition(tiny_sd.text_encoder, tiny_sd.tokenizer)
+    calls = []
+
+    def eps(z, t, i):
+        calls.append(t)
+        return 0.01 * predict_eps(tiny_sd, z, t, null)
+
+    errs = {}
+    for refine in (0, 1, 3):
+        calls.clear()
+        errs[refine] = _round_trip_error(tiny_sd, z0, eps, steps=20, refine=refine)
+        assert len(calls) == 20 * (1 + refine) + 20  # inversion (1 + refine per step) + denoising
+    assert errs[1] < 0.2 * errs[0], errs
+    assert errs[3] <= errs[1] + 1e-6, errs
 
 
 def test_partial_inversion_uses_the_same_timesteps(tiny_sd) -> None:

@@ -21,9 +21,13 @@ AttrOpt = Annotated[list[str], typer.Option("--attr", "-a", help="NAME[:CLASS][=
 StepsOpt = Annotated[int, typer.Option("--steps", help="DDIM steps of the full trajectory.")]
 StartOpt = Annotated[str, typer.Option("--start", help="Where guidance starts: a fraction of the trajectory "
                                                        "(0 < f <= 1; 1 = from pure noise) or a timestep (> 1).")]
+RefineOpt = Annotated[int, typer.Option("--inversion-refine", min=0, max=10,
+                                        help="Fixed-point refinements per inversion step (0: plain DDIM inversion; "
+                                             "each costs one more UNet call per step).")]
 
 
-def edit_config(steps: int, start: str, single_step: bool, num_train_timesteps: int = 1000) -> EditConfig:
+def edit_config(steps: int, start: str, single_step: bool, refine: int = 1,
+                num_train_timesteps: int = 1000) -> EditConfig:
     """Validate --steps/--start and build the EditConfig (a timestep start becomes the matching fraction)."""
     from caso_cli.attrs import parse_scale
 
@@ -38,7 +42,7 @@ def edit_config(steps: int, start: str, single_step: bool, num_train_timesteps: 
     else:
         raise UsageError(f"--start must be a fraction in (0, 1] or a timestep in 2..{num_train_timesteps - 1}, "
                          f"got {start}")
-    return EditConfig(steps=steps, start=min(1.0, fraction), single_step=single_step)
+    return EditConfig(steps=steps, start=min(1.0, fraction), single_step=single_step, inversion_refine=refine)
 
 
 def edit_cmd(
@@ -51,6 +55,7 @@ def edit_cmd(
     steps: StepsOpt = 50,
     single_step: Annotated[bool, typer.Option("--single-step", help="Guide exactly one step (the first after "
                                                                     "inversion).")] = False,
+    inversion_refine: RefineOpt = 1,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
     fit: Annotated[str, typer.Option("--fit", help="crop (centre crop), pad (white bars) or stretch.")] = "crop",
@@ -87,8 +92,8 @@ def edit_cmd(
     from caso_cli.attrs import parse_scale, resolve_attrs
 
     attrs = resolve_attrs(attr, parse_scale(scale, "--scale"))
-    run_batch(inputs, attrs, out, edit_config(steps, start, single_step), recursive=recursive, size=size, fit=fit,
-              batch_size=batch_size, overwrite=overwrite, skip_existing=skip_existing, quiet=quiet,
+    run_batch(inputs, attrs, out, edit_config(steps, start, single_step, inversion_refine), recursive=recursive,
+              size=size, fit=fit, batch_size=batch_size, overwrite=overwrite, skip_existing=skip_existing, quiet=quiet,
               json_out=json_out, model=model, model_config=model_config, seed=seed, device=device, dtype=dtype,
               cache_inversions=cache_inversions)
 

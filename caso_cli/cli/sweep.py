@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from caso_cli.cli.edit import StartOpt, StepsOpt, edit_config, model_for, run_batch
+from caso_cli.cli.edit import RefineOpt, StartOpt, StepsOpt, edit_config, model_for, run_batch
 from caso_cli.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelConfigOpt, ModelOpt, SeedOpt
 from caso_cli.cli.output import info, print_json
 from caso_cli.errors import InputError, UsageError
@@ -50,6 +50,7 @@ def interpolate_cmd(
     frames: Annotated[Path | None, typer.Option("--frames", help="Also write each frame as a PNG here.")] = None,
     start: StartOpt = "0.6",
     steps: StepsOpt = 50,
+    inversion_refine: RefineOpt = 1,
     size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     model: ModelOpt = None,
@@ -74,7 +75,7 @@ def interpolate_cmd(
 
     values = parse_scales(scales)
     attrs = resolve_attrs([attr], 1.0)
-    config = edit_config(steps, start, False)
+    config = edit_config(steps, start, False, inversion_refine)
     for path in (out, gif):
         if path is not None:
             _refuse_existing(path, overwrite)
@@ -88,7 +89,8 @@ def interpolate_cmd(
     pics = to_pil(require_finite(edited, sd, "the sweep"))
     captions = [f"{format_scale(round(v, 2))}" for v in values]
     meta = {"caso:input": str(input), "caso:embeddings": attrs[0].embedding.name, "caso:classes": attrs[0].cls,
-            "caso:scales": ",".join(captions), "caso:start": f"{config.start:g}", "caso:steps": str(steps)}
+            "caso:scales": ",".join(captions), "caso:start": f"{config.start:g}", "caso:steps": str(steps),
+            "caso:inversion_refine": str(config.inversion_refine)}
     save_png(image_grid(pics, captions), out, meta, overwrite=overwrite)
     if frames is not None:
         for v, pic in zip(captions, pics, strict=True):
@@ -109,6 +111,7 @@ def reconstruct_cmd(
     scale: Annotated[str, typer.Option("--scale", "-s", help="Guidance scale with --attr.")] = "2",
     start: StartOpt = "1",
     steps: StepsOpt = 50,
+    inversion_refine: RefineOpt = 1,
     recursive: Annotated[bool, typer.Option("--recursive", "-r")] = False,
     size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b")] = 4,
@@ -128,8 +131,8 @@ def reconstruct_cmd(
     from caso_cli.attrs import parse_scale, resolve_attrs
 
     attrs = resolve_attrs([attr], parse_scale(scale, "--scale")) if attr else []
-    run_batch(inputs, attrs, out, edit_config(steps, start, False), recursive=recursive, size=size, fit="crop",
-              batch_size=batch_size, overwrite=overwrite, skip_existing=skip_existing, quiet=quiet,
+    run_batch(inputs, attrs, out, edit_config(steps, start, False, inversion_refine), recursive=recursive, size=size,
+              fit="crop", batch_size=batch_size, overwrite=overwrite, skip_existing=skip_existing, quiet=quiet,
               json_out=json_out, model=model, model_config=model_config, seed=0, device=device, dtype=dtype,
               kind="recon")
 

@@ -110,6 +110,7 @@ def provenance(sd: StableDiffusion, job: EditJob, source: Path) -> dict[str, str
         "caso:classes": ",".join(a.cls for a in job.attrs),
         "caso:scales": ",".join(format_scale(a.scale) for a in job.attrs),
         "caso:start": f"{job.config.start:g}", "caso:steps": str(job.config.steps),
+        "caso:inversion_refine": str(job.config.inversion_refine),
         "caso:single_step": str(job.config.single_step).lower(), "caso:seed": str(job.seed),
     }
 

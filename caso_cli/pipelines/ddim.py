@@ -31,19 +31,24 @@ def _check(steps: int, num_steps: int | None) -> int:
 
 
 def invert(model_eps: EpsFn, z0: torch.Tensor, schedule: Schedule, steps: int, num_steps: int | None = None,
-           callback: StepCallback | None = None) -> torch.Tensor:
+           callback: StepCallback | None = None, refine: int = 0) -> torch.Tensor:
     """Invert a clean latent up the DDIM grid for ``num_steps`` steps (METHOD Eq. 6).
 
     Each step goes from t_prev = t - T/steps to t with eps evaluated at (z_prev, t), the
-    usual approximation eps(z_prev, t) ~ eps(z_t, t) that makes it the exact mirror of
-    the denoising step from t.
+    usual approximation eps(z_prev, t) ~ eps(z_t, t). ``refine`` > 0 then re-evaluates eps
+    at the current estimate of z_t that many times (a fixed-point iteration,
+    z_t <- invert_step(z_prev, eps(z_t, t))), so that the denoising step from z_t, which
+    uses eps(z_t, t), lands back on z_prev: each refinement costs one more model call per step.
     """
     n = _check(steps, num_steps)
     grid = schedule.grid(steps)
     z = z0
     for i, t in enumerate(reversed(grid[steps - n:])):
-        eps = model_eps(z, t, i)
-        z = ddim_invert_step(z, eps, schedule.abar(schedule.prev(t, steps)), schedule.abar(t))
+        abar_prev, abar_t = schedule.abar(schedule.prev(t, steps)), schedule.abar(t)
+        z_t = ddim_invert_step(z, model_eps(z, t, i), abar_prev, abar_t)
+        for _ in range(refine):
+            z_t = ddim_invert_step(z, model_eps(z_t, t, i), abar_prev, abar_t)
+        z = z_t
         if callback:
             callback(i, n)
     return z

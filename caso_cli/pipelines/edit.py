@@ -24,9 +24,11 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def invert_latents(sd: StableDiffusion, z0: torch.Tensor, config: EditConfig) -> torch.Tensor:
-    """DDIM-invert clean latents with the null condition up to the edit start (METHOD Eq. 6)."""
+    """DDIM-invert clean latents with the null condition up to the edit start (METHOD Eq. 6), each step refined
+    ``config.inversion_refine`` times (fixed-point iteration)."""
     c_null = null_condition(sd.text_encoder, sd.tokenizer)
-    return invert(lambda z, t, _i: predict_eps(sd, z, t, c_null), z0, sd.schedule, config.steps, config.num_steps())
+    return invert(lambda z, t, _i: predict_eps(sd, z, t, c_null), z0, sd.schedule, config.steps, config.num_steps(),
+                  refine=config.inversion_refine)
 
 
 @torch.no_grad()

@@ -37,7 +37,7 @@ WORDS: tuple[str, ...] = tuple(sorted({
 }))
 
 P_EMPTY = 0.10  # share of empty (null) captions
-P_MENTION = 0.8  # chance that a caption names a given attribute (word dropout = 0.2)
+P_MENTION = 0.65  # chance that a caption names a given attribute (word dropout = 0.35)
 
 
 def phrase(attribute: str, label: int) -> str:

@@ -98,7 +98,7 @@ EYE_WINDOW = (0.33, 0.20)  # half-width (in a) and half-height (in b) around eac
 
 # Thresholds: midpoints of the gap between the two classes' scores on 4,000 clean renders
 # (seed 1234; score_ranges() prints them). Measured gaps (class-0 max, class-1 min):
-#   mustache (0.026, 0.498) -> 0.26;  glasses (0.066, 0.652) -> 0.36;
+#   mustache (0.026, 0.498) -> 0.26;  glasses (0.066, 0.663) -> 0.36;
 #   smile (-0.599, 0.733) -> 0.07;    eye_shape, without glasses (0.301, 0.395) -> 0.35.
 THRESHOLDS = {"mustache": 0.26, "glasses": 0.36, "smile": 0.07, "eye_shape": 0.35}
 UNKNOWN = -1  # eye_shape reading when glasses hide the eyes

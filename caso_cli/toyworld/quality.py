@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from caso_cli.config import EditConfig
 from caso_cli.toyworld import captions as C
 from caso_cli.toyworld import oracle
 from caso_cli.toyworld import render as R
@@ -94,21 +95,24 @@ def prompt_quality(sd: Any, n_per_prompt: int = 48, seed: int = TEST_SEED, steps
     return out
 
 
-def inversion_quality(sd: Any, n: int = 128, seed: int = TEST_SEED + 1, steps: int = 50) -> dict[str, Any]:
-    """(c) Null-prompt DDIM inversion (``steps`` steps) then null denoising: agreement and PSNR.
+def inversion_quality(sd: Any, n: int = 128, seed: int = TEST_SEED + 1, steps: int = 50,
+                      refine: int = EditConfig.inversion_refine) -> dict[str, Any]:
+    """(c) Null-prompt DDIM inversion (``steps`` steps, ``refine`` fixed-point refinements per step as caso
+    inverts; 0: plain DDIM inversion) then null denoising: agreement and PSNR.
 
     ``psnr`` compares with the input image, ``psnr_vs_vae`` with the plain VAE reconstruction
     (what a perfect inversion would give).
     """
     images, params = R.render_faces(n, seed)
     z0 = S.encode(sd, images)
-    z_t = S.invert_null(sd, z0, steps)
+    z_t = S.invert_null(sd, z0, steps, refine=refine)
     rec = S.decode(sd, S.denoise_prompt(sd, z_t, None, steps))
     out = oracle.agreement(oracle.read_attributes(rec), params)
     out["psnr"] = psnr(images, rec)
     out["psnr_vs_vae"] = psnr(S.decode(sd, z0), rec)
     out["n"] = n
     out["steps"] = steps
+    out["refine"] = refine
     return _round(out)
 
 

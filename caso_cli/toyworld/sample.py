@@ -47,13 +47,15 @@ def sample(sd: Any, prompts: list[str], seed: int, steps: int = 50, scale: float
     return decode(sd, sample_latents(sd, prompts, seed, steps, scale))
 
 
-def _config(steps: int, num_steps: int | None) -> EditConfig:
-    return EditConfig(steps=steps, start=(num_steps or steps) / steps)
+def _config(steps: int, num_steps: int | None, refine: int = EditConfig.inversion_refine) -> EditConfig:
+    return EditConfig(steps=steps, start=(num_steps or steps) / steps, inversion_refine=refine)
 
 
-def invert_null(sd: Any, z0: torch.Tensor, steps: int = 50, num_steps: int | None = None) -> torch.Tensor:
-    """DDIM inversion of clean latents with the null condition (METHOD §4)."""
-    return invert_latents(sd, z0, _config(steps, num_steps))
+def invert_null(sd: Any, z0: torch.Tensor, steps: int = 50, num_steps: int | None = None,
+                refine: int = EditConfig.inversion_refine) -> torch.Tensor:
+    """DDIM inversion of clean latents with the null condition (METHOD §4), ``refine`` fixed-point refinements
+    per step (0: plain DDIM inversion)."""
+    return invert_latents(sd, z0, _config(steps, num_steps, refine))
 
 
 def denoise_prompt(sd: Any, z_t: torch.Tensor, prompt: str | None, steps: int = 50, scale: float = 1.0,
