@@ -50,6 +50,7 @@ def test_edit_writes_named_outputs_with_provenance(embedding, photos, tmp_path, 
     meta = read_png_metadata(rows[0]["output"])
     assert meta["caso:embeddings"] == "mustache" and meta["caso:classes"] == "mustache"
     assert meta["caso:scales"] == "5" and meta["caso:steps"] == "4" and meta["caso:start"] == "0.6"
+    assert meta["caso:inversion_refine"] == "1"
     assert Image.open(rows[0]["output"]).size == (32, 32)
     assert "2 edited, 0 skipped, 0 failed" in err
 
@@ -221,6 +222,13 @@ def test_inversion_cache_reuses_inversions_across_runs(embedding, photos, tmp_pa
     cached = np.asarray(Image.open(out / "p0.mustache.2.png"), dtype=int)
     fresh = np.asarray(Image.open(uncached / "p0.mustache.2.png"), dtype=int)
     assert np.abs(cached - fresh).max() <= 1  # batch of 2 vs batch of 1: float rounding only
+    # a plain (unrefined) inversion is another cache entry, not a hit on the refined one
+    plain = tmp_path / "plain"
+    assert run_main(["edit", str(photos[0]), "--out", str(plain), "--cache-inversions", "--inversion-refine", "0",
+                     "--attr", "mustache=2", "-q", *FAST], capsys)[0] == 0
+    assert calls == [2, 1, 1]
+    assert len(list((cache_dir() / "inversions").glob("*.safetensors"))) == 3
+    assert read_png_metadata(plain / "p0.mustache.2.png")["caso:inversion_refine"] == "0"
 
 
 @pytest.fixture()
