@@ -132,7 +132,8 @@ def test_sega_without_threshold_momentum_or_warmup_is_prompt_editing(toy) -> Non
     assert torch.allclose(remove, B.prompt_edit(sd, z_T, PROMPT, -4.0, cfg), atol=1e-4)
     assert (add - rec).abs().max() > 0.1
     thresholded = B.sega_edit(sega, z_T, PROMPT, STEPS, **{**plain, "edit_threshold": 0.9})
-    assert (thresholded - rec).abs().max() < (add - rec).abs().max()  # 90% of the guidance elements zeroed
+    # 90% of the guidance elements zeroed: a smaller change on average (not necessarily at every element)
+    assert (thresholded - rec).abs().mean() < (add - rec).abs().mean()
 
 
 def test_ledits_zero_guidance_is_the_unedited_result_and_guidance_acts(toy) -> None:
