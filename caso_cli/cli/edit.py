@@ -26,7 +26,7 @@ RefineOpt = Annotated[int, typer.Option("--inversion-refine", min=0, max=10,
                                              "each costs one more UNet call per step).")]
 
 
-def edit_config(steps: int, start: str, single_step: bool, refine: int = 1,
+def edit_config(steps: int, start: str, single_step: bool, refine: int = EditConfig.inversion_refine,
                 num_train_timesteps: int = 1000) -> EditConfig:
     """Validate --steps/--start and build the EditConfig (a timestep start becomes the matching fraction)."""
     from caso_cli.attrs import parse_scale
@@ -55,7 +55,7 @@ def edit_cmd(
     steps: StepsOpt = 50,
     single_step: Annotated[bool, typer.Option("--single-step", help="Guide exactly one step (the first after "
                                                                     "inversion).")] = False,
-    inversion_refine: RefineOpt = 1,
+    inversion_refine: RefineOpt = EditConfig.inversion_refine,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
     fit: Annotated[str, typer.Option("--fit", help="crop (centre crop), pad (white bars) or stretch.")] = "crop",

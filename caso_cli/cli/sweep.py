@@ -10,6 +10,7 @@ import typer
 from caso_cli.cli.edit import RefineOpt, StartOpt, StepsOpt, edit_config, model_for, run_batch
 from caso_cli.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelConfigOpt, ModelOpt, SeedOpt
 from caso_cli.cli.output import info, print_json
+from caso_cli.config import EditConfig
 from caso_cli.errors import InputError, UsageError
 
 
@@ -50,7 +51,7 @@ def interpolate_cmd(
     frames: Annotated[Path | None, typer.Option("--frames", help="Also write each frame as a PNG here.")] = None,
     start: StartOpt = "0.6",
     steps: StepsOpt = 50,
-    inversion_refine: RefineOpt = 1,
+    inversion_refine: RefineOpt = EditConfig.inversion_refine,
     size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     model: ModelOpt = None,
@@ -111,7 +112,7 @@ def reconstruct_cmd(
     scale: Annotated[str, typer.Option("--scale", "-s", help="Guidance scale with --attr.")] = "2",
     start: StartOpt = "1",
     steps: StepsOpt = 50,
-    inversion_refine: RefineOpt = 1,
+    inversion_refine: RefineOpt = EditConfig.inversion_refine,
     recursive: Annotated[bool, typer.Option("--recursive", "-r")] = False,
     size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b")] = 4,
