@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -127,6 +128,25 @@ def test_stdin_paths_and_multi_attr_names(embedding, photos, tmp_path, capsys, m
     code, stdout, _ = run_main(["edit", str(photos[2]), "--attr", "mustache=2", "--attr", "hair:red=4", "--out",
                                 str(out), "-q", *FAST], capsys)
     assert code == 0 and Path(stdout.strip()).name == "p2.mustache+hair-red.2,4.png"
+
+
+def test_two_attributes_give_the_same_pixels_in_either_order(embedding, photos, tiny_sd, tmp_path, capsys) -> None:
+    """The condition's tokens go in a canonical order, so --attr order changes only the file name..."""
+    pixels = []
+    for order in (["mustache", "hair:blond"], ["hair:blond", "mustache"]):
+        out = tmp_path / "-".join(order)
+        code, stdout, err = run_main(["edit", str(photos[0]), *[x for a in order for x in ("--attr", a)], "--scale",
+                                      "5", "--out", str(out), "-q", *FAST], capsys)
+        assert code == 0, err
+        pixels.append(np.asarray(Image.open(stdout.strip())))
+    assert np.array_equal(*pixels)
+    # ...although the causal text encoder reads the two token orders differently
+    from caso_cli.conditioning import encode_vectors
+    from caso_cli.registry import load_embedding
+
+    m, h = load_embedding("mustache").vectors[1], load_embedding("hair").vectors[1]
+    ab, ba = (encode_vectors(tiny_sd.text_encoder, tiny_sd.tokenizer, torch.stack(v)) for v in ((m, h), (h, m)))
+    assert (ab - ba).abs().max() > 1e-3
 
 
 def test_option_errors_before_loading_a_model(embedding, photos, tmp_path, capsys) -> None:

@@ -77,7 +77,8 @@ def edit_cmd(
 
     One DDIM inversion per image (null condition), then denoising with classifier-free guidance on the embeddings.
 
-    Several --attr with one scale build one multi-token condition; different scales give one guidance term each.
+    Several --attr with one scale build one multi-token condition (tokens in a fixed order, so the order of --attr
+    does not matter); different scales give one guidance term each.
 
     Outputs are OUT/<stem>.<attr>.<scale>.png with provenance in PNG text chunks.
 
