@@ -187,8 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     vg, cg = emb[SECOND]
     report["order"] = measure.order_invariance(sd, (ATTR, vm[cm.index(ATTR)]), (SECOND, vg[cg.index(SECOND)]),
                                                faces, 5.0, cfg)
-    report["reconstruction"] = measure.guided_reconstruction(sd, vm, cm, ATTR, faces, 2.0,
-                                                             EditConfig(steps=steps, start=1.0))
+    report["reconstruction"] = {}
+    for refine, what in ((1, "caso's refined inversion"), (0, "plain DDIM inversion (the paper's)")):
+        rec = measure.guided_reconstruction(sd, vm, cm, ATTR, faces, 2.0,
+                                            EditConfig(steps=steps, start=1.0, inversion_refine=refine))
+        report["reconstruction"].update({f"{k}, {what}": v for k, v in rec.items()})
     B.ledits_invert(pipes[1], faces, steps, 0.15, LEDITS_SEED)
     plain = measure.to_uint8(decode_latents(sd, pipes[1](output_type="latent", use_intersect_mask=False).images))
     report["reconstruction"]["LEDITS++ inversion, no edit (skip 0.15)"] = {
@@ -208,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     report["command"] = "python bench/claims.py " + " ".join(argv if argv is not None else sys.argv[1:])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
-    args.out.write_text(markdown(report))
+    args.out.write_text(markdown(report, kept_reading(args.out)))
     log(done=str(args.out), seconds=report["seconds"])
     return 0
 
@@ -225,11 +228,23 @@ def _f(v: Any, nd: int = 2) -> str:
     return "—" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
 
-def markdown(r: dict[str, Any]) -> str:
+READING = ("<!-- reading -->", "<!-- /reading -->")
+
+
+def kept_reading(path: Path) -> str:
+    """The hand-written reading of an earlier report at ``path`` (between the READING markers), to carry over."""
+    text = path.read_text() if path.is_file() else ""
+    start, end = text.find(READING[0]), text.find(READING[1])
+    return text[start:end + len(READING[1])] if 0 <= start < end else ""
+
+
+def markdown(r: dict[str, Any], reading: str = "") -> str:
     quick = r["mode"] == "quick"
     out = [f"# CASO on the toy world: the paper's claims and three baselines ({r['mode']} run)", ""]
     if quick:
         out += ["**Quick run: few faces, small grids, capped learning steps. Not the measurement.**", ""]
+    if reading:
+        out += [reading, ""]
     out += [f"{r['n_edit']} held-out faces, {r['steps']}-step DDIM grids, attribute `{ATTR}`; every number is "
             "read by the toy oracle. Success: the oracle reads the target class, among faces not already in it. "
             "Kept: every other attribute reads as before. PSNR: edit vs input (dB).", "",

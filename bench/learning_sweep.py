@@ -54,8 +54,11 @@ def settings(quick: bool) -> list[tuple[str, dict]]:
     return base + [
         ("batch 8", {"batch_size": 8}), ("train scale 1", {"train_scale": 1.0}),
         ("train scale 10", {"train_scale": 10.0}), ("t* 401", {"t_train": 401}), ("t* 601", {"t_train": 601}),
+        ("t* 201-401", {"t_train_max": 401}), ("t* 201-601", {"t_train_max": 601}),
         ("lambda 3", {"lambda_rec": 3.0}), ("lambda 10", {"lambda_rec": 10.0}),
         ("init 'face'", {"init_word": "face"}), ("steps 500", {"steps": 500}), ("steps 2000", {"steps": 2000}),
+        ("keep 10", {"lambda_keep": 10.0}), ("keep 100", {"lambda_keep": 100.0}),
+        ("keep 1000", {"lambda_keep": 1000.0}),
     ]
 
 
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gen-scale", type=float, default=5.0)
     ap.add_argument("--quick", action="store_true", help="five settings instead of twelve")
     ap.add_argument("--no-edits", action="store_true", help="measure guided generation only")
-    ap.add_argument("--only", help="run only the settings whose label contains this text")
+    ap.add_argument("--only", help="run only these settings (comma-separated labels, e.g. 'default,keep 10')")
+    ap.add_argument("--seeds", default="0", help="learning seeds, comma-separated: each setting runs once per seed")
     ap.add_argument("--markdown", type=Path, help="write a markdown table here")
     ap.add_argument("--model", default="toy", help="the toy model (default) or another folder of it")
     args = ap.parse_args(argv)
@@ -85,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         train, _ = render_faces(args.n_train, TRAIN_SEED)
         edit, _ = render_faces(args.n_edit, EDIT_SEED)
         images = measure.to_unit(train)
-        for label, change in settings(args.quick):
-            if args.only and args.only not in label:
-                continue
-            cfg = dataclasses.replace(LearnConfig(checkpoint_every=0), **change)
+        runs = [(label, change, int(seed)) for label, change in settings(args.quick) for seed in args.seeds.split(",")
+                if not args.only or label in {part.strip() for part in args.only.split(",")}]
+        for label, change, seed in runs:
+            cfg = dataclasses.replace(LearnConfig(checkpoint_every=0, seed=seed), **change)
             t0 = time.monotonic()
             result = learn_embedding(sd, clf, images, cfg)
             learn_s = time.monotonic() - t0
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                                               args.gen_scale)
             edits = None if args.no_edits else measure.edit_rates(sd, result.vectors, clf.classes, attr, edit,
                                                                   args.edit_scale, EditConfig(start=args.edit_start))
-            row = {"attr": attr, "setting": label, "change": change, "steps": result.steps,
+            row = {"attr": attr, "setting": label, "change": change, "seed": seed, "steps": result.steps,
                    "learn_s": round(learn_s, 1), **{f"train_{k}": round(v, 3) for k, v in result.summary().items()},
                    "generation": gen, "edits": edits}
             rows.append(row)
@@ -114,7 +118,7 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
     for r in rows:
         e = {k: v for k, v in (r["edits"] or {}).items() if isinstance(v, dict)}
         lines.append(
-            f"| {r['attr']} | {r['setting']} | {r['steps']} | {r['learn_s']} | "
+            f"| {r['attr']} | {r['setting']} (seed {r['seed']}) | {r['steps']} | {r['learn_s']} | "
             + ", ".join(f"{k} {v:.2f}" for k, v in r["generation"].items()) + " | "
             + ", ".join(f"{k} {v['success']:.2f}" for k, v in e.items()) + " | "
             + ", ".join(f"{k} {v['kept']:.2f}" for k, v in e.items())

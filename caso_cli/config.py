@@ -32,8 +32,13 @@ class LearnConfig:
     """Hyperparameters of learning (defaults chosen by measurement on the toy world: docs/learning.md)."""
 
     t_train: int = 201  # training timestep t*
+    # if set, every step draws t* uniformly from t_train..t_train_max instead (not in the paper; docs/learning.md)
+    t_train_max: int | None = None
     train_scale: float = 3.0  # guidance scale w inside the loss
     lambda_rec: float = 0.0  # weight of ||zhat0 - z0||^2 (Eq. 12)
+    # weight of the keep term: on images the classifier already reads as the target class, the guidance's change
+    # ||zhat0_w(c_k) - zhat0_null||^2 (not in the paper: docs/learning.md)
+    lambda_keep: float = 0.0
     lr: float = 1e-2  # AdamW learning rate
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-2

@@ -35,7 +35,7 @@ def test_fit_learn_list_show_export(toy_data, tiny_model_dir, tmp_path, capsys) 
 
     code, out, err = run_main(["embed", "learn", str(toy_data / "images"), "--classifier", str(clf), "--name",
                                "mustache", "--model", str(tiny_model_dir), "--steps", "3", "--batch-size", "2",
-                               "--max-images", "20", "--json"], capsys)
+                               "--max-images", "20", "--t-train", "201:401", "--lambda-keep", "5", "--json"], capsys)
     assert code == 0, err
     learned = json.loads(out)
     assert learned["name"] == "mustache" and learned["steps"] == 3 and learned["classes"] == ["no_mustache", "mustache"]
@@ -45,12 +45,19 @@ def test_fit_learn_list_show_export(toy_data, tiny_model_dir, tmp_path, capsys) 
     code, out, _ = run_main(["embed", "show", "mustache", "--json"], capsys)
     meta = json.loads(out)
     assert meta["data"]["n_images"] == 20 and meta["hyperparameters"]["batch_size"] == 2
+    assert (meta["hyperparameters"]["t_train"], meta["hyperparameters"]["t_train_max"]) == (201, 401)
+    assert meta["hyperparameters"]["lambda_keep"] == 5.0
     assert meta["model"] == str(tiny_model_dir) and len(meta["text_encoder_hash"]) == 16
     assert meta["classifier"]["sha256"] and meta["tokens"] == ["<no_mustache>", "<mustache>"]
 
     code, out, err = run_main(["embed", "learn", str(toy_data / "images"), "--classifier", str(clf), "--name",
                                "mustache", "--model", str(tiny_model_dir), "--steps", "1"], capsys)
     assert code == 2 and "--force" in err
+    for bad in ("401:201", "x", "1:2:3"):
+        code, out, err = run_main(["embed", "learn", str(toy_data / "images"), "--classifier", str(clf), "--name",
+                                   "other", "--model", str(tiny_model_dir), "--t-train", bad], capsys)
+        assert code == 2 and err.strip().endswith(f"--t-train {bad!r}: use a timestep (201) or a range LOW:HIGH "
+                                                  "(201:401)") and "Traceback" not in err
 
     code, out, _ = run_main(["embed", "export", "mustache", "--out", str(tmp_path / "ti")], capsys)
     assert code == 0 and [Path(p).name for p in out.split()] == ["<no_mustache>.safetensors", "<mustache>.safetensors"]

@@ -81,8 +81,9 @@ def test_init_word_must_be_one_token(tiny_sd, classifier, images) -> None:
     assert torch.allclose(out.vectors[0], table[token]) and torch.allclose(out.vectors[1], table[token])
 
 
-def test_the_step_runs_no_inversion(tiny_sd, classifier, images, monkeypatch) -> None:
-    """Per step: exactly one null UNet call and one conditional UNet call, one VAE decode."""
+@pytest.mark.parametrize("lambda_keep", [0.0, 1.0])
+def test_the_step_runs_no_inversion(tiny_sd, classifier, images, monkeypatch, lambda_keep) -> None:
+    """Per step: exactly one null UNet call and one conditional UNet call, one VAE decode (keep term or not)."""
     calls = {"unet": 0, "decode": 0}
     unet_forward, decode = tiny_sd.unet.forward, tiny_sd.vae.decode
 
@@ -96,7 +97,8 @@ def test_the_step_runs_no_inversion(tiny_sd, classifier, images, monkeypatch) ->
 
     monkeypatch.setattr(tiny_sd.unet, "forward", counting_unet)
     monkeypatch.setattr(tiny_sd.vae, "decode", counting_decode)
-    learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=3, batch_size=2, checkpoint_every=0))
+    learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=3, batch_size=2, checkpoint_every=0,
+                                                             lambda_keep=lambda_keep))
     assert calls == {"unet": 6, "decode": 3}
 
 
@@ -114,3 +116,58 @@ def test_nan_loss_stops_with_a_numerical_error(tiny_sd, classifier, images, monk
                                              r"or --train-scale$") as err:
         learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=3, batch_size=2, checkpoint_every=0))
     assert err.value.exit_code == EXIT_NUMERIC == 6
+
+
+def test_keep_term_is_the_guidance_change_on_images_already_of_the_target_class(tiny_sd, classifier, images) -> None:
+    """lambda_keep adds mean_i [label_i == k_i] * ||zhat0_w - zhat0_null||^2, computed here by hand."""
+    from caso_cli.conditioning import encode_vectors, null_condition
+    from caso_cli.diffusion import add_noise, predict_x0
+    from caso_cli.pipelines.generate import encode_images
+    from caso_cli.pipelines.guidance import predict_eps
+    from caso_cli.pipelines.learn import caso_loss
+
+    z0 = encode_images(tiny_sd, images[:4]).float()
+    vectors = torch.randn(2, 16, generator=torch.Generator().manual_seed(2))
+    targets, labels = torch.tensor([0, 1, 1, 0]), torch.tensor([0, 0, 1, 1])  # items 0 and 2 already have the class
+    noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(3))
+    c_null = null_condition(tiny_sd.text_encoder, tiny_sd.tokenizer)
+    plain = LearnConfig(train_scale=4.0)
+    base, _ = caso_loss(tiny_sd, classifier, vectors, z0, targets, noise, c_null, plain)
+    kept, _ = caso_loss(tiny_sd, classifier, vectors, z0, targets, noise, c_null,
+                        LearnConfig(train_scale=4.0, lambda_keep=10.0), labels)
+    none_in_class, _ = caso_loss(tiny_sd, classifier, vectors, z0, targets, noise, c_null,
+                                 LearnConfig(train_scale=4.0, lambda_keep=10.0), 1 - targets)
+
+    abar = tiny_sd.schedule.abar(plain.t_train)
+    z_t = add_noise(z0, noise, abar)
+    with torch.no_grad():
+        eps_null = predict_eps(tiny_sd, z_t, plain.t_train, c_null)
+        eps_cond = predict_eps(tiny_sd, z_t, plain.t_train,
+                               encode_vectors(tiny_sd.text_encoder, tiny_sd.tokenizer, vectors[targets].unsqueeze(1)))
+    change = (predict_x0(z_t, eps_null + 4.0 * (eps_cond - eps_null), abar) - predict_x0(z_t, eps_null, abar))
+    per_image = change.pow(2).flatten(1).mean(1)
+    expected = 10.0 * (per_image[0] + per_image[2]) / 4
+    assert expected > 0
+    assert torch.allclose(kept - base, expected, rtol=1e-4, atol=1e-7)
+    assert torch.equal(none_in_class, base)
+
+
+def test_training_timestep_is_drawn_from_the_range(tiny_sd, classifier, images, monkeypatch) -> None:
+    import caso_cli.pipelines.learn as learn
+
+    seen, real = [], learn.caso_loss
+
+    def recording(*args, **kwargs):
+        seen.append(args[-1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(learn, "caso_loss", recording)
+    learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=12, checkpoint_every=0, t_train=100,
+                                                             t_train_max=400))
+    assert len(seen) == 12 and all(100 <= t <= 400 for t in seen) and len(set(seen)) > 6
+    seen.clear()
+    learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=3, checkpoint_every=0, t_train=250,
+                                                             t_train_max=None))
+    assert seen == [250, 250, 250]
+    with pytest.raises(UsageError, match=r"--t-train must lie in 0\.\.999, low first; got 600:300"):
+        learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=1, t_train=600, t_train_max=300))

@@ -16,6 +16,21 @@ app = typer.Typer(help="Learn embeddings from a classifier and manage the local 
 NameArg = Annotated[str, typer.Argument(help="Embedding name in the registry.")]
 
 
+def parse_t_train(text: str) -> tuple[int, int | None]:
+    """``201`` -> (201, None); ``201:401`` -> (201, 401)."""
+    from caso_cli.errors import UsageError
+
+    try:
+        parts = [int(p) for p in text.split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        return parts[0], None
+    if len(parts) == 2 and parts[0] <= parts[1]:
+        return parts[0], parts[1]
+    raise UsageError(f"--t-train {text!r}: use a timestep (201) or a range LOW:HIGH (201:401)")
+
+
 @app.command("learn")
 def learn_cmd(
     ctx: typer.Context,
@@ -26,11 +41,16 @@ def learn_cmd(
     name: Annotated[str, typer.Option("--name", "-n", help="Registry name for the embedding.")],
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
-    t_train: Annotated[int, typer.Option("--t-train", help="Training timestep t*.")] = LearnConfig.t_train,
+    t_train: Annotated[str, typer.Option("--t-train", help="Training timestep t*, or a range LOW:HIGH to draw it "
+                                                           "from at every step.")] = str(LearnConfig.t_train),
     train_scale: Annotated[float, typer.Option("--train-scale", help="Guidance scale w in the loss.")] =
     LearnConfig.train_scale,
     lambda_rec: Annotated[float, typer.Option("--lambda-rec", help="Weight of the latent reconstruction term.")] =
     LearnConfig.lambda_rec,
+    lambda_keep: Annotated[float, typer.Option("--lambda-keep", help="Weight of the keep term: guidance towards the "
+                                                                     "class an image already has should not change "
+                                                                     "it (not in the paper; docs/learning.md).")] =
+    LearnConfig.lambda_keep,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = LearnConfig.lr,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = LearnConfig.batch_size,
     steps: Annotated[int, typer.Option("--steps", help="Total steps, whatever the number of images.")] =
@@ -85,8 +105,10 @@ def learn_cmd(
         check_job(EmbedJob(data=data, classifier=classifier, name=name, force=force))
         hand_off_to_accelerate(ctx, num_processes, device)
         return
-    config = LearnConfig(t_train=t_train, train_scale=train_scale, lambda_rec=lambda_rec, lr=lr, batch_size=batch_size,
-                         steps=steps, epochs=epochs, init_word=init_word, seed=seed, checkpoint_every=checkpoint_every)
+    t_low, t_high = parse_t_train(t_train)
+    config = LearnConfig(t_train=t_low, t_train_max=t_high, train_scale=train_scale, lambda_rec=lambda_rec,
+                         lambda_keep=lambda_keep, lr=lr, batch_size=batch_size, steps=steps, epochs=epochs,
+                         init_word=init_word, seed=seed, checkpoint_every=checkpoint_every)
     job = EmbedJob(data=data, classifier=classifier, name=name, model=model, model_config=model_config, size=size,
                    max_images=max_images, device=device, dtype=dtype, force=force, resume=resume,
                    grad_checkpointing=grad_checkpointing, compile=compile_)

@@ -3,10 +3,13 @@
 One step, for a batch of cached latents z0 and target classes k (every batch covers the
 classes round-robin):
 
-1. forward-noise to the fixed training timestep t*  (Eq. 8, no DDIM inversion);
+1. forward-noise to the fixed training timestep t*  (Eq. 8, no DDIM inversion; optionally, not in
+   the paper, t* is drawn from a range at every step);
 2. eps_w = CFG of the null branch (no grad) and the class branch c_k  (Eq. 2);
 3. zhat0 from eps_w  (Eq. 9), decode xhat = D(zhat0 / s)  (Eq. 10);
-4. loss = CE(C(xhat), k) + lambda * ||zhat0 - z0||^2  (Eq. 12-13);
+4. loss = CE(C(xhat), k) + lambda * ||zhat0 - z0||^2  (Eq. 12-13), plus (optional, not in the
+   paper) lambda_keep * ||zhat0 - zhat0_null||^2 on the images the classifier already reads as k:
+   guidance towards a class an image already has should leave it alone;
 5. AdamW on the K token vectors only.
 
 Nothing else runs: no inversion, no sampling loop. The diffusion model, VAE and classifier
@@ -125,14 +128,16 @@ class Checkpoint:
 
 
 def caso_loss(sd: StableDiffusion, classifier: AttributeClassifier, vectors: torch.Tensor, z0: torch.Tensor,
-              targets: torch.Tensor, noise: torch.Tensor, c_null: torch.Tensor,
-              config: LearnConfig) -> tuple[torch.Tensor, torch.Tensor]:
+              targets: torch.Tensor, noise: torch.Tensor, c_null: torch.Tensor, config: LearnConfig,
+              labels: torch.Tensor | None = None, t: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The CASO loss of one batch (METHOD §3 steps 3-6) and the classifier's logits on the decoded estimates.
 
     Exactly the passes the method needs: the null UNet branch without grad, the class branch, the VAE
-    decoder and the classifier with grad (into ``vectors`` only).
+    decoder and the classifier with grad (into ``vectors`` only). ``labels`` (the classifier's reading of
+    each original image) is needed only for the keep term; ``t`` is the training timestep (default t*).
     """
-    t, abar = config.t_train, sd.schedule.abar(config.t_train)
+    t = config.t_train if t is None else t
+    abar = sd.schedule.abar(t)
     z_t = add_noise(z0, noise, abar).to(sd.unet.dtype)
     with torch.no_grad():
         eps_null = predict_eps(sd, z_t, t, c_null).float()
@@ -144,7 +149,19 @@ def caso_loss(sd: StableDiffusion, classifier: AttributeClassifier, vectors: tor
     loss = torch.nn.functional.cross_entropy(logits, targets)
     if config.lambda_rec:
         loss = loss + config.lambda_rec * (zhat0 - z0.float()).pow(2).mean()
+    if config.lambda_keep and labels is not None:
+        # zhat0_w - zhat0_null = -sqrt(1 - abar) / sqrt(abar) * w * (eps_cond - eps_null)
+        change = (zhat0 - predict_x0(z_t.float(), eps_null, abar)).pow(2).flatten(1).mean(1)
+        loss = loss + config.lambda_keep * (change * (labels == targets)).mean()
     return loss, logits
+
+
+def classify_images(classifier: AttributeClassifier, images: torch.Tensor, device: torch.device,
+                    batch: int = 64) -> torch.Tensor:
+    """The classifier's class for each image (N, 3, H, W) in [-1, 1], on the CPU."""
+    with torch.no_grad():
+        return torch.cat([classifier(images[i:i + batch].to(device)).argmax(1).cpu()
+                          for i in range(0, images.shape[0], batch)])
 
 
 def _targets(step: int, batch: int, k: int, gen: torch.Generator) -> torch.Tensor:
@@ -163,14 +180,17 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
     n = images.shape[0]
     if n < 1:
         raise UsageError("no training images")
-    if not 0 <= config.t_train < sd.schedule.num_train_timesteps:
-        raise UsageError(f"--t-train must be in 0..{sd.schedule.num_train_timesteps - 1}, got {config.t_train}")
+    t_hi = config.t_train if config.t_train_max is None else config.t_train_max
+    if not 0 <= config.t_train <= t_hi < sd.schedule.num_train_timesteps:
+        shown = config.t_train if config.t_train_max is None else f"{config.t_train}:{t_hi}"
+        raise UsageError(f"--t-train must lie in 0..{sd.schedule.num_train_timesteps - 1}, low first; got {shown}")
     rank, world = sd.runtime.rank, sd.runtime.world_size
     if config.batch_size < world:
         raise UsageError(f"--batch-size {config.batch_size} is smaller than the {world} processes; each process "
                          "needs at least one image of every batch")
     gen = torch.Generator().manual_seed(config.seed)
     z0_all = encode_images(sd, images).float()
+    labels_all = classify_images(classifier, images, device) if config.lambda_keep else None
     vectors = initial_vectors(sd, k, config.init_word, gen).to(device).requires_grad_(True)
     opt = torch.optim.AdamW([vectors], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     total = config.total_steps(n)
@@ -195,10 +215,14 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
             z0 = z0_all[idx].to(device)
             targets = _targets(step, len(idx), k, gen).to(device)
             noise = torch.randn(z0.shape, generator=gen).to(device, z0.dtype)
+            t = config.t_train if config.t_train_max is None else \
+                int(torch.randint(config.t_train, config.t_train_max + 1, (), generator=gen))
             # This process's share of the global batch (all of it in a single process), weighted so that the
             # sum over processes is the batch mean; all_reduce_sum is the identity in a single process.
             share = torch.tensor_split(torch.arange(len(idx)), world)[rank]
-            loss, logits = caso_loss(sd, classifier, vectors, z0[share], targets[share], noise[share], c_null, config)
+            labels = None if labels_all is None else labels_all[idx].to(device)[share]
+            loss, logits = caso_loss(sd, classifier, vectors, z0[share], targets[share], noise[share], c_null, config,
+                                     labels, t)
             loss = loss * (len(share) / len(idx))
             correct = (logits.argmax(1) == targets[share]).sum().to(loss.dtype)
             stats = all_reduce_sum(torch.stack([loss.detach(), correct]), sd.runtime)
