@@ -46,7 +46,7 @@ MODES = {
     "quick": {"n_edit": 8, "steps": 20, "n_gen": 8, "n_clf": 600, "learn_steps": 60, "n_feat": 64,
               "caso": {"scale": (3.0, 7.0), "start": (0.6, 1.0)}, "grids": B.QUICK_GRIDS},
     "full": {"n_edit": 64, "steps": 50, "n_gen": 32, "n_clf": 2000, "learn_steps": None, "n_feat": 256,
-             "caso": {"scale": (2.0, 3.0, 5.0, 7.0), "start": (0.4, 0.6, 0.8, 1.0)},
+             "caso": {"scale": (1.0, 2.0, 3.0, 5.0, 7.0), "start": (0.4, 0.6, 0.8, 1.0)},
              "grids": {"prompt": B.PROMPT_GRID, "sega": B.SEGA_GRID, "ledits": B.LEDITS_GRID}},
 }
 
