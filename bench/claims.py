@@ -26,7 +26,6 @@ import torch
 from caso_cli.config import EditConfig, LearnConfig
 from caso_cli.models.loaders import load_model, toy_model_dir
 from caso_cli.pipelines.edit import edit_latents, invert_latents
-from caso_cli.pipelines.evaluate import backbone_metrics
 from caso_cli.pipelines.generate import decode_latents, encode_images
 from caso_cli.pipelines.learn import learn_embedding
 from caso_cli.runtime import cpu_runtime
@@ -206,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         report["n_train"][n] = {"generation": measure.generation_accuracy(sd, vec, cm, ATTR, mode["n_gen"], GEN_SEED,
                                                                           5.0, steps),
                                 "add": r.get(ATTR), "remove": r.get(f"-{ATTR}")}
-    report["lpips"] = backbone_metrics(None)["lpips"]
+    report["lpips"] = {"available": False, "reason": "this run had no VGG16 weights (caso eval --weights computes "
+                                                     "LPIPS from yours)"}
     report["seconds"] = round(time.monotonic() - t_start, 1)
     report["command"] = "python bench/claims.py " + " ".join(argv if argv is not None else sys.argv[1:])
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,8 @@ def settings(quick: bool) -> list[tuple[str, dict]]:
         ("lambda 3", {"lambda_rec": 3.0}), ("lambda 10", {"lambda_rec": 10.0}),
         ("init 'face'", {"init_word": "face"}), ("steps 500", {"steps": 500}), ("steps 2000", {"steps": 2000}),
         ("lr 3e-3", {"lr": 3e-3}), ("keep 10", {"lambda_keep": 10.0}), ("keep 100", {"lambda_keep": 100.0}),
-        ("keep 1000", {"lambda_keep": 1000.0}),
+        ("keep 1000", {"lambda_keep": 1000.0}), ("augment 1", {"augment": 1}), ("augment 2", {"augment": 2}),
+        ("augment 4", {"augment": 4}),
     ]
 
 

@@ -39,6 +39,9 @@ class LearnConfig:
     # weight of the keep term: on images the classifier already reads as the target class, the guidance's change
     # ||zhat0_w(c_k) - zhat0_null||^2 (not in the paper: docs/learning.md)
     lambda_keep: float = 0.0
+    # shift the decoded estimate by up to this many pixels (and flip it half the time) before the classifier reads
+    # it, a new draw every step, so that no pixel-exact perturbation satisfies the classifier (not in the paper)
+    augment: int = 0
     lr: float = 1e-2  # AdamW learning rate
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-2
@@ -79,7 +82,8 @@ class EvalConfig:
     classifier: str | None = None  # classifier file for success rates and features; None: skip
     target: str | None = None  # the class edits should land in (needs classifier)
     oracle: str | None = None  # "toy": per-attribute change rates read by the toy oracle
-    weights: str | None = None  # local backbone weights for LPIPS/FID/KID/IS; never downloaded
+    # weight files, folders or cached hub ids holding VGG16 + LPIPS heads and/or FID's InceptionV3 (backbones.py)
+    weights: tuple[str, ...] = ()
     fit: str = "crop"  # how an original is brought to its edit's size when they differ
     batch_size: int = 64  # images per classifier forward pass
     kid_subsets: int = 100  # KID: random subsets averaged

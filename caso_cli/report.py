@@ -113,7 +113,9 @@ def _metric_rows(metrics: dict[str, dict[str, Any]]) -> str:
 def _pair_rows(result: EvalResult) -> str:
     clf = bool(result.classes)
     oracle = bool(result.pairs and result.pairs[0].oracle_edit is not None)
+    lpips = bool(result.pairs and result.pairs[0].lpips is not None)
     head = ['<th>#</th>', '<th class="l">original</th>', '<th class="l">edit</th>', "<th>PSNR</th>", "<th>SSIM</th>"]
+    head += ["<th>LPIPS</th>"] if lpips else []
     head += ['<th class="l">class before → after</th>'] if clf else []
     head += ['<th class="l">oracle: changed</th>'] if oracle else []
     rows = ["<tr>" + "".join(head) + "</tr>"]
@@ -125,6 +127,8 @@ def _pair_rows(result: EvalResult) -> str:
         else:
             cells = [f'<td class="l">{html.escape(p.name)}</td>' for p in (r.orig, r.edit)]
         row = [f"<td>{i + 1}</td>", *cells, f"<td>{r.psnr:.2f}</td>", f"<td>{r.ssim:.3f}</td>"]
+        if lpips:
+            row.append(f"<td>{r.lpips:.3f}</td>")
         if clf:
             row.append(f'<td class="l">{html.escape(str(r.clf_orig))} → {html.escape(str(r.clf_edit))}</td>')
         if oracle and r.oracle_orig and r.oracle_edit:
@@ -139,6 +143,8 @@ def render_report(result: EvalResult, title: str = "caso eval") -> str:
     """The whole page as a string."""
     plots = [histogram_svg([r.psnr for r in result.pairs], "PSNR (dB)"),
              histogram_svg([r.ssim for r in result.pairs], "SSIM")]
+    if result.pairs and result.pairs[0].lpips is not None:
+        plots.append(histogram_svg([r.lpips for r in result.pairs], "LPIPS"))
     figures = "".join(f"<figure>{p}</figure>" for p in plots)
     if result.features_orig is not None and result.features_edit is not None and len(result.pairs) >= 2:
         pred = np.array([result.classes.index(r.clf_orig or "") for r in result.pairs]

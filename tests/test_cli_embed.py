@@ -35,7 +35,8 @@ def test_fit_learn_list_show_export(toy_data, tiny_model_dir, tmp_path, capsys) 
 
     code, out, err = run_main(["embed", "learn", str(toy_data / "images"), "--classifier", str(clf), "--name",
                                "mustache", "--model", str(tiny_model_dir), "--steps", "3", "--batch-size", "2",
-                               "--max-images", "20", "--t-train", "201:401", "--lambda-keep", "5", "--json"], capsys)
+                               "--max-images", "20", "--t-train", "201:401", "--lambda-keep", "5", "--augment", "2",
+                               "--json"], capsys)
     assert code == 0, err
     learned = json.loads(out)
     assert learned["name"] == "mustache" and learned["steps"] == 3 and learned["classes"] == ["no_mustache", "mustache"]
@@ -46,7 +47,7 @@ def test_fit_learn_list_show_export(toy_data, tiny_model_dir, tmp_path, capsys) 
     meta = json.loads(out)
     assert meta["data"]["n_images"] == 20 and meta["hyperparameters"]["batch_size"] == 2
     assert (meta["hyperparameters"]["t_train"], meta["hyperparameters"]["t_train_max"]) == (201, 401)
-    assert meta["hyperparameters"]["lambda_keep"] == 5.0
+    assert meta["hyperparameters"]["lambda_keep"] == 5.0 and meta["hyperparameters"]["augment"] == 2
     assert meta["model"] == str(tiny_model_dir) and len(meta["text_encoder_hash"]) == 16
     assert meta["classifier"]["sha256"] and meta["tokens"] == ["<no_mustache>", "<mustache>"]
 

@@ -226,10 +226,47 @@ def test_weights_never_downloaded(toy, tmp_path: Path, capsys) -> None:
     o_dir, e_dir, _, _ = toy
     code, _, err = run_main(["eval", str(o_dir), str(e_dir), "--weights", str(tmp_path / "none")], capsys)
     assert code == 2 and "--weights" in err and "no such file" in err
+    code, _, err = run_main(["eval", str(o_dir), str(e_dir), "--weights", "nobody/not-in-the-cache"], capsys)
+    assert code == 3 and err.count("\n") == 1 and "not a hub repository in the local cache" in err
     (tmp_path / "w").mkdir()
     code, out, _ = run_main(["eval", str(o_dir), str(e_dir), "--weights", str(tmp_path / "w"), "--json"], capsys)
-    fid = json.loads(out)["metrics"]["fid"]
-    assert code == 0 and fid["available"] is False and "does not yet compute fid" in fid["reason"]
+    m = json.loads(out)["metrics"]
+    assert code == 0 and m["fid"]["available"] is False and "pt_inception-2015-12-05" in m["fid"]["reason"]
+    assert "VGG16" in m["lpips"]["reason"] and "LPIPS v0.1 heads" in m["lpips"]["reason"]
+
+
+def test_backbone_metrics_from_weight_files(toy, tmp_path: Path, capsys) -> None:
+    """LPIPS per pair, FID/KID between the sets and IS of the edits, each recomputed here from the networks."""
+    import torch
+
+    from caso_cli.backbones import load_backbones
+    from tests.backbone_weights import write_weight_files
+
+    o_dir, e_dir, orig, edit = toy
+    w = write_weight_files(tmp_path)
+    report = tmp_path / "r.html"
+    code, out, err = run_main(["eval", str(o_dir), str(e_dir), "--weights", str(w), "--json", "--report",
+                               str(report), "--fail-under", "lpips=0"], capsys)
+    assert code == 0, err
+    s = json.loads(out)
+    m = s["metrics"]
+    nets = load_backbones([str(w)])
+    to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
+    with torch.no_grad():
+        lp = nets.lpips(to_t(orig), to_t(edit)).numpy()
+        (po, _), (pe, le) = nets.inception(to_t(orig)), nets.inception(to_t(edit))
+    assert [p["lpips"] for p in s["pairs"]] == pytest.approx(lp.round(4).tolist(), abs=1e-4)
+    added = ADDED.astype(bool)
+    assert lp[~added].max() == 0 and lp[added].min() > 0  # unchanged faces are at distance 0
+    assert m["lpips"]["mean"] == pytest.approx(lp.mean(), abs=1e-4) and "vgg.pth" in m["lpips"]["weights"]
+    assert m["fid"]["value"] == pytest.approx(M.feature_frechet_distance(po.double().numpy(), pe.double().numpy()),
+                                              rel=1e-4)
+    assert "far too few" in m["fid"]["note"]
+    kid_mean, _ = M.kid(po.double().numpy(), pe.double().numpy())
+    assert m["kid"]["mean"] == pytest.approx(kid_mean, abs=1e-6)
+    is_mean, _ = M.inception_score(torch.softmax(le.double(), 1).numpy(), splits=N)
+    assert m["inception_score"]["mean"] == pytest.approx(is_mean, abs=1e-4) and m["inception_score"]["of"] == "edits"
+    assert "<th>LPIPS</th>" in report.read_text() and "LPIPS (max bar" in report.read_text()
 
 
 def test_option_errors(toy, clf_file: Path, capsys) -> None:

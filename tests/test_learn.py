@@ -81,9 +81,9 @@ def test_init_word_must_be_one_token(tiny_sd, classifier, images) -> None:
     assert torch.allclose(out.vectors[0], table[token]) and torch.allclose(out.vectors[1], table[token])
 
 
-@pytest.mark.parametrize("lambda_keep", [0.0, 1.0])
-def test_the_step_runs_no_inversion(tiny_sd, classifier, images, monkeypatch, lambda_keep) -> None:
-    """Per step: exactly one null UNet call and one conditional UNet call, one VAE decode (keep term or not)."""
+@pytest.mark.parametrize(("lambda_keep", "augment"), [(0.0, 0), (1.0, 2)])
+def test_the_step_runs_no_inversion(tiny_sd, classifier, images, monkeypatch, lambda_keep, augment) -> None:
+    """Per step: exactly one null UNet call and one conditional UNet call, one VAE decode (options or not)."""
     calls = {"unet": 0, "decode": 0}
     unet_forward, decode = tiny_sd.unet.forward, tiny_sd.vae.decode
 
@@ -98,8 +98,24 @@ def test_the_step_runs_no_inversion(tiny_sd, classifier, images, monkeypatch, la
     monkeypatch.setattr(tiny_sd.unet, "forward", counting_unet)
     monkeypatch.setattr(tiny_sd.vae, "decode", counting_decode)
     learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=3, batch_size=2, checkpoint_every=0,
-                                                             lambda_keep=lambda_keep))
+                                                             lambda_keep=lambda_keep, augment=augment))
     assert calls == {"unet": 6, "decode": 3}
+
+
+def test_shift_and_flip_moves_pixels_and_passes_gradients() -> None:
+    from caso_cli.pipelines.learn import draw_views, shift_and_flip
+
+    x = torch.arange(2 * 4 * 5, dtype=torch.float32).view(2, 1, 4, 5).requires_grad_(True)
+    out = shift_and_flip(x, torch.tensor([[0, 0, 0], [1, -2, 1]]))
+    assert torch.equal(out[0], x[0])  # a zero view is the identity
+    # image 1: content moves down 1 and left 2 (edges replicated), then left-right flipped
+    moved = torch.stack([x[1, 0, max(0, i - 1), min(4, j + 2)] for i in range(4) for j in range(5)]).view(4, 5)
+    assert torch.equal(out[1, 0], moved.flip(-1))
+    out.sum().backward()
+    assert x.grad is not None and x.grad.sum() == out.numel()
+    views = draw_views(400, 3, torch.Generator().manual_seed(0))
+    assert views[:, :2].min() == -3 and views[:, :2].max() == 3 and set(views[:, 2].tolist()) == {0, 1}
+    assert torch.equal(views, draw_views(400, 3, torch.Generator().manual_seed(0)))
 
 
 def test_nan_loss_stops_with_a_numerical_error(tiny_sd, classifier, images, monkeypatch) -> None:
@@ -158,7 +174,7 @@ def test_training_timestep_is_drawn_from_the_range(tiny_sd, classifier, images, 
     seen, real = [], learn.caso_loss
 
     def recording(*args, **kwargs):
-        seen.append(args[-1])
+        seen.append(args[9])  # t
         return real(*args, **kwargs)
 
     monkeypatch.setattr(learn, "caso_loss", recording)

@@ -51,6 +51,10 @@ def learn_cmd(
                                                                      "class an image already has should not change "
                                                                      "it (not in the paper; docs/learning.md).")] =
     LearnConfig.lambda_keep,
+    augment: Annotated[int, typer.Option("--augment", help="Shift the decoded estimate by up to this many pixels "
+                                                           "and flip it at random before the classifier reads it "
+                                                           "(not in the paper; docs/learning.md).")] =
+    LearnConfig.augment,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = LearnConfig.lr,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = LearnConfig.batch_size,
     steps: Annotated[int, typer.Option("--steps", help="Total steps, whatever the number of images.")] =
@@ -107,7 +111,7 @@ def learn_cmd(
         return
     t_low, t_high = parse_t_train(t_train)
     config = LearnConfig(t_train=t_low, t_train_max=t_high, train_scale=train_scale, lambda_rec=lambda_rec,
-                         lambda_keep=lambda_keep, lr=lr, batch_size=batch_size, steps=steps, epochs=epochs,
+                         lambda_keep=lambda_keep, augment=augment, lr=lr, batch_size=batch_size, steps=steps, epochs=epochs,
                          init_word=init_word, seed=seed, checkpoint_every=checkpoint_every)
     job = EmbedJob(data=data, classifier=classifier, name=name, model=model, model_config=model_config, size=size,
                    max_images=max_images, device=device, dtype=dtype, force=force, resume=resume,

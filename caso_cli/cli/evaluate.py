@@ -24,8 +24,10 @@ def eval_cmd(
                                                "share of edits the classifier puts there.")] = None,
     oracle: Annotated[str | None, typer.Option("--oracle", help="'toy': per-attribute change rates read by the "
                                                "toy world's pixel oracle (32x32 toy faces).")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="Local backbone weights for LPIPS/FID/KID/IS "
-                                                "(never downloaded).")] = None,
+    weights: Annotated[list[str] | None, typer.Option("--weights", help="A weight file, a folder of them, or a hub "
+                                                      "id already in your cache (repeatable; never downloaded): "
+                                                      "VGG16 + LPIPS heads give LPIPS, FID's InceptionV3 gives "
+                                                      "FID/KID/IS. See docs/eval.md.")] = None,
     fit: Annotated[str, typer.Option("--fit", help="How an original is brought to its edit's size when they "
                                      "differ: crop, pad or stretch.")] = "crop",
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")]
@@ -40,14 +42,16 @@ def eval_cmd(
 
     Edits pair with originals by file name: <stem>[.<anything>].<ext> pairs with <stem>.<ext>,
     so caso edit's <stem>.<attr>.<scale>.png finds its input. Metrics that need backbone weights
-    (LPIPS, FID, KID, Inception Score) are reported as unavailable, with the reason, unless
-    computed from weights you have; nothing is downloaded.
+    (LPIPS, FID, KID, Inception Score) are computed from weight files you already have (--weights);
+    without them they are reported as unavailable, with the reason. Nothing is downloaded.
 
     Examples:
 
       caso eval caso-demo/inputs caso-demo/edits --oracle toy --report report.html
 
       caso eval photos/ edited/ --classifier smile.safetensors --target smile --fail-under classifier.success=0.8
+
+      caso eval photos/ edited/ --weights ~/.cache/torch/hub/checkpoints --weights vgg.pth --fail-under lpips=0.2
     """
     from caso_cli.config import EvalConfig
     from caso_cli.errors import CheckFailed, UsageError
@@ -58,7 +62,7 @@ def eval_cmd(
     if fit not in FIT_MODES:
         raise UsageError(f"--fit must be one of {', '.join(FIT_MODES)}, not {fit!r}")
     thresholds = [parse_threshold(t) for t in fail_under or []]
-    config = EvalConfig(classifier=classifier, target=target, oracle=oracle, weights=weights, fit=fit,
+    config = EvalConfig(classifier=classifier, target=target, oracle=oracle, weights=tuple(weights or ()), fit=fit,
                         batch_size=batch_size)
     check_config(config)
     pairing = pair_from_csv(pairs, orig, edit) if pairs is not None else pair_by_name(orig, edit)

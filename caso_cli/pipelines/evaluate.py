@@ -2,9 +2,9 @@
 
 Every metric is an entry of :attr:`EvalResult.metrics`: ``{"available": true, ...numbers}`` or
 ``{"available": false, "reason": "..."}``. Nothing is downloaded: metrics that need backbone
-weights (LPIPS, FID, KID, Inception Score) are unavailable unless the user's own weights are
-given, and distances computed on the classifier's features are named ``classifier_fd`` and
-``classifier_kid``, never FID or KID.
+weights (LPIPS, FID, KID, Inception Score) are computed only from weight files the user gives
+(:mod:`caso_cli.backbones`), and distances computed on the classifier's features are named
+``classifier_fd`` and ``classifier_kid``, never FID or KID.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from caso_cli.backbones import is_hub_id
 from caso_cli.config import EvalConfig
 from caso_cli.errors import InputError, UsageError
 from caso_cli.pairing import Pairing
@@ -34,6 +35,7 @@ class PairRecord:
     psnr: float
     ssim: float
     fitted: bool  # the original was brought to the edit's size (EvalConfig.fit) before comparing
+    lpips: float | None = None
     clf_orig: str | None = None  # classifier's class for the original
     clf_edit: str | None = None
     oracle_orig: dict[str, str] | None = None  # toy attribute -> class name
@@ -42,6 +44,8 @@ class PairRecord:
     def as_dict(self) -> dict[str, Any]:
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
         d["psnr"], d["ssim"] = round(self.psnr, 4), round(self.ssim, 4)
+        if self.lpips is not None:
+            d["lpips"] = round(self.lpips, 4)
         return {k: v for k, v in d.items() if v is not None}
 
 
@@ -71,10 +75,11 @@ def check_config(config: EvalConfig) -> None:
         raise UsageError("--target needs --classifier")
     if config.oracle is not None and config.oracle not in ORACLES:
         raise UsageError(f"unknown --oracle {config.oracle!r} (known: {', '.join(ORACLES)})")
-    if config.weights is not None and not Path(config.weights).exists():
-        raise UsageError(f"--weights {config.weights}: no such file or folder")
     if config.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    for spec in config.weights:
+        if not Path(spec).expanduser().exists() and not is_hub_id(spec):
+            raise UsageError(f"--weights {spec}: no such file or folder")
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
@@ -87,14 +92,89 @@ def _unavailable(reason: str) -> dict[str, Any]:
     return {"available": False, "reason": reason}
 
 
-def backbone_metrics(weights: str | None) -> dict[str, dict[str, Any]]:
-    """LPIPS, FID, KID and IS: unavailable (with the reason) unless computed from the user's own weights."""
-    if weights is None:
-        reason = ("needs backbone weights you already have (--weights PATH); caso never downloads them")
-    else:
-        reason = (f"--weights {weights} given, but this version of caso does not yet compute {{name}} from local "
-                  "weights; classifier_fd / classifier_kid measure the classifier's features instead")
-    return {name: _unavailable(reason.format(name=name)) for name in BACKBONE_METRICS}
+def _by_size(images: list[np.ndarray]) -> list[tuple[list[int], Any]]:
+    """Indices of the images of each size and those images as one (N, 3, H, W) tensor in [-1, 1]."""
+    import torch
+
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault(im.shape, []).append(i)
+    return [(idx, torch.from_numpy(np.stack([images[i] for i in idx])).permute(0, 3, 1, 2).float() / 127.5 - 1)
+            for idx in groups.values()]
+
+
+class _Backbones:
+    """The user's LPIPS and Inception networks: LPIPS per pair, Inception outputs of both sets batch by batch."""
+
+    def __init__(self, specs: tuple[str, ...]) -> None:
+        from caso_cli.backbones import Backbones, load_backbones
+
+        self.nets = load_backbones(specs) if specs else Backbones()
+        self.pool_orig: list[np.ndarray] = []
+        self.pool_edit: list[np.ndarray] = []
+        self.probs_edit: list[np.ndarray] = []
+
+    def lpips(self, a: list[np.ndarray], b: list[np.ndarray]) -> list[float] | None:
+        import torch
+
+        if self.nets.lpips is None:
+            return None
+        out = [0.0] * len(a)
+        with torch.no_grad():
+            for idx, x in _by_size(a):
+                y = torch.cat([t for _, t in _by_size([b[i] for i in idx])])  # an edit has its original's size
+                for i, v in zip(idx, self.nets.lpips(x, y).tolist(), strict=True):
+                    out[i] = v
+        return out
+
+    def _inception(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        pool, probs = [None] * len(images), [None] * len(images)
+        with torch.no_grad():
+            for idx, x in _by_size(images):  # resized to 299x299 inside, so any size goes
+                p, logits = self.nets.inception(x)
+                for j, i in enumerate(idx):
+                    pool[i], probs[i] = p[j].double().numpy(), torch.softmax(logits[j].double(), 0).numpy()
+        return np.stack(pool), np.stack(probs)
+
+    def add(self, a: list[np.ndarray], b: list[np.ndarray]) -> None:
+        if self.nets.inception is None:
+            return
+        self.pool_orig.extend(self._inception(a)[0])
+        pool, probs = self._inception(b)
+        self.pool_edit.extend(pool)
+        self.probs_edit.extend(probs)
+
+    def metrics(self, config: EvalConfig, lpips_values: list[float]) -> dict[str, dict[str, Any]]:
+        from caso_cli import metrics as M
+
+        src = self.nets.sources
+        if not config.weights:
+            why = "needs backbone weights you already have (--weights PATH); caso never downloads them"
+            return {name: _unavailable(why) for name in BACKBONE_METRICS}
+        out: dict[str, dict[str, Any]] = {}
+        if self.nets.lpips is None:
+            out["lpips"] = _unavailable(self.nets.missing["lpips"])
+        else:
+            out["lpips"] = {**_stats(lpips_values), "weights": src["lpips"]}
+        if self.nets.inception is None:
+            why = _unavailable(self.nets.missing["inception"])
+            return {**out, "fid": why, "kid": why, "inception_score": why}
+        fo, fe = np.stack(self.pool_orig), np.stack(self.pool_edit)
+        if len(fo) < 2:
+            out["fid"] = out["kid"] = _unavailable("needs at least 2 pairs")
+        else:
+            note = f"originals vs edits, {len(fo)} images each: far too few for a stable estimate" \
+                if len(fo) < 2048 else f"originals vs edits, {len(fo)} images each"
+            mean, std = M.kid(fo, fe, config.kid_subsets, config.kid_subset_size, config.seed)
+            out["fid"] = {"available": True, "value": round(M.feature_frechet_distance(fo, fe), 4), "note": note,
+                          "weights": src["inception"]}
+            out["kid"] = {"available": True, "mean": round(mean, 6), "std": round(std, 6), "weights": src["inception"]}
+        score, spread = M.inception_score(np.stack(self.probs_edit), splits=min(10, len(self.probs_edit)))
+        out["inception_score"] = {"available": True, "mean": round(score, 4), "std": round(spread, 4),
+                                  "of": "edits", "weights": src["inception"]}
+        return out
 
 
 def _load_pair(orig: Path, edit: Path, fit: str) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -112,12 +192,8 @@ def _classify(clf: Any, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
     import torch
 
     feats, probs = [None] * len(images), [None] * len(images)
-    by_size: dict[tuple[int, ...], list[int]] = {}
-    for i, im in enumerate(images):
-        by_size.setdefault(im.shape, []).append(i)
     with torch.no_grad():
-        for idx in by_size.values():
-            x = torch.from_numpy(np.stack([images[i] for i in idx])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        for idx, x in _by_size(images):
             f = clf.features(x)
             p = torch.softmax(clf.backbone.head(f) if hasattr(clf.backbone, "head") else clf(x), dim=1)
             for j, i in enumerate(idx):
@@ -191,6 +267,7 @@ def evaluate(pairing: Pairing, config: EvalConfig,
         if config.target is not None and config.target not in clf.classes:
             raise UsageError(f"--target {config.target!r} is not a class of {config.classifier} "
                              f"(classes: {', '.join(clf.classes)})")
+    nets = _Backbones(config.weights)
     records: list[PairRecord] = []
     feats: list[tuple[np.ndarray, np.ndarray]] = []
     probs: list[tuple[np.ndarray, np.ndarray]] = []
@@ -205,6 +282,10 @@ def evaluate(pairing: Pairing, config: EvalConfig,
                 raise InputError(f"{e}: {exc}") from None
             records.append(PairRecord(o, e, psnr(a[None], b[None]), s, fitted))
         batch = records[start:]
+        lp = nets.lpips([a for a, _, _ in loaded], [b for _, b, _ in loaded])
+        for r, v in zip(batch, lp or [], strict=False):
+            r.lpips = v
+        nets.add([a for a, _, _ in loaded], [b for _, b, _ in loaded])
         if clf is not None:
             fo, po = _classify(clf, [a for a, _, _ in loaded])
             fe, pe = _classify(clf, [b for _, b, _ in loaded])
@@ -234,7 +315,7 @@ def evaluate(pairing: Pairing, config: EvalConfig,
         why = _unavailable("no --classifier given")
         metrics.update(classifier=why, classifier_fd=why, classifier_kid=why)
     metrics["oracle"] = _oracle_summary(records) if config.oracle == "toy" else _unavailable("no --oracle given")
-    metrics.update(backbone_metrics(config.weights))
+    metrics.update(nets.metrics(config, [r.lpips for r in records if r.lpips is not None]))
     return result
 
 

@@ -9,7 +9,8 @@ classes round-robin):
 3. zhat0 from eps_w  (Eq. 9), decode xhat = D(zhat0 / s)  (Eq. 10);
 4. loss = CE(C(xhat), k) + lambda * ||zhat0 - z0||^2  (Eq. 12-13), plus (optional, not in the
    paper) lambda_keep * ||zhat0 - zhat0_null||^2 on the images the classifier already reads as k:
-   guidance towards a class an image already has should leave it alone;
+   guidance towards a class an image already has should leave it alone; optionally (not in the paper)
+   the classifier reads xhat shifted and flipped at random;
 5. AdamW on the K token vectors only.
 
 Nothing else runs: no inversion, no sampling loop. The diffusion model, VAE and classifier
@@ -129,12 +130,14 @@ class Checkpoint:
 
 def caso_loss(sd: StableDiffusion, classifier: AttributeClassifier, vectors: torch.Tensor, z0: torch.Tensor,
               targets: torch.Tensor, noise: torch.Tensor, c_null: torch.Tensor, config: LearnConfig,
-              labels: torch.Tensor | None = None, t: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              labels: torch.Tensor | None = None, t: int | None = None,
+              views: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The CASO loss of one batch (METHOD §3 steps 3-6) and the classifier's logits on the decoded estimates.
 
     Exactly the passes the method needs: the null UNet branch without grad, the class branch, the VAE
     decoder and the classifier with grad (into ``vectors`` only). ``labels`` (the classifier's reading of
-    each original image) is needed only for the keep term; ``t`` is the training timestep (default t*).
+    each original image) is needed only for the keep term; ``t`` is the training timestep (default t*);
+    ``views`` (B, 3) = (dy, dx, flip) per image moves the decoded estimates before the classifier reads them.
     """
     t = config.t_train if t is None else t
     abar = sd.schedule.abar(t)
@@ -145,7 +148,7 @@ def caso_loss(sd: StableDiffusion, classifier: AttributeClassifier, vectors: tor
     eps_cond = predict_eps(sd, z_t, t, cond).float()
     zhat0 = predict_x0(z_t.float(), cfg(eps_null, eps_cond, config.train_scale), abar)
     xhat = sd.vae.decode((zhat0 / sd.scaling_factor).to(sd.vae.dtype)).sample.float()
-    logits = classifier(xhat)
+    logits = classifier(xhat if views is None else shift_and_flip(xhat, views))
     loss = torch.nn.functional.cross_entropy(logits, targets)
     if config.lambda_rec:
         loss = loss + config.lambda_rec * (zhat0 - z0.float()).pow(2).mean()
@@ -154,6 +157,23 @@ def caso_loss(sd: StableDiffusion, classifier: AttributeClassifier, vectors: tor
         change = (zhat0 - predict_x0(z_t.float(), eps_null, abar)).pow(2).flatten(1).mean(1)
         loss = loss + config.lambda_keep * (change * (labels == targets)).mean()
     return loss, logits
+
+
+def shift_and_flip(x: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    """Image i of (B, C, H, W) moved by (dy, dx) = views[i, :2] pixels (edges replicated), then flipped left-right
+    if views[i, 2]; differentiable, and the identity for a zero row."""
+    pad = int(views[:, :2].abs().max())
+    h, w = x.shape[-2:]
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate") if pad else x
+    out = torch.stack([padded[i, :, pad - dy:pad - dy + h, pad - dx:pad - dx + w]
+                       for i, (dy, dx) in enumerate(views[:, :2].tolist())])
+    return torch.where(views[:, 2].bool().view(-1, 1, 1, 1).to(x.device), out.flip(-1), out)
+
+
+def draw_views(batch: int, augment: int, gen: torch.Generator) -> torch.Tensor:
+    """(batch, 3) random (dy, dx, flip): shifts in -augment..augment, a flip half the time."""
+    shifts = torch.randint(-augment, augment + 1, (batch, 2), generator=gen)
+    return torch.cat([shifts, torch.randint(0, 2, (batch, 1), generator=gen)], dim=1)
 
 
 def classify_images(classifier: AttributeClassifier, images: torch.Tensor, device: torch.device,
@@ -219,10 +239,11 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
                 int(torch.randint(config.t_train, config.t_train_max + 1, (), generator=gen))
             # This process's share of the global batch (all of it in a single process), weighted so that the
             # sum over processes is the batch mean; all_reduce_sum is the identity in a single process.
+            views = draw_views(len(idx), config.augment, gen) if config.augment else None
             share = torch.tensor_split(torch.arange(len(idx)), world)[rank]
             labels = None if labels_all is None else labels_all[idx].to(device)[share]
             loss, logits = caso_loss(sd, classifier, vectors, z0[share], targets[share], noise[share], c_null, config,
-                                     labels, t)
+                                     labels, t, None if views is None else views[share])
             loss = loss * (len(share) / len(idx))
             correct = (logits.argmax(1) == targets[share]).sum().to(loss.dtype)
             stats = all_reduce_sum(torch.stack([loss.detach(), correct]), sd.runtime)
