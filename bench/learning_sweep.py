@@ -27,7 +27,7 @@ from caso_cli.config import EditConfig, FitConfig, LearnConfig
 from caso_cli.datasets import load_labelled
 from caso_cli.models.loaders import load_model
 from caso_cli.pipelines.classifier_fit import fit_classifier
-from caso_cli.pipelines.learn import learn_embedding
+from caso_cli.pipelines.learn import learn_checked
 from caso_cli.runtime import cpu_runtime
 from caso_cli.toyworld import measure
 from caso_cli.toyworld.render import render_faces, write_dataset
@@ -59,7 +59,8 @@ def settings(quick: bool) -> list[tuple[str, dict]]:
         ("init 'face'", {"init_word": "face"}), ("steps 500", {"steps": 500}), ("steps 2000", {"steps": 2000}),
         ("lr 3e-3", {"lr": 3e-3}), ("keep 10", {"lambda_keep": 10.0}), ("keep 100", {"lambda_keep": 100.0}),
         ("keep 1000", {"lambda_keep": 1000.0}), ("augment 1", {"augment": 1}), ("augment 2", {"augment": 2}),
-        ("augment 4", {"augment": 4}),
+        ("augment 4", {"augment": 4}), ("no check", {"check_samples": 0}), ("restarts 2", {"restarts": 2}),
+        ("restarts 4", {"restarts": 4}),
     ]
 
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, change, seed in runs:
             cfg = dataclasses.replace(LearnConfig(checkpoint_every=0, seed=seed), **change)
             t0 = time.monotonic()
-            result = learn_embedding(sd, clf, images, cfg)
+            result = learn_checked(sd, clf, images, cfg)
             learn_s = time.monotonic() - t0
             gen = measure.generation_accuracy(sd, result.vectors, clf.classes, attr, args.n_gen, GEN_SEED,
                                               args.gen_scale)
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                   args.edit_scale, EditConfig(start=args.edit_start))
             row = {"attr": attr, "setting": label, "change": change, "seed": seed, "steps": result.steps,
                    "learn_s": round(learn_s, 1), **{f"train_{k}": round(v, 3) for k, v in result.summary().items()},
-                   "generation": gen, "edits": edits}
+                   "generation": gen, "check": result.check, "edits": edits}
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.markdown:

@@ -52,6 +52,13 @@ class LearnConfig:
     init_word: str | None = None  # start every vector at this word's token embedding; None: random
     seed: int = 0
     checkpoint_every: int = 50  # steps between checkpoints (0: never)
+    # after learning, generate this many samples per class from noise with the class's vector alone (CFG
+    # check_scale) and let the classifier read them (0: no check); the rates go into the final metrics
+    check_samples: int = 16
+    check_scale: float = 5.0
+    # extra runs (seeds seed+1, seed+2, ...) while some class's check rate is below 0.9; each class keeps the
+    # vector of the run whose check read it best (not in the paper: docs/learning.md)
+    restarts: int = 4
 
     def total_steps(self, n_images: int) -> int:
         if self.epochs is None:

@@ -36,10 +36,15 @@ def test_fit_learn_list_show_export(toy_data, tiny_model_dir, tmp_path, capsys) 
     code, out, err = run_main(["embed", "learn", str(toy_data / "images"), "--classifier", str(clf), "--name",
                                "mustache", "--model", str(tiny_model_dir), "--steps", "3", "--batch-size", "2",
                                "--max-images", "20", "--t-train", "201:401", "--lambda-keep", "5", "--augment", "2",
-                               "--json"], capsys)
+                               "--check-samples", "2", "--restarts", "1", "--json"], capsys)
     assert code == 0, err
     learned = json.loads(out)
     assert learned["name"] == "mustache" and learned["steps"] == 3 and learned["classes"] == ["no_mustache", "mustache"]
+    check = learned["generation_check"]  # 2 samples per class read by the classifier, at most 1 restart
+    assert set(check["rates"]) == {"no_mustache", "mustache"} and check["samples"] == 2
+    assert all(r in (0.0, 0.5, 1.0) for r in check["rates"].values()) and set(check["seeds"].values()) <= {0, 1}
+    assert check["passed"] == (min(check["rates"].values()) >= 0.9)
+    assert check["runs"] == 2 or check["passed"]  # a restart happens only when a class fails
 
     code, out, _ = run_main(["embed", "list", "--json"], capsys)
     assert [json.loads(line)["name"] for line in out.splitlines()] == ["mustache"]

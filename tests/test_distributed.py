@@ -51,7 +51,7 @@ def test_two_processes_learn_what_one_learns(setup, tmp_path) -> None:
     folder, clf, model = setup
     args = ["embed", "learn", str(folder), "--classifier", str(clf), "--model", str(model), "--name", "x",
             "--steps", "6", "--batch-size", "4", "--checkpoint-every", "2", "--device", "cpu", "--seed", "1",
-            "--json"]
+            "--check-samples", "0", "--json"]
     _run([sys.executable, "-m", "caso_cli", *args], tmp_path / "one")
     launched = _run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                      "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",

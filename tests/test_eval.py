@@ -267,6 +267,11 @@ def test_backbone_metrics_from_weight_files(toy, tmp_path: Path, capsys) -> None
     is_mean, _ = M.inception_score(torch.softmax(le.double(), 1).numpy(), splits=N)
     assert m["inception_score"]["mean"] == pytest.approx(is_mean, abs=1e-4) and m["inception_score"]["of"] == "edits"
     assert "<th>LPIPS</th>" in report.read_text() and "LPIPS (max bar" in report.read_text()
+    for side in ("o", "e"):
+        (tmp_path / side).mkdir()
+        Image.new("RGB", (12, 12)).save(tmp_path / side / "a.png")
+    code, out, err = run_main(["eval", str(tmp_path / "o"), str(tmp_path / "e"), "--weights", str(w)], capsys)
+    assert code == 3 and err.count("\n") == 1 and "LPIPS needs images of at least 16x16 pixels, got 12x12" in err
 
 
 def test_option_errors(toy, clf_file: Path, capsys) -> None:

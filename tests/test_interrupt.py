@@ -32,7 +32,8 @@ def _learn(args: list[str], home, **kw) -> subprocess.Popen:
 def test_ctrl_c_checkpoints_and_resume_matches(setup, tmp_path) -> None:
     folder, clf, model = setup
     common = [str(folder), "--classifier", str(clf), "--model", str(model), "--steps", "150", "--batch-size", "2",
-              "--checkpoint-every", "10", "--device", "cpu"]
+              "--checkpoint-every", "10", "--device", "cpu",
+              "--check-samples", "0"]
     home_a, home_b = tmp_path / "a", tmp_path / "b"
     full = _learn([*common, "--name", "x"], home_a)
     part = _learn([*common, "--name", "x"], home_b)

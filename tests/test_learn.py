@@ -187,3 +187,85 @@ def test_training_timestep_is_drawn_from_the_range(tiny_sd, classifier, images, 
     assert seen == [250, 250, 250]
     with pytest.raises(UsageError, match=r"--t-train must lie in 0\.\.999, low first; got 600:300"):
         learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=1, t_train=600, t_train_max=300))
+
+
+def test_generation_check_reads_fixed_samples(tiny_sd, classifier) -> None:
+    from caso_cli.pipelines.learn import generation_check
+
+    vectors = torch.randn(2, 16, generator=torch.Generator().manual_seed(4))
+    rates = generation_check(tiny_sd, classifier, vectors, 3, 5.0, steps=5)
+    assert len(rates) == 2 and all(r in (0.0, 1 / 3, 2 / 3, 1.0) for r in rates)
+    assert generation_check(tiny_sd, classifier, vectors, 3, 5.0, steps=5) == rates  # same noise every time
+    from caso_cli.conditioning import encode_vectors
+    from caso_cli.pipelines.generate import decode_latents, generate_latents
+    from caso_cli.pipelines.learn import CHECK_SEED
+
+    for k in (0, 1):  # class k: its own vector alone, CFG 5, noise seed CHECK_SEED + k, read by the classifier
+        cond = encode_vectors(tiny_sd.text_encoder, tiny_sd.tokenizer, vectors[k:k + 1, None])
+        x = decode_latents(tiny_sd, generate_latents(tiny_sd, cond.expand(3, -1, -1), CHECK_SEED + k, 5, 5.0))
+        with torch.no_grad():
+            assert rates[k] == float((classifier(x).argmax(1) == k).float().mean())
+
+
+def test_restarts_keep_each_class_best_vector_and_stop_once_all_pass(tiny_sd, classifier, images,
+                                                                     monkeypatch) -> None:
+    import caso_cli.pipelines.learn as learn
+
+    readings = iter([[1.0, 0.25], [0.5, 0.75], [0.0, 0.5]])
+    runs: list[torch.Tensor] = []
+    real = learn.learn_embedding
+
+    def recording(*args, **kwargs):
+        out = real(*args, **kwargs)
+        runs.append(out.vectors.clone())
+        return out
+
+    monkeypatch.setattr(learn, "learn_embedding", recording)
+    monkeypatch.setattr(learn, "generation_check", lambda *a, **k: next(readings))
+    cfg = LearnConfig(steps=2, checkpoint_every=0, seed=7, check_samples=4, restarts=2)
+    out = learn.learn_checked(tiny_sd, classifier, images, cfg)
+    assert len(runs) == 3 and not torch.equal(runs[0], runs[1])  # each run its own seed
+    assert torch.equal(out.vectors[0], runs[0][0]) and torch.equal(out.vectors[1], runs[1][1])
+    assert out.check == {"samples": 4, "scale": 5.0, "runs": 3, "rates": {"no_x": 1.0, "x": 0.75},
+                         "seeds": {"no_x": 7, "x": 8}, "passed": False}
+
+    runs.clear()
+    readings = iter([[0.5, 1.0], [0.9, 0.9], [1.0, 1.0]])
+    out = learn.learn_checked(tiny_sd, classifier, images, cfg)
+    assert len(runs) == 2 and out.check["passed"] and out.check["rates"] == {"no_x": 0.9, "x": 1.0}
+    runs.clear()
+    out = learn.learn_checked(tiny_sd, classifier, images, LearnConfig(steps=2, checkpoint_every=0, check_samples=0,
+                                                                      restarts=2))
+    assert len(runs) == 1 and out.check is None
+
+
+def test_interrupted_restart_resumes_to_the_uninterrupted_result(tiny_sd, classifier, images, tmp_path,
+                                                                 monkeypatch) -> None:
+    import caso_cli.pipelines.learn as learn
+
+    calls: list[int] = []
+
+    def check(*_args):  # fails every class on the first run of a call, passes on the second
+        calls.append(1)
+        return [0.5, 0.5] if len(calls) % 2 else [1.0, 1.0]
+
+    monkeypatch.setattr(learn, "generation_check", check)
+    cfg = LearnConfig(steps=6, batch_size=2, checkpoint_every=2, seed=3, check_samples=4, restarts=3)
+    full = learn.learn_checked(tiny_sd, classifier, images, cfg)
+    assert full.check["runs"] == 2 and full.check["seeds"] == {"no_x": 4, "x": 4}
+
+    def stop_in_second_run(row):
+        if row["run"] == 2 and row["step"] == 5:
+            raise KeyboardInterrupt
+
+    calls.clear()
+    ckpt = Checkpoint(tmp_path / "ckpt")
+    with pytest.raises(Interrupted, match="after step 5"):
+        learn.learn_checked(tiny_sd, classifier, images, cfg, checkpoint=ckpt, progress=stop_in_second_run)
+    assert (tmp_path / "ckpt" / "run1").is_dir()
+    calls.clear()
+    steps_run: list[tuple[int, int]] = []
+    resumed = learn.learn_checked(tiny_sd, classifier, images, cfg, checkpoint=ckpt, resume=True,
+                                  progress=lambda row: steps_run.append((row["run"], row["step"])))
+    assert steps_run == [(2, 6)]  # the first run is reloaded whole, the second goes on after step 5
+    assert torch.allclose(resumed.vectors, full.vectors, atol=1e-6) and resumed.check == full.check

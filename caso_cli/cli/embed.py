@@ -55,6 +55,14 @@ def learn_cmd(
                                                            "and flip it at random before the classifier reads it "
                                                            "(not in the paper; docs/learning.md).")] =
     LearnConfig.augment,
+    restarts: Annotated[int, typer.Option("--restarts", help="Learn again with the next seed, up to this many "
+                                                             "times, while the generation check reads a class "
+                                                             "below 90%; each class keeps its best vector.")] =
+    LearnConfig.restarts,
+    check_samples: Annotated[int, typer.Option("--check-samples", help="Samples per class generated from noise "
+                                                                       "after learning and read by the classifier "
+                                                                       "(0: no check).")] =
+    LearnConfig.check_samples,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = LearnConfig.lr,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = LearnConfig.batch_size,
     steps: Annotated[int, typer.Option("--steps", help="Total steps, whatever the number of images.")] =
@@ -111,15 +119,17 @@ def learn_cmd(
         return
     t_low, t_high = parse_t_train(t_train)
     config = LearnConfig(t_train=t_low, t_train_max=t_high, train_scale=train_scale, lambda_rec=lambda_rec,
-                         lambda_keep=lambda_keep, augment=augment, lr=lr, batch_size=batch_size, steps=steps, epochs=epochs,
-                         init_word=init_word, seed=seed, checkpoint_every=checkpoint_every)
+                         lambda_keep=lambda_keep, augment=augment, lr=lr, batch_size=batch_size, steps=steps,
+                         epochs=epochs, init_word=init_word, seed=seed, checkpoint_every=checkpoint_every,
+                         check_samples=check_samples, restarts=restarts)
     job = EmbedJob(data=data, classifier=classifier, name=name, model=model, model_config=model_config, size=size,
                    max_images=max_images, device=device, dtype=dtype, force=force, resume=resume,
                    grad_checkpointing=grad_checkpointing, compile=compile_)
     with Progress(f"learn {name}", None) as bar:
         entry, result, meta = run_embed_job(
             job, config, status=info,
-            progress=lambda r: bar.update(r["step"], f"loss {r['loss']:.3f} acc {r['accuracy']:.2f}", total=r["total"]))
+            progress=lambda r: bar.update(r["step"], (f"run {r['run']}/{r['runs']} " if r.get("runs", 1) > 1 else "")
+                                          + f"loss {r['loss']:.3f} acc {r['accuracy']:.2f}", total=r["total"]))
     if not is_main_process():
         return
     if json_out:
@@ -128,6 +138,12 @@ def learn_cmd(
         m = meta["metrics"]
         info(f"learned {name} ({', '.join(meta['classes'])}) in {m['steps']} steps, {m['seconds']} s; last steps: "
              f"loss {m['loss']:.3f}, classifier accuracy on estimates {m['accuracy']:.2f}")
+        check = m.get("generation_check")
+        if check:
+            rates = ", ".join(f"{c} {r:.0%}" for c, r in check["rates"].items())
+            info(f"generation check ({check['samples']} samples per class, CFG {check['scale']:g}, "
+                 f"{check['runs']} run{'s' if check['runs'] > 1 else ''}): the classifier reads {rates}"
+                 + ("" if check["passed"] else " - below 90%: try --restarts, more images or more --steps"))
         typer.echo(str(entry))
 
 

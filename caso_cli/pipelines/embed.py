@@ -8,7 +8,7 @@ from typing import Any
 
 from caso_cli import __version__
 from caso_cli.config import LearnConfig
-from caso_cli.pipelines.learn import Checkpoint, LearnResult, ProgressFn, learn_embedding
+from caso_cli.pipelines.learn import Checkpoint, LearnResult, ProgressFn, learn_checked
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
     say(f"encoding {len(paths)} images at {size}px")
     images = to_tensor([fit_image(load_image(p), size, "crop") for p in paths])
     checkpoint = Checkpoint(user_dir() / "checkpoints" / job.name)
-    result = learn_embedding(sd, clf, images, config, checkpoint=checkpoint, resume=job.resume, progress=progress)
+    result = learn_checked(sd, clf, images, config, checkpoint=checkpoint, resume=job.resume, progress=progress)
     meta = {
         "classes": clf.classes,
         "attr": clf.meta.attr,
@@ -84,7 +84,8 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
         "hyperparameters": {**asdict(config), "betas": list(config.betas)},
         "data": {"path": str(Path(job.data).resolve()), "n_images": len(paths), "digest": digest_files(paths)},
         "metrics": {**result.summary(), "steps": result.steps, "seconds": round(result.seconds, 1),
-                    **peak_memory(runtime.device), "processes": runtime.world_size},
+                    **peak_memory(runtime.device), "processes": runtime.world_size,
+                    **({"generation_check": result.check} if result.check else {})},
         "caso_version": __version__,
     }
     if runtime.is_main:

@@ -122,6 +122,8 @@ class _Backbones:
         out = [0.0] * len(a)
         with torch.no_grad():
             for idx, x in _by_size(a):
+                if min(x.shape[-2:]) < 16:  # VGG16 halves the image four times before its last tap
+                    raise InputError(f"LPIPS needs images of at least 16x16 pixels, got {x.shape[-1]}x{x.shape[-2]}")
                 y = torch.cat([t for _, t in _by_size([b[i] for i in idx])])  # an edit has its original's size
                 for i, v in zip(idx, self.nets.lpips(x, y).tolist(), strict=True):
                     out[i] = v

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from caso_cli.diffusion import add_noise, cfg, predict_x0
 from caso_cli.errors import Interrupted, NumericalError, UsageError
 from caso_cli.models.classifier import AttributeClassifier
 from caso_cli.models.loaders import StableDiffusion
-from caso_cli.pipelines.generate import encode_images
+from caso_cli.pipelines.generate import decode_latents, encode_images, generate_latents
 from caso_cli.pipelines.guidance import predict_eps
 from caso_cli.runtime import all_reduce_sum
 
@@ -53,6 +53,9 @@ class LearnResult:
     steps: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)  # one row per step
+    # the generation check (LearnConfig.check_samples): per class, the classifier's rate on samples, and which
+    # run's seed each class's vector comes from
+    check: dict[str, Any] | None = None
 
     def summary(self, tail: int = 20) -> dict[str, float]:
         """Mean loss and classifier accuracy on the decoded estimates over the last ``tail`` steps."""
@@ -62,6 +65,11 @@ class LearnResult:
 
 
 ProgressFn = Callable[[dict[str, Any]], None]
+CHECK_PASS = 0.9  # a class passes the generation check when the classifier reads this share of its samples
+CHECK_SEED = 4_000_037  # noise of the check's samples (class k uses CHECK_SEED + k)
+CHECK_STEPS = 50  # DDIM steps of the check's samples
+# settings that do not change what one run learns (a checkpoint stays valid when they change)
+RUN_INDEPENDENT = ("checkpoint_every", "check_samples", "check_scale", "restarts")
 
 
 def initial_vectors(sd: StableDiffusion, num_classes: int, init_word: str | None, gen: torch.Generator) -> torch.Tensor:
@@ -214,7 +222,7 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
     vectors = initial_vectors(sd, k, config.init_word, gen).to(device).requires_grad_(True)
     opt = torch.optim.AdamW([vectors], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     total = config.total_steps(n)
-    fingerprint = {**{k_: v for k_, v in asdict(config).items() if k_ != "checkpoint_every"},
+    fingerprint = {**{k_: v for k_, v in asdict(config).items() if k_ not in RUN_INDEPENDENT},
                    "betas": list(config.betas), "n_images": n, "classes": classifier.classes}
     start, history = 0, []
     if resume and checkpoint is not None and checkpoint.exists:
@@ -277,3 +285,53 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
                           "(rerun with --resume)") from None
     return LearnResult(vectors=vectors.detach().cpu().float(), steps=total, seconds=time.monotonic() - t0,
                        history=history)
+
+
+def generation_check(sd: StableDiffusion, classifier: AttributeClassifier, vectors: torch.Tensor, n: int,
+                     scale: float, steps: int = CHECK_STEPS) -> list[float]:
+    """Per class k: the share of ``n`` samples generated from noise with c_k alone (CFG ``scale``) that the
+    classifier reads as k. The noise is fixed (``CHECK_SEED``), so two sets of vectors meet the same samples."""
+    with torch.no_grad():
+        conds = encode_vectors(sd.text_encoder, sd.tokenizer, vectors.to(sd.runtime.device).unsqueeze(1))
+        rates = []
+        for k in range(vectors.shape[0]):
+            z = generate_latents(sd, conds[k:k + 1].expand(n, -1, -1), CHECK_SEED + k, steps, scale)
+            read = classify_images(classifier, decode_latents(sd, z), sd.runtime.device)
+            rates.append(float((read == k).float().mean()))
+    return rates
+
+
+def learn_checked(sd: StableDiffusion, classifier: AttributeClassifier, images: torch.Tensor, config: LearnConfig,
+                  checkpoint: Checkpoint | None = None, resume: bool = False,
+                  progress: ProgressFn | None = None) -> LearnResult:
+    """:func:`learn_embedding`, then the generation check; while a class is read below ``CHECK_PASS`` and
+    restarts are left, learn again with the next seed. Each class keeps the vector whose check read it best
+    (vectors of one attribute are used one at a time, so they can come from different runs). Run r > 0 keeps
+    its checkpoint in ``run<r>`` under the first run's folder."""
+    if not config.check_samples:
+        return learn_embedding(sd, classifier, images, config, checkpoint, resume, progress)
+    best: LearnResult | None = None
+    rates: list[float] = []
+    seeds: list[int] = []
+    t0 = time.monotonic()
+    for run in range(config.restarts + 1):
+        cfg_run = replace(config, seed=config.seed + run)
+        ckpt = checkpoint if checkpoint is None or run == 0 else Checkpoint(checkpoint.folder / f"run{run}")
+        report = None if progress is None else \
+            (lambda row, run=run: progress({**row, "run": run + 1, "runs": config.restarts + 1}))
+        result = learn_embedding(sd, classifier, images, cfg_run, ckpt, resume, report)
+        got = generation_check(sd, classifier, result.vectors, config.check_samples, config.check_scale)
+        if best is None:
+            best, rates, seeds = result, got, [cfg_run.seed] * len(got)
+        else:
+            for k, rate in enumerate(got):
+                if rate > rates[k]:
+                    best.vectors[k], rates[k], seeds[k] = result.vectors[k], rate, cfg_run.seed
+        if min(rates) >= CHECK_PASS:
+            break
+    assert best is not None
+    best.seconds = time.monotonic() - t0
+    best.check = {"samples": config.check_samples, "scale": config.check_scale, "runs": run + 1,
+                  "rates": {c: round(r, 4) for c, r in zip(classifier.classes, rates, strict=True)},
+                  "seeds": dict(zip(classifier.classes, seeds, strict=True)), "passed": min(rates) >= CHECK_PASS}
+    return best
