@@ -4,10 +4,9 @@ torchvision is not needed (on a CPU-only torch it often cannot even be imported)
 networks are written out here with the state-dict layout of their reference implementations,
 and each file is recognised by its keys, not its name:
 
-- **VGG16** (torchvision's ``vgg16-397923af.pth``, or timm's ``vgg16.tv_in1k``, same keys
-  ``features.N.*``) and the **LPIPS v0.1 linear heads** (the ``lpips`` package's
-  ``weights/v0.1/vgg.pth``, keys ``linN.model.1.weight``) give LPIPS as ``lpips.LPIPS(net="vgg")``
-  computes it (Zhang et al. 2018).
+- **VGG16** (torchvision's ``vgg16-397923af.pth``, keys ``features.N.*``) and the **LPIPS v0.1
+  linear heads** (the ``lpips`` package's ``weights/v0.1/vgg.pth``, keys ``linN.model.1.weight``)
+  give LPIPS as ``lpips.LPIPS(net="vgg")`` computes it (Zhang et al. 2018).
 - **FID's InceptionV3** (``pt_inception-2015-12-05-6726825d.pth`` of pytorch-fid, also
   torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth``): the 2048-d pool features as
   ``pytorch_fid.inception.InceptionV3([3])`` computes them (bilinear resize to 299, inputs to

@@ -124,7 +124,7 @@ class _Backbones:
             for idx, x in _by_size(a):
                 if min(x.shape[-2:]) < 16:  # VGG16 halves the image four times before its last tap
                     raise InputError(f"LPIPS needs images of at least 16x16 pixels, got {x.shape[-1]}x{x.shape[-2]}")
-                y = torch.cat([t for _, t in _by_size([b[i] for i in idx])])  # an edit has its original's size
+                (_, y), = _by_size([b[i] for i in idx])  # each edit has its original's size (_load_pair)
                 for i, v in zip(idx, self.nets.lpips(x, y).tolist(), strict=True):
                     out[i] = v
         return out
@@ -285,8 +285,9 @@ def evaluate(pairing: Pairing, config: EvalConfig,
             records.append(PairRecord(o, e, psnr(a[None], b[None]), s, fitted))
         batch = records[start:]
         lp = nets.lpips([a for a, _, _ in loaded], [b for _, b, _ in loaded])
-        for r, v in zip(batch, lp or [], strict=False):
-            r.lpips = v
+        if lp is not None:
+            for r, v in zip(batch, lp, strict=True):
+                r.lpips = v
         nets.add([a for a, _, _ in loaded], [b for _, b, _ in loaded])
         if clf is not None:
             fo, po = _classify(clf, [a for a, _, _ in loaded])

@@ -212,6 +212,8 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
     if not 0 <= config.t_train <= t_hi < sd.schedule.num_train_timesteps:
         shown = config.t_train if config.t_train_max is None else f"{config.t_train}:{t_hi}"
         raise UsageError(f"--t-train must lie in 0..{sd.schedule.num_train_timesteps - 1}, low first; got {shown}")
+    if config.augment < 0:
+        raise UsageError(f"--augment must be 0 or more pixels, got {config.augment}")
     rank, world = sd.runtime.rank, sd.runtime.world_size
     if config.batch_size < world:
         raise UsageError(f"--batch-size {config.batch_size} is smaller than the {world} processes; each process "
@@ -308,6 +310,9 @@ def learn_checked(sd: StableDiffusion, classifier: AttributeClassifier, images: 
     restarts are left, learn again with the next seed. Each class keeps the vector whose check read it best
     (vectors of one attribute are used one at a time, so they can come from different runs). Run r > 0 keeps
     its checkpoint in ``run<r>`` under the first run's folder."""
+    if config.check_samples < 0 or config.restarts < 0:
+        raise UsageError(f"--check-samples and --restarts must be 0 or more, got {config.check_samples} and "
+                         f"{config.restarts}")
     if not config.check_samples:
         return learn_embedding(sd, classifier, images, config, checkpoint, resume, progress)
     best: LearnResult | None = None
