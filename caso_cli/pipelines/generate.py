@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from caso_cli.conditioning import null_condition
+from caso_cli.conditioning import encode_vectors, null_condition
 from caso_cli.errors import NumericalError
 from caso_cli.pipelines.ddim import denoise
 from caso_cli.pipelines.guidance import guided_eps
@@ -44,6 +44,16 @@ def generate_latents(sd: StableDiffusion, conds: torch.Tensor, seed: int, steps:
 
         out.append(denoise(eps, z_all[i:i + CHUNK], sd.schedule, steps))
     return torch.cat(out)
+
+
+@torch.no_grad()
+def samples_per_class(sd: StableDiffusion, vectors: torch.Tensor, n: int, seed: int, steps: int = 50,
+                      scale: float = 5.0) -> list[torch.Tensor]:
+    """For each class vector k of (K, d): ``n`` images in [-1, 1] generated from noise (seed ``seed + k``) with
+    c_k alone as the condition (CFG ``scale``)."""
+    conds = encode_vectors(sd.text_encoder, sd.tokenizer, vectors.to(sd.runtime.device).unsqueeze(1))
+    return [decode_latents(sd, generate_latents(sd, conds[k:k + 1].expand(n, -1, -1), seed + k, steps, scale))
+            for k in range(vectors.shape[0])]
 
 
 @torch.no_grad()

@@ -40,7 +40,7 @@ from caso_cli.diffusion import add_noise, cfg, predict_x0
 from caso_cli.errors import Interrupted, NumericalError, UsageError
 from caso_cli.models.classifier import AttributeClassifier
 from caso_cli.models.loaders import StableDiffusion
-from caso_cli.pipelines.generate import decode_latents, encode_images, generate_latents
+from caso_cli.pipelines.generate import encode_images, samples_per_class
 from caso_cli.pipelines.guidance import predict_eps
 from caso_cli.runtime import all_reduce_sum
 
@@ -293,14 +293,9 @@ def generation_check(sd: StableDiffusion, classifier: AttributeClassifier, vecto
                      scale: float, steps: int = CHECK_STEPS) -> list[float]:
     """Per class k: the share of ``n`` samples generated from noise with c_k alone (CFG ``scale``) that the
     classifier reads as k. The noise is fixed (``CHECK_SEED``), so two sets of vectors meet the same samples."""
-    with torch.no_grad():
-        conds = encode_vectors(sd.text_encoder, sd.tokenizer, vectors.to(sd.runtime.device).unsqueeze(1))
-        rates = []
-        for k in range(vectors.shape[0]):
-            z = generate_latents(sd, conds[k:k + 1].expand(n, -1, -1), CHECK_SEED + k, steps, scale)
-            read = classify_images(classifier, decode_latents(sd, z), sd.runtime.device)
-            rates.append(float((read == k).float().mean()))
-    return rates
+    samples = samples_per_class(sd, vectors, n, CHECK_SEED, steps, scale)
+    return [float((classify_images(classifier, x, sd.runtime.device) == k).float().mean())
+            for k, x in enumerate(samples)]
 
 
 def learn_checked(sd: StableDiffusion, classifier: AttributeClassifier, images: torch.Tensor, config: LearnConfig,

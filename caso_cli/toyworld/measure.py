@@ -16,7 +16,7 @@ import torch
 from caso_cli.conditioning import encode_vectors
 from caso_cli.config import EditConfig
 from caso_cli.pipelines.edit import edit_latents, invert_latents
-from caso_cli.pipelines.generate import decode_latents, encode_images, generate_latents
+from caso_cli.pipelines.generate import decode_latents, encode_images, samples_per_class
 from caso_cli.toyworld import oracle
 from caso_cli.toyworld import render as R
 
@@ -53,13 +53,9 @@ def _conditions(sd: Any, vectors: torch.Tensor) -> torch.Tensor:
 def generation_accuracy(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, n_per_class: int = 32,
                         seed: int = 0, scale: float = 5.0, steps: int = 50) -> dict[str, float]:
     """Per class: fraction of images generated from noise with c_k (CFG) that the oracle reads as class k."""
-    conds = _conditions(sd, vectors)
-    out = {}
-    for k, cls in enumerate(classes):
-        z = generate_latents(sd, conds[k:k + 1].expand(n_per_class, -1, -1), seed + k, steps, scale)
-        read = getattr(oracle.read_attributes(to_uint8(decode_latents(sd, z))), attr)
-        out[cls] = float(np.mean(read == class_value(attr, cls)))
-    return out
+    samples = samples_per_class(sd, vectors, n_per_class, seed, steps, scale)
+    return {cls: float(np.mean(getattr(oracle.read_attributes(to_uint8(x)), attr) == class_value(attr, cls)))
+            for cls, x in zip(classes, samples, strict=True)}
 
 
 def others_kept(before: oracle.Readings, after: oracle.Readings, attr: str) -> np.ndarray:
