@@ -26,7 +26,7 @@ import torch
 from caso_cli.config import EditConfig, LearnConfig
 from caso_cli.models.loaders import load_model, toy_model_dir
 from caso_cli.pipelines.edit import edit_latents, invert_latents
-from caso_cli.pipelines.generate import decode_latents, encode_images
+from caso_cli.pipelines.generate import class_conditions, decode_latents, encode_images
 from caso_cli.pipelines.learn import learn_embedding
 from caso_cli.runtime import cpu_runtime
 from caso_cli.toyworld import baselines as B
@@ -77,7 +77,7 @@ def edit_with(sd: Any, pipes: tuple[Any, Any], method: str, direction: str, para
             z = B.prompt_edit(sd, z_t, prompt, w, cfg)
         else:
             vectors, classes = caso
-            cond = measure._conditions(sd, vectors)[classes.index(ATTR)][None]
+            cond = class_conditions(sd, vectors)[classes.index(ATTR)][None]
             z = edit_latents(sd, z_t, cond, w, cfg)
     elif method == "sega":
         z_T = invert_latents(sd, z0, EditConfig(steps=steps, start=1.0))

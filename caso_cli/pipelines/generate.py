@@ -47,11 +47,17 @@ def generate_latents(sd: StableDiffusion, conds: torch.Tensor, seed: int, steps:
 
 
 @torch.no_grad()
+def class_conditions(sd: StableDiffusion, vectors: torch.Tensor) -> torch.Tensor:
+    """(K, L, D): one condition per class vector of (K, d), each holding that vector alone."""
+    return encode_vectors(sd.text_encoder, sd.tokenizer, vectors.to(sd.runtime.device).unsqueeze(1))
+
+
+@torch.no_grad()
 def samples_per_class(sd: StableDiffusion, vectors: torch.Tensor, n: int, seed: int, steps: int = 50,
                       scale: float = 5.0) -> list[torch.Tensor]:
     """For each class vector k of (K, d): ``n`` images in [-1, 1] generated from noise (seed ``seed + k``) with
     c_k alone as the condition (CFG ``scale``)."""
-    conds = encode_vectors(sd.text_encoder, sd.tokenizer, vectors.to(sd.runtime.device).unsqueeze(1))
+    conds = class_conditions(sd, vectors)
     return [decode_latents(sd, generate_latents(sd, conds[k:k + 1].expand(n, -1, -1), seed + k, steps, scale))
             for k in range(vectors.shape[0])]
 

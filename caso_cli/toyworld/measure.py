@@ -16,7 +16,7 @@ import torch
 from caso_cli.conditioning import encode_vectors
 from caso_cli.config import EditConfig
 from caso_cli.pipelines.edit import edit_latents, invert_latents
-from caso_cli.pipelines.generate import decode_latents, encode_images, samples_per_class
+from caso_cli.pipelines.generate import class_conditions, decode_latents, encode_images, samples_per_class
 from caso_cli.toyworld import oracle
 from caso_cli.toyworld import render as R
 
@@ -45,11 +45,6 @@ def to_unit(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-def _conditions(sd: Any, vectors: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return encode_vectors(sd.text_encoder, sd.tokenizer, vectors.to(sd.runtime.device).unsqueeze(1))
-
-
 def generation_accuracy(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, n_per_class: int = 32,
                         seed: int = 0, scale: float = 5.0, steps: int = 50) -> dict[str, float]:
     """Per class: fraction of images generated from noise with c_k (CFG) that the oracle reads as class k."""
@@ -76,7 +71,7 @@ def edit_rates(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, im
     ``kept_each`` (per other attribute), and PSNR (dB, edit vs input), plus the unguided
     reconstruction's preservation for reference.
     """
-    conds = _conditions(sd, vectors)
+    conds = class_conditions(sd, vectors)
     z0 = encode_images(sd, to_unit(images))
     z_t = invert_latents(sd, z0, config)
     before = oracle.read_attributes(images)
@@ -166,7 +161,7 @@ def guided_reconstruction(sd: Any, vectors: torch.Tensor, classes: list[str], at
     own = getattr(before, attr)
     index = {class_value(attr, c): k for k, c in enumerate(classes)}
     idx = torch.tensor([index[int(v)] for v in own])
-    conds = _conditions(sd, vectors)[idx]
+    conds = class_conditions(sd, vectors)[idx]
     out = {}
     for label, w in (("unguided", 0.0), (f"guided w={scale:g}", scale)):
         x = to_uint8(decode_latents(sd, edit_latents(sd, z_t, conds, w, config)))
