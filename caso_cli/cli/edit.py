@@ -15,12 +15,20 @@ from caso_cli.errors import EXIT_CHECK_FAILED, UsageError
 
 if TYPE_CHECKING:
     from caso_cli.attrs import ResolvedAttr
+    from caso_cli.registry import Embedding
 
 AttrOpt = Annotated[list[str], typer.Option("--attr", "-a", help="NAME[:CLASS][=SCALE], repeatable: e.g. mustache, "
                                                                  "hair:blond=5, smile=-3.")]
 StepsOpt = Annotated[int, typer.Option("--steps", help="DDIM steps of the full trajectory.")]
 StartOpt = Annotated[str, typer.Option("--start", help="Where guidance starts: a fraction of the trajectory "
                                                        "(0 < f <= 1; 1 = from pure noise) or a timestep (> 1).")]
+HoldOpt = Annotated[list[str] | None, typer.Option(
+    "--hold", help="Keep this attribute at the class its classifier reads in each input (repeatable), or 'all': "
+                   "every other embedding learned for the same model. The condition then names the edited class "
+                   "with the held ones, so only the edited attribute changes (docs/editing.md).")]
+HoldFormOpt = Annotated[str, typer.Option(
+    "--hold-form", help="Guidance with --hold: delta = null + w (target - source), source = source + w (target - "
+                        "source), null = null + w (target - null); measured in docs/results.md.")]
 RefineOpt = Annotated[int, typer.Option("--inversion-refine", min=0, max=10,
                                         help="Fixed-point refinements per inversion step (0: plain DDIM inversion; "
                                              "each costs one more UNet call per step).")]
@@ -56,6 +64,8 @@ def edit_cmd(
     single_step: Annotated[bool, typer.Option("--single-step", help="Guide exactly one step (the first after "
                                                                     "inversion).")] = False,
     inversion_refine: RefineOpt = EditConfig.inversion_refine,
+    hold: HoldOpt = None,
+    hold_form: HoldFormOpt = "delta",
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
     fit: Annotated[str, typer.Option("--fit", help="crop (centre crop), pad (white bars) or stretch.")] = "crop",
@@ -88,6 +98,8 @@ def edit_cmd(
 
       caso edit faces/ -r --attr smile=3 --attr hair:blond=5 --out edited/
 
+      caso edit photo.jpg --attr mustache --hold all      # every other known attribute stays as it is
+
       find shots -name '*.png' | caso edit - --attr smile --out edited/ --json | jq .
     """
     from caso_cli.attrs import parse_scale, resolve_attrs
@@ -96,7 +108,7 @@ def edit_cmd(
     run_batch(inputs, attrs, out, edit_config(steps, start, single_step, inversion_refine), recursive=recursive,
               size=size, fit=fit, batch_size=batch_size, overwrite=overwrite, skip_existing=skip_existing, quiet=quiet,
               json_out=json_out, model=model, model_config=model_config, seed=seed, device=device, dtype=dtype,
-              cache_inversions=cache_inversions)
+              cache_inversions=cache_inversions, hold=hold or [], hold_form=hold_form)
 
 
 def model_for(attrs: list[ResolvedAttr], model: str | None) -> str | None:
@@ -113,12 +125,14 @@ def model_for(attrs: list[ResolvedAttr], model: str | None) -> str | None:
 def run_batch(inputs: list[str], attrs: list[ResolvedAttr], out: Path, config: EditConfig, *, recursive: bool,
               size: int | None, fit: str, batch_size: int, overwrite: bool, skip_existing: bool, quiet: bool,
               json_out: bool, model: str | None, model_config: str | None, seed: int, device: str, dtype: str,
-              kind: str = "", cache_inversions: bool = False) -> None:
+              kind: str = "", cache_inversions: bool = False, hold: list[str] | None = None,
+              hold_form: str = "delta") -> None:
     """Shared by edit and reconstruct: validate, expand inputs, load the model, stream records, exit 1 on failures."""
     from caso_cli.imageio import FIT_MODES
     from caso_cli.inputs import expand_inputs
     from caso_cli.models.loaders import load_model
-    from caso_cli.pipelines.batch_edit import EditJob, run_edit_job
+    from caso_cli.pipelines.batch_edit import EditJob, hold_tokens, run_edit_job
+    from caso_cli.pipelines.hold import FORMS
     from caso_cli.runtime import make_runtime
 
     if fit not in FIT_MODES:
@@ -127,13 +141,17 @@ def run_batch(inputs: list[str], attrs: list[ResolvedAttr], out: Path, config: E
         raise UsageError("--batch-size must be at least 1")
     if size is not None and (size < 8 or size % 8):
         raise UsageError(f"--size must be a positive multiple of 8, got {size}")
+    if hold_form not in FORMS:
+        raise UsageError(f"--hold-form must be one of {', '.join(FORMS)}, got {hold_form!r}")
+    held = held_hint(hold or [], attrs)
     items = list(expand_inputs(inputs, recursive))
     if not items:
         raise UsageError("no input images")
     sd = load_model(model_for(attrs, model), make_runtime(device, dtype), config=model_config)
+    tokens, edit_clfs = hold_tokens(sd, attrs, held)
     job = EditJob(attrs=attrs, out_dir=out, config=config, size=size, fit=fit, batch_size=batch_size,
                   overwrite=overwrite, skip_existing=skip_existing, seed=seed, kind=kind,
-                  cache_inversions=cache_inversions)
+                  cache_inversions=cache_inversions, hold=tokens, hold_form=hold_form, edit_classifiers=edit_clfs)
     rt = sd.runtime
     share = len(range(rt.rank, len(items), rt.world_size))  # this process edits every world_size-th input
     counts = {"ok": 0, "skipped": 0, "error": 0}
@@ -147,7 +165,8 @@ def run_batch(inputs: list[str], attrs: list[ResolvedAttr], out: Path, config: E
             if json_out:
                 print_json({"input": rec.input, "output": rec.output, "status": rec.status,
                             "attr": [a.spec.name for a in attrs], "class": [a.cls for a in attrs],
-                            "scale": [a.scale for a in attrs], "seed": seed, "seconds": rec.seconds})
+                            "scale": [a.scale for a in attrs], "seed": seed, "seconds": rec.seconds,
+                            **({"held": rec.info.get("held", {}), "hold_form": hold_form} if held else {})})
             elif rec.status == "ok" or quiet:
                 typer.echo(rec.output)
     info((f"process {rt.rank + 1}/{rt.world_size}: " if rt.world_size > 1 else "")
@@ -155,3 +174,15 @@ def run_batch(inputs: list[str], attrs: list[ResolvedAttr], out: Path, config: E
          f"{counts['error']} failed" + (f"; outputs in {out}" if counts["ok"] else ""))
     if counts["error"]:
         sys.exit(EXIT_CHECK_FAILED)
+
+
+def held_hint(hold: list[str], attrs: list[ResolvedAttr]) -> list[Embedding]:
+    """The embeddings --hold names (registry only, before any model loads); prints what ``all`` left out."""
+    from caso_cli.pipelines.hold import held_embeddings
+
+    held, warnings = held_embeddings(hold, [a.embedding for a in attrs])
+    for w in warnings:
+        info(f"Warning: {w}")
+    if hold and not held:
+        info("Warning: --hold found no other embedding to hold; editing without holding")
+    return held

@@ -36,9 +36,12 @@ def learn_cmd(
     ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="Folder of training images (searched recursively) or a CSV with a "
                                               "path column. Labels are not needed: the classifier teaches.")],
-    classifier: Annotated[Path, typer.Option("--classifier", "-c", help="Classifier file from `caso classifier "
-                                                                         "fit`.")],
-    name: Annotated[str, typer.Option("--name", "-n", help="Registry name for the embedding.")],
+    classifier: Annotated[list[Path], typer.Option("--classifier", "-c", help="Classifier file from `caso "
+                                                                               "classifier fit`. Repeat it (with "
+                                                                               "one --name each) to learn several "
+                                                                               "attributes together.")],
+    name: Annotated[list[str], typer.Option("--name", "-n", help="Registry name for the embedding (one per "
+                                                                 "--classifier, in the same order).")],
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     t_train: Annotated[str, typer.Option("--t-train", help="Training timestep t*, or a range LOW:HIGH to draw it "
@@ -99,12 +102,19 @@ def learn_cmd(
 
       caso embed learn toy/images --classifier hair.safetensors --name hair --model toy --steps 300
 
+      caso embed learn faces/ -c mustache.clf -n mustache -c smile.clf -n smile -c glasses.clf -n glasses
+      (together: each training condition names every attribute, so each vector carries only its own; for --hold)
+
       accelerate launch -m caso_cli embed learn faces/ -c smile.safetensors -n smile   (one process per GPU)
     """
     from caso_cli.errors import UsageError
     from caso_cli.pipelines.embed import EmbedJob, check_job, run_embed_job
     from caso_cli.runtime import is_main_process, launched_processes
 
+    if len(classifier) != len(name):
+        raise UsageError(f"give one --name per --classifier (got {len(classifier)} classifiers and {len(name)} "
+                         "names)")
+    together = tuple(zip(name[1:], classifier[1:], strict=True))
     if batch_size < 1 or steps < 1 or (epochs is not None and epochs <= 0) or lr <= 0:
         raise UsageError("--batch-size and --steps must be at least 1, --epochs and --lr positive")
     if num_processes < 1:
@@ -114,7 +124,7 @@ def learn_cmd(
             raise UsageError("--num-processes cannot be used inside `accelerate launch`; drop one of them")
         if batch_size < num_processes:
             raise UsageError(f"--batch-size {batch_size} is smaller than --num-processes {num_processes}")
-        check_job(EmbedJob(data=data, classifier=classifier, name=name, force=force))
+        check_job(EmbedJob(data=data, classifier=classifier[0], name=name[0], force=force, together=together))
         hand_off_to_accelerate(ctx, num_processes, device)
         return
     t_low, t_high = parse_t_train(t_train)
@@ -122,28 +132,34 @@ def learn_cmd(
                          lambda_keep=lambda_keep, augment=augment, lr=lr, batch_size=batch_size, steps=steps,
                          epochs=epochs, init_word=init_word, seed=seed, checkpoint_every=checkpoint_every,
                          check_samples=check_samples, restarts=restarts)
-    job = EmbedJob(data=data, classifier=classifier, name=name, model=model, model_config=model_config, size=size,
-                   max_images=max_images, device=device, dtype=dtype, force=force, resume=resume,
-                   grad_checkpointing=grad_checkpointing, compile=compile_)
-    with Progress(f"learn {name}", None) as bar:
-        entry, result, meta = run_embed_job(
+    job = EmbedJob(data=data, classifier=classifier[0], name=name[0], together=together, model=model,
+                   model_config=model_config, size=size, max_images=max_images, device=device, dtype=dtype,
+                   force=force, resume=resume, grad_checkpointing=grad_checkpointing, compile=compile_)
+    with Progress(f"learn {'+'.join(name)}", None) as bar:
+        entries, _result, metas = run_embed_job(
             job, config, status=info,
             progress=lambda r: bar.update(r["step"], (f"run {r['run']}/{r['runs']} " if r.get("runs", 1) > 1 else "")
                                           + f"loss {r['loss']:.3f} acc {r['accuracy']:.2f}", total=r["total"]))
     if not is_main_process():
         return
-    if json_out:
-        print_json({"name": name, "path": str(entry), **meta["metrics"], "classes": meta["classes"]})
-    else:
+    for entry, meta in zip(entries, metas, strict=True):
         m = meta["metrics"]
-        info(f"learned {name} ({', '.join(meta['classes'])}) in {m['steps']} steps, {m['seconds']} s; last steps: "
-             f"loss {m['loss']:.3f}, classifier accuracy on estimates {m['accuracy']:.2f}")
+        if json_out:
+            print_json({"name": entry.name, "path": str(entry), **m, "classes": meta["classes"]})
+            continue
+        together_note = f" together with {', '.join(meta['learned_with'])}" if meta.get("learned_with") else ""
+        info(f"learned {entry.name} ({', '.join(meta['classes'])}){together_note} in {m['steps']} steps, "
+             f"{m['seconds']} s; last steps: loss {m['loss']:.3f}, classifier accuracy on estimates "
+             f"{m['accuracy']:.2f}")
         check = m.get("generation_check")
         if check:
             rates = ", ".join(f"{c} {r:.0%}" for c, r in check["rates"].items())
             info(f"generation check ({check['samples']} samples per class, CFG {check['scale']:g}, "
                  f"{check['runs']} run{'s' if check['runs'] > 1 else ''}): the classifier reads {rates}"
                  + ("" if check["passed"] else " - below 90%: try --restarts, more images or more --steps"))
+        for warning in (m.get("encodes") or {}).get("warnings", []):
+            info(f"Warning: {warning} (the vector carries more than its class; learn the attributes together "
+                 "and edit with --hold)")
         typer.echo(str(entry))
 
 
@@ -170,6 +186,9 @@ def hand_off_to_accelerate(ctx: typer.Context, num_processes: int, device: str) 
             continue
         if param.param_type_name == "argument":
             argv.append(str(value))
+        elif isinstance(value, list):  # a repeatable option
+            for item in value:
+                argv += [param.opts[0], str(item)]
         elif getattr(param, "is_flag", False):
             argv.append(param.opts[0])
         else:

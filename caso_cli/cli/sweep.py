@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from caso_cli.cli.edit import RefineOpt, StartOpt, StepsOpt, edit_config, model_for, run_batch
+from caso_cli.cli.edit import (
+    HoldFormOpt,
+    HoldOpt,
+    RefineOpt,
+    StartOpt,
+    StepsOpt,
+    edit_config,
+    held_hint,
+    model_for,
+    run_batch,
+)
 from caso_cli.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelConfigOpt, ModelOpt, SeedOpt
 from caso_cli.cli.output import info, print_json
 from caso_cli.config import EditConfig
@@ -52,6 +62,8 @@ def interpolate_cmd(
     start: StartOpt = "0.6",
     steps: StepsOpt = 50,
     inversion_refine: RefineOpt = EditConfig.inversion_refine,
+    hold: HoldOpt = None,
+    hold_form: HoldFormOpt = "delta",
     size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     model: ModelOpt = None,
@@ -61,7 +73,11 @@ def interpolate_cmd(
 ) -> None:
     """Sweep one attribute's guidance scale over an image: one inversion, all scales in one batch.
 
-    Example: caso interpolate photo.jpg --attr bushy_eyebrows --scales -6:6:7 --out sweep.png --gif sweep.gif
+    Examples:
+
+      caso interpolate photo.jpg --attr bushy_eyebrows --scales -6:6:7 --out sweep.png --gif sweep.gif
+
+      caso interpolate photo.jpg --attr mustache --hold all --out sweep.png   # only the mustache changes
     """
     import torch
 
@@ -69,7 +85,7 @@ def interpolate_cmd(
     from caso_cli.grid import image_grid
     from caso_cli.imageio import fit_image, load_image, save_png, to_pil, to_tensor
     from caso_cli.models.loaders import load_model
-    from caso_cli.pipelines.batch_edit import check_model, guidance
+    from caso_cli.pipelines.batch_edit import EditJob, check_model, guidance, held_guidance, hold_tokens
     from caso_cli.pipelines.edit import edit_latents, invert_latents
     from caso_cli.pipelines.generate import decode_latents, encode_images, require_finite
     from caso_cli.runtime import make_runtime
@@ -77,19 +93,28 @@ def interpolate_cmd(
     values = parse_scales(scales)
     attrs = resolve_attrs([attr], 1.0)
     config = edit_config(steps, start, False, inversion_refine)
+    held = held_hint(hold or [], attrs)
     for path in (out, gif):
         if path is not None:
             _refuse_existing(path, overwrite)
     image = load_image(input)
     sd = load_model(model_for(attrs, model), make_runtime(device, dtype), config=model_config)
-    check_model(attrs, sd)
-    cond, _ = guidance(sd, attrs)
-    z_t = invert_latents(sd, encode_images(sd, to_tensor([fit_image(image, size or sd.resolution)])), config)
+    x = to_tensor([fit_image(image, size or sd.resolution)])
+    z_t = invert_latents(sd, encode_images(sd, x), config)
+    meta: dict[str, str] = {}
+    if held:
+        tokens, edit_clfs = hold_tokens(sd, attrs, held)
+        job = EditJob(attrs=attrs, out_dir=out, hold=tokens, hold_form=hold_form, edit_classifiers=edit_clfs)
+        cond, read = held_guidance(sd, job, x, torch.tensor(values).view(-1, 1, 1, 1))
+        meta = {"caso:held": ",".join(f"{k}={v}" for k, v in read[0].items()), "caso:hold_form": hold_form}
+    else:
+        check_model(attrs, sd)
+        cond, _ = guidance(sd, attrs)
     edited = decode_latents(sd, edit_latents(sd, z_t.expand(len(values), -1, -1, -1), cond,
                                              torch.tensor(values), config))
     pics = to_pil(require_finite(edited, sd, "the sweep"))
     captions = [f"{format_scale(round(v, 2))}" for v in values]
-    meta = {"caso:input": str(input), "caso:embeddings": attrs[0].embedding.name, "caso:classes": attrs[0].cls,
+    meta = {**meta, "caso:input": str(input), "caso:embeddings": attrs[0].embedding.name, "caso:classes": attrs[0].cls,
             "caso:scales": ",".join(captions), "caso:start": f"{config.start:g}", "caso:steps": str(steps),
             "caso:inversion_refine": str(config.inversion_refine)}
     save_png(image_grid(pics, captions), out, meta, overwrite=overwrite)

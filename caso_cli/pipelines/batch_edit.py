@@ -9,7 +9,7 @@ every N-th input (:func:`shard`), so the processes' outputs never collide.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,10 +24,14 @@ from caso_cli.errors import CasoError, UsageError
 from caso_cli.inputs import InputItem
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import decode_latents, encode_images, nonfinite_hint
+from caso_cli.pipelines.guidance import Contrast, Scale
+from caso_cli.pipelines.hold import EditTerm, Token, hold_contrast, read_classes, source_classes
 from caso_cli.pipelines.inversion_cache import InversionCache
 
 if TYPE_CHECKING:
+    from caso_cli.models.classifier import AttributeClassifier
     from caso_cli.models.loaders import StableDiffusion
+    from caso_cli.registry import Embedding
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,11 @@ class EditJob:
     seed: int = 0  # recorded; DDIM inversion and editing are deterministic
     kind: str = ""  # "" for edits, "recon" for reconstructions (<stem>.recon[.<attr>.<scale>].png)
     cache_inversions: bool = False  # keep inversions on disk under the user cache dir
+    # attributes held at the classes their classifiers read in each input (caso_cli.pipelines.hold), and the form
+    # of the held guidance; edited attributes with more than two classes need their classifier here too
+    hold: tuple[Token, ...] = ()
+    hold_form: str = "delta"
+    edit_classifiers: dict[str, AttributeClassifier] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,21 +68,35 @@ class EditRecord:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def check_model(attrs: list[ResolvedAttr], sd: StableDiffusion) -> None:
-    """Refuse embeddings made for another text encoder (size or weights)."""
+def check_model(attrs: list[ResolvedAttr], sd: StableDiffusion, held: Sequence[Embedding] = ()) -> None:
+    """Refuse embeddings (edited or held) made for another text encoder (size or weights)."""
     from caso_cli.registry import text_encoder_hash
 
-    for a in attrs:
-        d = a.embedding.vectors.shape[1]
+    for emb in [a.embedding for a in attrs] + list(held):
+        d = emb.vectors.shape[1]
         if d != sd.token_dim:
-            raise UsageError(f"embedding {a.embedding.name!r} has {d}-dim vectors but model {sd.name!r} takes "
+            raise UsageError(f"embedding {emb.name!r} has {d}-dim vectors but model {sd.name!r} takes "
                              f"{sd.token_dim} (made for another text encoder; use --model "
-                             f"{a.embedding.meta.get('model', '?')})")
-        want = a.embedding.meta.get("text_encoder_hash")
+                             f"{emb.meta.get('model', '?')})")
+        want = emb.meta.get("text_encoder_hash")
         if want and want != text_encoder_hash(sd.text_encoder):
-            raise UsageError(f"embedding {a.embedding.name!r} was learned for model {a.embedding.meta.get('model')!r}"
+            raise UsageError(f"embedding {emb.name!r} was learned for model {emb.meta.get('model')!r}"
                              f", whose text encoder differs from {sd.name!r}'s; use --model "
-                             f"{a.embedding.meta.get('model')}")
+                             f"{emb.meta.get('model')}")
+
+
+def hold_tokens(sd: StableDiffusion, attrs: list[ResolvedAttr], held: Sequence[Embedding]) -> tuple[
+        tuple[Token, ...], dict[str, AttributeClassifier]]:
+    """Tokens of the held embeddings with their classifiers, and the classifiers of edited attributes of more
+    than two classes (their source class is read); checks every embedding against the model first."""
+    from caso_cli.pipelines.hold import embedding_classifier
+
+    check_model(attrs, sd, held)
+    device = sd.runtime.device
+    tokens = tuple(Token(e.name, e.vectors, embedding_classifier(e, device)) for e in held)
+    edit_clfs = {a.embedding.name: embedding_classifier(a.embedding, device) for a in attrs
+                 if held and a.embedding.vectors.shape[0] > 2}
+    return tokens, edit_clfs
 
 
 def output_path(job: EditJob, source: Path) -> Path:
@@ -105,9 +128,25 @@ def guidance(sd: StableDiffusion, attrs: list[ResolvedAttr]) -> tuple[Any, Any]:
         return conds, [a.scale for a in attrs]
 
 
-def provenance(sd: StableDiffusion, job: EditJob, source: Path) -> dict[str, str]:
-    """PNG text chunks recording how an output was made."""
-    return {
+def held_guidance(sd: StableDiffusion, job: EditJob, x: torch.Tensor,
+                  scale: Scale | None = None) -> tuple[Contrast, list[dict[str, str]]]:
+    """The held edit of a batch of images ``x`` in [-1, 1]: its guidance, and per image the held classes read.
+    ``scale`` replaces every edited attribute's scale (a (B, 1, 1, 1) tensor guides each latent with its own)."""
+    edits = [EditTerm(Token(a.embedding.name, a.embedding.vectors, job.edit_classifiers.get(a.embedding.name)),
+                      a.index, a.scale if scale is None else scale) for a in job.attrs]
+    device = sd.runtime.device
+    read = read_classes(list(job.hold), x, device)
+    contrast = hold_contrast(sd, edits, list(job.hold), read, source_classes(edits, x, device), job.hold_form)
+    held = [{t.name: t.classifier.classes[int(k)] for t, k in zip(job.hold, row, strict=True)}  # type: ignore[union-attr]
+            for row in read.tolist()]
+    return contrast, held
+
+
+def provenance(sd: StableDiffusion, job: EditJob, source: Path, held: dict[str, str] | None = None) -> dict[str, str]:
+    """PNG text chunks recording how an output was made (``held``: the classes read for the held attributes)."""
+    extra = {"caso:held": ",".join(f"{k}={v}" for k, v in held.items()), "caso:hold_form": job.hold_form} \
+        if held else {}
+    return {**extra,
         "caso:version": __version__, "caso:input": str(source), "caso:model": sd.name,
         "caso:embeddings": ",".join(a.embedding.name for a in job.attrs),
         "caso:embedding_sha256": ",".join(str(a.embedding.meta.get("sha256", ""))[:16] for a in job.attrs),
@@ -189,6 +228,12 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
             todo.append(rec)
         if todo:
             z_t = _inversions(sd, job, images, cache)
+            if job.hold:
+                from caso_cli.imageio import to_tensor
+
+                cond, held = held_guidance(sd, job, to_tensor(images))
+                for rec, h in zip(todo, held, strict=True):
+                    rec.info["held"] = h
             edited = decode_latents(sd, edit_latents(sd, z_t, cond, scale, job.config))
             seconds = (time.monotonic() - t0) / len(todo)
             for rec, x, img in zip(todo, edited, to_pil(edited), strict=True):
@@ -199,7 +244,7 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
                     rec.output = None
                     continue
                 try:
-                    save_png(img, Path(rec.output or ""), provenance(sd, job, Path(rec.input)),
+                    save_png(img, Path(rec.output or ""), provenance(sd, job, Path(rec.input), rec.info.get("held")),
                              overwrite=job.overwrite)
                 except CasoError as exc:
                     rec.status, rec.error, rec.output = "error", str(exc), None

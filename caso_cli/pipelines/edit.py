@@ -16,7 +16,7 @@ import torch
 from caso_cli.conditioning import null_condition
 from caso_cli.config import EditConfig
 from caso_cli.pipelines.ddim import denoise, invert
-from caso_cli.pipelines.guidance import composed_eps, guided_eps, predict_eps
+from caso_cli.pipelines.guidance import Contrast, composed_eps, guided_eps, predict_eps
 
 if TYPE_CHECKING:
     from caso_cli.models.loaders import StableDiffusion
@@ -32,15 +32,21 @@ def invert_latents(sd: StableDiffusion, z0: torch.Tensor, config: EditConfig) ->
 
 
 @torch.no_grad()
-def edit_latents(sd: StableDiffusion, z_t: torch.Tensor, cond: torch.Tensor | list[torch.Tensor],
+def edit_latents(sd: StableDiffusion, z_t: torch.Tensor, cond: torch.Tensor | list[torch.Tensor] | Contrast,
                  scale: float | torch.Tensor | list[float], config: EditConfig) -> torch.Tensor:
     """Denoise inverted latents with CFG on ``cond`` (METHOD Eq. 2 and 7); null after the first step if single-step.
 
     ``cond`` is (1, L, D) or one row per latent; ``scale`` a float or a (B,) tensor (one scale per latent).
-    Lists of conditions and scales compose one guidance term per condition.
+    Lists of conditions and scales compose one guidance term per condition; a :class:`Contrast` carries its own
+    scales (``scale`` is then ignored).
     """
     c_null = null_condition(sd.text_encoder, sd.tokenizer)
-    if isinstance(cond, list):
+    if isinstance(cond, Contrast):
+        contrast = cond
+
+        def guided(z: torch.Tensor, t: int) -> torch.Tensor:
+            return contrast.eps(sd, z, t)
+    elif isinstance(cond, list):
         conds, scales = cond, [float(w) for w in scale]  # type: ignore[union-attr]
 
         def guided(z: torch.Tensor, t: int) -> torch.Tensor:
@@ -52,7 +58,7 @@ def edit_latents(sd: StableDiffusion, z_t: torch.Tensor, cond: torch.Tensor | li
         def guided(z: torch.Tensor, t: int) -> torch.Tensor:
             return guided_eps(sd, z, t, c_null, single, w)
 
-    unguided = not isinstance(cond, list) and not isinstance(scale, torch.Tensor) and float(scale) == 0.0
+    unguided = isinstance(cond, torch.Tensor) and not isinstance(scale, torch.Tensor) and float(scale) == 0.0
 
     def eps(z: torch.Tensor, t: int, i: int) -> torch.Tensor:
         if unguided or (config.single_step and i > 0):  # scale 0: the null branch alone, one UNet call

@@ -8,7 +8,7 @@ from typing import Any
 
 from caso_cli import __version__
 from caso_cli.config import LearnConfig
-from caso_cli.pipelines.learn import Checkpoint, LearnResult, ProgressFn, learn_checked
+from caso_cli.pipelines.learn import CHECK_PASS, Checkpoint, LearnResult, ProgressFn, encoding_report, learn_checked
 
 
 @dataclass(frozen=True)
@@ -28,21 +28,32 @@ class EmbedJob:
     resume: bool = False  # continue from the checkpoint of an interrupted run
     grad_checkpointing: bool = False  # recompute UNet/VAE activations in backward (less memory, slower)
     compile: bool = False  # torch.compile the UNet (opt-in; pays off on long GPU runs)
+    # more (name, classifier) pairs learned together with this one: every training condition names each attribute
+    # at a class (the learned one at its target, the others as their classifiers read the image; docs/learning.md)
+    together: tuple[tuple[str, Path], ...] = ()
+
+    def attributes(self) -> list[tuple[str, Path]]:
+        """Every (name, classifier) learned, in token order (by name)."""
+        return sorted([(self.name, self.classifier), *self.together])
 
 
 def check_job(job: EmbedJob) -> None:
-    """Refuse a bad or taken registry name before anything is loaded."""
+    """Refuse bad, repeated or taken registry names before anything is loaded."""
     from caso_cli.errors import UsageError
     from caso_cli.registry import list_names, validate_name
 
-    validate_name(job.name)
-    if job.name in list_names() and not job.force:
-        raise UsageError(f"embedding {job.name!r} exists (use --force to replace it, or pick another --name)")
+    names = [n for n, _ in job.attributes()]
+    if len(set(names)) != len(names):
+        raise UsageError(f"each attribute learned together needs its own name, got {', '.join(names)}")
+    for name in names:
+        validate_name(name)
+        if name in list_names() and not job.force:
+            raise UsageError(f"embedding {name!r} exists (use --force to replace it, or pick another --name)")
 
 
 def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | None = None,
-                  status: Any = None) -> tuple[Path, LearnResult, dict[str, Any]]:
-    """Learn and save; returns the registry entry's path, the result and the stored metadata."""
+                  status: Any = None) -> tuple[list[Path], LearnResult, list[dict[str, Any]]]:
+    """Learn and save; returns each registry entry's path (in token order), the result and the stored metadata."""
     from caso_cli.datasets import digest_files, image_paths
     from caso_cli.imageio import fit_image, load_image, to_tensor
     from caso_cli.models.classifier import file_digest, load_classifier
@@ -60,7 +71,8 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
     runtime = make_runtime(job.device, job.dtype)
     if not runtime.is_main:
         say = lambda _msg: None  # noqa: E731 - one process speaks
-    clf = load_classifier(job.classifier, runtime.device)
+    pairs = job.attributes()
+    clfs = [load_classifier(path, runtime.device) for _, path in pairs]
     say(f"loading model {job.model or 'default'}" + (f" in {runtime.world_size} processes"
                                                      if runtime.world_size > 1 else ""))
     sd = load_model(job.model, runtime, config=job.model_config)
@@ -71,25 +83,44 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
     size = job.size or sd.resolution
     say(f"encoding {len(paths)} images at {size}px")
     images = to_tensor([fit_image(load_image(p), size, "crop") for p in paths])
-    checkpoint = Checkpoint(user_dir() / "checkpoints" / job.name)
-    result = learn_checked(sd, clf, images, config, checkpoint=checkpoint, resume=job.resume, progress=progress)
-    meta = {
-        "classes": clf.classes,
-        "attr": clf.meta.attr,
-        "model": sd.name,
-        "text_encoder_hash": text_encoder_hash(sd.text_encoder),
-        "image_size": size,
-        "classifier": {"path": str(Path(job.classifier).resolve()), "sha256": file_digest(job.classifier),
-                       "backbone": clf.meta.backbone, "val_accuracy": clf.meta.metrics.get("val_accuracy")},
-        "hyperparameters": {**asdict(config), "betas": list(config.betas)},
-        "data": {"path": str(Path(job.data).resolve()), "n_images": len(paths), "digest": digest_files(paths)},
-        "metrics": {**result.summary(), "steps": result.steps, "seconds": round(result.seconds, 1),
-                    **peak_memory(runtime.device), "processes": runtime.world_size,
-                    **({"generation_check": result.check} if result.check else {})},
-        "caso_version": __version__,
-    }
+    checkpoint = Checkpoint(user_dir() / "checkpoints" / "+".join(n for n, _ in pairs))
+    result = learn_checked(sd, clfs if len(clfs) > 1 else clfs[0], images, config, checkpoint=checkpoint,
+                           resume=job.resume, progress=progress)
+    # what each vector encodes besides its class, read by the other attributes' classifiers: those learned
+    # together, else those of the registry's embeddings for this text encoder
+    te_hash = text_encoder_hash(sd.text_encoder)
+    others = dict(zip([n for n, _ in pairs], clfs, strict=True)) if len(clfs) > 1 else \
+        registry_classifiers(te_hash, exclude={job.name}, device=runtime.device)
+    metas = []
+    for (name, path), clf, vectors in zip(pairs, clfs, result.per_attribute(), strict=True):
+        say(f"reading what the {name} vectors encode")
+        encodes = encoding_report(sd, vectors, clf.classes, {n: c for n, c in others.items() if n != name}, images,
+                                  config.check_samples, config.check_scale) if config.check_samples and others else None
+        check = result.check
+        if check and len(clfs) > 1:  # this attribute's classes only
+            check = {**check, "rates": {c: check["rates"][c] for c in clf.classes},
+                     "seeds": {c: check["seeds"][c] for c in clf.classes},
+                     "passed": min(check["rates"][c] for c in clf.classes) >= CHECK_PASS}
+        metas.append({
+            "classes": clf.classes,
+            "attr": clf.meta.attr,
+            "model": sd.name,
+            "text_encoder_hash": te_hash,
+            "image_size": size,
+            "classifier": {"path": str(Path(path).resolve()), "sha256": file_digest(path),
+                           "backbone": clf.meta.backbone, "val_accuracy": clf.meta.metrics.get("val_accuracy")},
+            **({"learned_with": [n for n, _ in pairs if n != name]} if len(pairs) > 1 else {}),
+            "hyperparameters": {**asdict(config), "betas": list(config.betas)},
+            "data": {"path": str(Path(job.data).resolve()), "n_images": len(paths), "digest": digest_files(paths)},
+            "metrics": {**result.summary(), "steps": result.steps, "seconds": round(result.seconds, 1),
+                        **peak_memory(runtime.device), "processes": runtime.world_size,
+                        **({"generation_check": check} if check else {}),
+                        **({"encodes": encodes} if encodes else {})},
+            "caso_version": __version__,
+        })
     if runtime.is_main:
-        entry = save_embedding(job.name, result.vectors, meta, force=job.force)
+        entries = [save_embedding(name, vectors, meta, force=job.force)
+                   for (name, _), vectors, meta in zip(pairs, result.per_attribute(), metas, strict=True)]
         import shutil
 
         shutil.rmtree(checkpoint.folder, ignore_errors=True)
@@ -97,5 +128,20 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
     if not runtime.is_main:
         from caso_cli.registry import registry_dir
 
-        entry = registry_dir() / job.name
-    return entry, result, meta
+        entries = [registry_dir() / name for name, _ in pairs]
+    return entries, result, metas
+
+
+def registry_classifiers(te_hash: str, exclude: set[str], device: Any) -> dict[str, Any]:
+    """name -> classifier of every registry embedding for this text encoder whose classifier is reachable and
+    unchanged (what `--hold all` would hold)."""
+    from caso_cli.errors import CasoError
+    from caso_cli.pipelines.hold import embedding_classifier, learned_for
+
+    out = {}
+    for emb in learned_for({te_hash}, exclude)[0]:
+        try:
+            out[emb.name] = embedding_classifier(emb, device)
+        except CasoError:  # changed since: not read
+            continue
+    return out

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
 
 from caso_cli.diffusion import cfg, to_eps
 
@@ -47,3 +48,31 @@ def composed_eps(sd: StableDiffusion, z: torch.Tensor, t: int, c_null: torch.Ten
     for w, e in zip(scales, parts[1:], strict=True):
         out = out + w * (e - parts[0])
     return out
+
+
+Scale = Union[float, "torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """Guidance by contrasts: eps(c_base) + sum_i w_i (eps(c_plus_i) - eps(c_minus_i)) (METHOD Eq. 2 generalised).
+
+    ``conds`` are (1, L, D) or one row per latent; ``terms`` are (w_i, plus_i, minus_i) indices into ``conds``, w_i a
+    float or a (B, 1, 1, 1) tensor. CFG is ``Contrast([c_null, c], 0, [(w, 1, 0)])``; holding other attributes
+    contrasts two conditions that differ in the edited class alone (docs/editing.md).
+    """
+
+    conds: list[torch.Tensor]
+    base: int
+    terms: list[tuple[Scale, int, int]]
+
+    def eps(self, sd: StableDiffusion, z: torch.Tensor, t: int) -> torch.Tensor:
+        """The guided noise prediction, every condition in one UNet call."""
+        import torch
+
+        b, m = z.shape[0], len(self.conds)
+        out = predict_eps(sd, torch.cat([z] * m), t, torch.cat([c.expand(b, -1, -1) for c in self.conds])).chunk(m)
+        eps = out[self.base]
+        for w, plus, minus in self.terms:
+            eps = eps + w * (out[plus] - out[minus])
+        return eps

@@ -56,6 +56,11 @@ class LearnResult:
     # the generation check (LearnConfig.check_samples): per class, the classifier's rate on samples, and which
     # run's seed each class's vector comes from
     check: dict[str, Any] | None = None
+    split: list[int] = field(default_factory=list)  # rows per attribute (several when learned together)
+
+    def per_attribute(self) -> list[torch.Tensor]:
+        """The vectors of each attribute, in the order the classifiers were given."""
+        return list(self.vectors.split(self.split or [self.vectors.shape[0]]))
 
     def summary(self, tail: int = 20) -> dict[str, float]:
         """Mean loss and classifier accuracy on the decoded estimates over the last ``tail`` steps."""
@@ -167,6 +172,37 @@ def caso_loss(sd: StableDiffusion, classifier: AttributeClassifier, vectors: tor
     return loss, logits
 
 
+def joint_loss(sd: StableDiffusion, classifiers: list[AttributeClassifier], vectors: torch.Tensor,
+               offsets: list[int], z0: torch.Tensor, classes: torch.Tensor, noise: torch.Tensor, c_null: torch.Tensor,
+               config: LearnConfig, t: int | None = None,
+               views: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The CASO loss when several attributes are learned together (not in the paper; docs/learning.md).
+
+    Image i's condition names every attribute a at class ``classes[i, a]``: ``[BOS, e_{1,c_1}, .., e_{A,c_A}, EOS]``
+    (attributes in the given order; ``vectors`` holds every attribute's rows, attribute a's from ``offsets[a]``).
+    One attribute per image is set to the target class, the others stay at the classes their classifiers read in
+    the image, so a vector has nothing to encode but its own class. The loss sums each classifier's cross-entropy
+    towards its class in the condition (Eq. 13 once per attribute); returns it and each classifier's logits.
+    """
+    t = config.t_train if t is None else t
+    abar = sd.schedule.abar(t)
+    z_t = add_noise(z0, noise, abar).to(sd.unet.dtype)
+    with torch.no_grad():
+        eps_null = predict_eps(sd, z_t, t, c_null).float()
+    rows = classes + torch.tensor(offsets, device=classes.device)
+    cond = encode_vectors(sd.text_encoder, sd.tokenizer, vectors[rows])
+    eps_cond = predict_eps(sd, z_t, t, cond).float()
+    zhat0 = predict_x0(z_t.float(), cfg(eps_null, eps_cond, config.train_scale), abar)
+    xhat = sd.vae.decode((zhat0 / sd.scaling_factor).to(sd.vae.dtype)).sample.float()
+    if views is not None:
+        xhat = shift_and_flip(xhat, views)
+    logits = [clf(xhat) for clf in classifiers]
+    loss = sum(torch.nn.functional.cross_entropy(lg, classes[:, a]) for a, lg in enumerate(logits))
+    if config.lambda_rec:
+        loss = loss + config.lambda_rec * (zhat0 - z0.float()).pow(2).mean()
+    return loss, logits  # type: ignore[return-value]
+
+
 def shift_and_flip(x: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
     """Image i of (B, C, H, W) moved by (dy, dx) = views[i, :2] pixels (edges replicated), then flipped left-right
     if views[i, 2]; differentiable, and the identity for a zero row."""
@@ -198,13 +234,22 @@ def _targets(step: int, batch: int, k: int, gen: torch.Generator) -> torch.Tenso
     return base[torch.randperm(batch, generator=gen)]
 
 
-def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images: torch.Tensor, config: LearnConfig,
-                    checkpoint: Checkpoint | None = None, resume: bool = False,
-                    progress: ProgressFn | None = None) -> LearnResult:
-    """Learn one token vector per classifier class from ``images`` (N, 3, H, W) in [-1, 1]."""
+def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[AttributeClassifier],
+                    images: torch.Tensor, config: LearnConfig, checkpoint: Checkpoint | None = None,
+                    resume: bool = False, progress: ProgressFn | None = None) -> LearnResult:
+    """Learn one token vector per classifier class from ``images`` (N, 3, H, W) in [-1, 1].
+
+    Given several classifiers, their attributes are learned together (:func:`joint_loss`): the result holds every
+    attribute's rows, in the given order (``LearnResult.split``).
+    """
     t0 = time.monotonic()
     device = sd.runtime.device
-    k = len(classifier.classes)
+    classifiers = classifier if isinstance(classifier, list) else [classifier]
+    joint = len(classifiers) > 1
+    sizes = [len(c.classes) for c in classifiers]
+    offsets = [sum(sizes[:a]) for a in range(len(sizes))]
+    pairs = torch.tensor([(a, c) for a, size in enumerate(sizes) for c in range(size)])  # (attribute, class)
+    k = len(pairs)
     n = images.shape[0]
     if n < 1:
         raise UsageError("no training images")
@@ -220,12 +265,15 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
                          "needs at least one image of every batch")
     gen = torch.Generator().manual_seed(config.seed)
     z0_all = encode_images(sd, images).float()
-    labels_all = classify_images(classifier, images, device) if config.lambda_keep else None
+    if joint:  # every attribute's class as its classifier reads each image, once
+        read_all = torch.stack([classify_images(c, images, device) for c in classifiers], dim=1)
+    labels_all = classify_images(classifiers[0], images, device) if config.lambda_keep and not joint else None
     vectors = initial_vectors(sd, k, config.init_word, gen).to(device).requires_grad_(True)
     opt = torch.optim.AdamW([vectors], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     total = config.total_steps(n)
     fingerprint = {**{k_: v for k_, v in asdict(config).items() if k_ not in RUN_INDEPENDENT},
-                   "betas": list(config.betas), "n_images": n, "classes": classifier.classes}
+                   "betas": list(config.betas), "n_images": n,
+                   "classes": [c.classes for c in classifiers] if joint else classifiers[0].classes}
     start, history = 0, []
     if resume and checkpoint is not None and checkpoint.exists:
         start, history = checkpoint.load(vectors, opt, gen, fingerprint)
@@ -251,11 +299,22 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
             # sum over processes is the batch mean; all_reduce_sum is the identity in a single process.
             views = draw_views(len(idx), config.augment, gen) if config.augment else None
             share = torch.tensor_split(torch.arange(len(idx)), world)[rank]
-            labels = None if labels_all is None else labels_all[idx].to(device)[share]
-            loss, logits = caso_loss(sd, classifier, vectors, z0[share], targets[share], noise[share], c_null, config,
-                                     labels, t, None if views is None else views[share])
+            view = None if views is None else views[share]
+            if joint:  # targets index (attribute, class) pairs: that attribute goes to the class, the rest stay
+                focus, cls = pairs[targets.cpu()].T
+                classes = read_all[idx].clone()
+                classes[torch.arange(len(idx)), focus] = cls
+                classes = classes.to(device)[share]
+                loss, logits_all = joint_loss(sd, classifiers, vectors, offsets, z0[share], classes, noise[share],
+                                              c_null, config, t, view)
+                hit = torch.stack([lg.argmax(1) for lg in logits_all], dim=1).gather(1, focus[share, None].to(device))
+                correct = (hit[:, 0] == cls[share].to(device)).sum().to(loss.dtype)
+            else:
+                labels = None if labels_all is None else labels_all[idx].to(device)[share]
+                loss, logits = caso_loss(sd, classifiers[0], vectors, z0[share], targets[share], noise[share], c_null,
+                                         config, labels, t, view)
+                correct = (logits.argmax(1) == targets[share]).sum().to(loss.dtype)
             loss = loss * (len(share) / len(idx))
-            correct = (logits.argmax(1) == targets[share]).sum().to(loss.dtype)
             stats = all_reduce_sum(torch.stack([loss.detach(), correct]), sd.runtime)
             total_loss, accuracy = stats[0], stats[1] / len(idx)
             if not torch.isfinite(total_loss):
@@ -286,7 +345,7 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier, images
         raise Interrupted(f"interrupted after step {len(history)}; checkpoint saved in {checkpoint.folder} "
                           "(rerun with --resume)") from None
     return LearnResult(vectors=vectors.detach().cpu().float(), steps=total, seconds=time.monotonic() - t0,
-                       history=history)
+                       history=history, split=sizes)
 
 
 def generation_check(sd: StableDiffusion, classifier: AttributeClassifier, vectors: torch.Tensor, n: int,
@@ -298,18 +357,60 @@ def generation_check(sd: StableDiffusion, classifier: AttributeClassifier, vecto
             for k, x in enumerate(samples)]
 
 
-def learn_checked(sd: StableDiffusion, classifier: AttributeClassifier, images: torch.Tensor, config: LearnConfig,
-                  checkpoint: Checkpoint | None = None, resume: bool = False,
-                  progress: ProgressFn | None = None) -> LearnResult:
+DRIFT = 0.3  # a class vector whose samples show another attribute's class this much more or less often than the data
+
+
+def encoding_report(sd: StableDiffusion, vectors: torch.Tensor, classes: list[str],
+                    others: dict[str, AttributeClassifier], images: torch.Tensor, n: int,
+                    scale: float) -> dict[str, Any]:
+    """What each class vector encodes besides its class: the other attributes' rates (read by ``others``, name ->
+    classifier) in ``n`` samples generated with the vector alone (CFG ``scale``, the check's noise), against their
+    rates in the training ``images``; a warning per class and attribute that drifts by ``DRIFT`` or more."""
+    device = sd.runtime.device
+    samples = samples_per_class(sd, vectors, n, CHECK_SEED, CHECK_STEPS, scale)
+
+    def rates(clf: AttributeClassifier, x: torch.Tensor) -> dict[str, float]:
+        counts = torch.bincount(classify_images(clf, x, device), minlength=len(clf.classes)).float() / len(x)
+        return {c: round(float(r), 4) for c, r in zip(clf.classes, counts, strict=True)}
+
+    data = {name: rates(clf, images) for name, clf in others.items()}
+    got = {cls: {name: rates(clf, samples[k]) for name, clf in others.items()} for k, cls in enumerate(classes)}
+    warnings = []
+    for cls in classes:
+        for name, clf in others.items():
+            shown = [c for c in clf.classes if c.lower() not in (f"no_{name}".lower(), f"not_{name}".lower())] \
+                if len(clf.classes) == 2 else clf.classes
+            worst = max(shown, key=lambda c: abs(got[cls][name][c] - data[name][c]))  # noqa: B023
+            if abs(got[cls][name][worst] - data[name][worst]) >= DRIFT:
+                what = name if worst.lower() == name.lower() else f"{name} {worst}"
+                warnings.append(f"samples of {cls}: {what} {got[cls][name][worst]:.0%} vs "
+                                f"{data[name][worst]:.0%} in the data")
+    return {"samples": n, "scale": scale, "data": data, "samples_rates": got, "warnings": warnings}
+
+
+def learn_checked(sd: StableDiffusion, classifier: AttributeClassifier | list[AttributeClassifier],
+                  images: torch.Tensor, config: LearnConfig, checkpoint: Checkpoint | None = None,
+                  resume: bool = False, progress: ProgressFn | None = None) -> LearnResult:
     """:func:`learn_embedding`, then the generation check; while a class is read below ``CHECK_PASS`` and
     restarts are left, learn again with the next seed. Each class keeps the vector whose check read it best
     (vectors of one attribute are used one at a time, so they can come from different runs). Run r > 0 keeps
-    its checkpoint in ``run<r>`` under the first run's folder."""
+    its checkpoint in ``run<r>`` under the first run's folder. Attributes learned together (several classifiers)
+    are used side by side, so they come from one run: they are checked, never restarted."""
     if config.check_samples < 0 or config.restarts < 0:
         raise UsageError(f"--check-samples and --restarts must be 0 or more, got {config.check_samples} and "
                          f"{config.restarts}")
     if not config.check_samples:
         return learn_embedding(sd, classifier, images, config, checkpoint, resume, progress)
+    if isinstance(classifier, list) and len(classifier) > 1:  # learned together: one run, each attribute checked
+        result = learn_embedding(sd, classifier, images, config, checkpoint, resume, progress)
+        rates = [r for clf, v in zip(classifier, result.per_attribute(), strict=True)
+                 for r in generation_check(sd, clf, v, config.check_samples, config.check_scale)]
+        names = [c for clf in classifier for c in clf.classes]
+        result.check = {"samples": config.check_samples, "scale": config.check_scale, "runs": 1,
+                        "rates": {c: round(r, 4) for c, r in zip(names, rates, strict=True)},
+                        "seeds": dict.fromkeys(names, config.seed), "passed": min(rates) >= CHECK_PASS}
+        return result
+    classifier = classifier[0] if isinstance(classifier, list) else classifier
     best: LearnResult | None = None
     rates: list[float] = []
     seeds: list[int] = []

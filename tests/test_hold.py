@@ -1,0 +1,171 @@
+"""Holding attributes: the contrast guidance, held conditions, the registry lookup and `caso edit --hold`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from caso_cli.conditioning import encode_vectors, null_condition
+from caso_cli.errors import InputError, UsageError
+from caso_cli.imageio import read_png_metadata
+from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, file_digest, save_classifier
+from caso_cli.pipelines.guidance import Contrast, guided_eps, predict_eps
+from caso_cli.pipelines.hold import EditTerm, Token, held_embeddings, hold_contrast, read_classes
+from caso_cli.registry import save_embedding, text_encoder_hash
+from tests.test_cli import run_main
+
+
+def _classifier(classes: list[str], seed: int) -> AttributeClassifier:
+    torch.manual_seed(seed)
+    meta = ClassifierMeta(classes=classes, backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
+                          backbone_config={"widths": [8, 8]})
+    return AttributeClassifier(SmallCNN(len(classes), (8, 8)), meta).eval().requires_grad_(False)
+
+
+def _token(name: str, k: int, seed: int) -> Token:
+    classes = [f"no_{name}", name] if k == 2 else [f"c{i}" for i in range(k)]
+    return Token(name, torch.randn(k, 16, generator=torch.Generator().manual_seed(seed)), _classifier(classes, seed))
+
+
+def test_contrast_is_cfg_in_one_call(tiny_sd) -> None:
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    c_null = null_condition(tiny_sd.text_encoder, tiny_sd.tokenizer)
+    with torch.no_grad():
+        c = encode_vectors(tiny_sd.text_encoder, tiny_sd.tokenizer, torch.randn(1, 16))
+        want = guided_eps(tiny_sd, z, 500, c_null, c, 3.0)
+        got = Contrast([c_null, c], 0, [(3.0, 1, 0)]).eps(tiny_sd, z, 500)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["null", "source", "delta"])
+def test_hold_contrast_forms(tiny_sd, form) -> None:
+    """Each form's value, term by term, against UNet calls made one image and one condition at a time."""
+    edit, held = _token("m", 2, 1), [_token("s", 2, 2), _token("h", 3, 3)]
+    read = torch.tensor([[0, 2], [1, 0]])
+    source = torch.tensor([[0], [0]])
+    contrast = hold_contrast(tiny_sd, [EditTerm(edit, 1, 2.5)], held, read, source, form)
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        got = contrast.eps(tiny_sd, z, 300)
+
+        def cond(m_class: int, i: int) -> torch.Tensor:  # tokens in name order: h, m, s
+            rows = torch.stack([held[1].vectors[read[i, 1]], edit.vectors[m_class], held[0].vectors[read[i, 0]]])
+            return encode_vectors(tiny_sd.text_encoder, tiny_sd.tokenizer, rows)
+
+        null = null_condition(tiny_sd.text_encoder, tiny_sd.tokenizer)
+        for i in range(2):
+            e_null, e_src, e_tgt = (predict_eps(tiny_sd, z[i:i + 1], 300, c) for c in (null, cond(0, i), cond(1, i)))
+            want = {"null": e_null + 2.5 * (e_tgt - e_null), "source": e_src + 2.5 * (e_tgt - e_src),
+                    "delta": e_null + 2.5 * (e_tgt - e_src)}[form]
+            assert torch.allclose(got[i:i + 1], want, atol=1e-4), (form, i)
+
+
+def test_hold_refuses_bad_forms_and_overlaps(tiny_sd) -> None:
+    edit = _token("m", 2, 1)
+    with pytest.raises(UsageError, match="hold form"):
+        hold_contrast(tiny_sd, [EditTerm(edit, 1, 1.0)], [], torch.zeros(1, 0, dtype=torch.long),
+                      torch.zeros(1, 1, dtype=torch.long), "bogus")
+    with pytest.raises(UsageError, match="edited and held"):
+        hold_contrast(tiny_sd, [EditTerm(edit, 1, 1.0)], [edit], torch.zeros(1, 1, dtype=torch.long),
+                      torch.zeros(1, 1, dtype=torch.long))
+
+
+def test_read_classes_is_each_classifiers_argmax() -> None:
+    toks = [_token("s", 2, 2), _token("h", 3, 3)]
+    x = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    got = read_classes(toks, x)
+    assert got.shape == (5, 2)
+    assert torch.equal(got[:, 1], toks[1].classifier(x).argmax(1))
+    with pytest.raises(UsageError, match="no classifier"):
+        read_classes([Token("q", torch.zeros(2, 16))], x)
+
+
+# ---- the registry and the command line ---------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def registry(tiny_sd, tiny_model_dir, tmp_path) -> dict[str, Path]:
+    """mustache (edited), smile and hair (held), each with its classifier file; 'orphan' without one."""
+    te = text_encoder_hash(tiny_sd.text_encoder)
+    files = {}
+    for seed, (name, classes) in enumerate([("mustache", ["no_mustache", "mustache"]),
+                                            ("smile", ["no_smile", "smile"]), ("hair", ["black", "blond", "red"])]):
+        path = save_classifier(_classifier(classes, seed), tmp_path / f"{name}.safetensors")
+        files[name] = path
+        save_embedding(name, torch.randn(len(classes), 16, generator=torch.Generator().manual_seed(seed)),
+                       {"classes": classes, "model": str(tiny_model_dir), "text_encoder_hash": te,
+                        "classifier": {"path": str(path), "sha256": file_digest(path)}})
+    save_embedding("orphan", torch.randn(2, 16), {"classes": ["no_o", "o"], "model": str(tiny_model_dir),
+                                                  "text_encoder_hash": te})
+    save_embedding("other-model", torch.randn(2, 16), {"classes": ["no_q", "q"], "model": "x",
+                                                       "text_encoder_hash": "0" * 16,
+                                                       "classifier": {"path": str(files["smile"])}})
+    return files
+
+
+def test_hold_all_takes_same_encoder_entries_with_classifiers(registry) -> None:
+    from caso_cli.registry import load_embedding
+
+    held, warnings = held_embeddings(["all"], [load_embedding("mustache")])
+    assert [e.name for e in held] == ["hair", "smile"]
+    assert warnings == ["not holding orphan: its classifier (none recorded) is not reachable"]
+    with pytest.raises(UsageError, match="cannot be held too"):
+        held_embeddings(["mustache"], [load_embedding("mustache")])
+
+
+def _photos(tmp_path: Path) -> list[Path]:
+    from caso_cli.toyworld.render import render_faces
+
+    faces, _ = render_faces(3, seed=5)
+    paths = []
+    for i, face in enumerate(faces):
+        p = tmp_path / "in" / f"f{i}.png"
+        p.parent.mkdir(exist_ok=True)
+        Image.fromarray(face).save(p)
+        paths.append(p)
+    return paths
+
+
+FAST = ["--steps", "4", "--device", "cpu"]
+
+
+def test_edit_hold_records_the_classes_read(registry, tmp_path, capsys) -> None:
+    photos = _photos(tmp_path)
+    out = tmp_path / "out"
+    code, stdout, err = run_main(["edit", *map(str, photos), "--attr", "mustache", "--hold", "all", "--out",
+                                  str(out), "--json", *FAST], capsys)
+    assert code == 0, err
+    assert "not holding orphan" in err
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    from caso_cli.imageio import load_image, to_tensor
+    from caso_cli.models.classifier import load_classifier
+
+    x = to_tensor([load_image(p) for p in photos])
+
+    for name in ("smile", "hair"):
+        clf = load_classifier(registry[name])
+        want = [clf.classes[k] for k in clf(x).argmax(1).tolist()]
+        assert [r["held"][name] for r in rows] == want
+    assert rows[0]["hold_form"] == "delta"
+    meta = read_png_metadata(rows[0]["output"])
+    assert meta["caso:held"] == f"hair={rows[0]['held']['hair']},smile={rows[0]['held']['smile']}"
+    assert meta["caso:hold_form"] == "delta"
+
+
+def test_edit_hold_errors(registry, tmp_path, capsys) -> None:
+    photos = _photos(tmp_path)
+    base = ["edit", str(photos[0]), "--attr", "mustache", "--out", str(tmp_path / "o"), *FAST]
+    code, _, err = run_main([*base, "--hold", "orphan"], capsys)
+    assert code == InputError.exit_code and "records no classifier" in err
+    registry["smile"].write_bytes(registry["smile"].read_bytes() + b" ")
+    code, _, err = run_main([*base, "--hold", "smile"], capsys)
+    assert code == InputError.exit_code and "changed since the embedding was learned" in err
+    registry["hair"].unlink()
+    code, _, err = run_main([*base, "--hold", "hair"], capsys)
+    assert code == InputError.exit_code and "is missing" in err
+    code, _, err = run_main([*base, "--hold", "smile", "--hold-form", "bogus"], capsys)
+    assert code == UsageError.exit_code and "--hold-form" in err

@@ -1,0 +1,112 @@
+"""Learning several attributes together: conditions that name every attribute, the CLI, what a vector encodes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from caso_cli.config import LearnConfig
+from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN
+from caso_cli.pipelines import learn
+from tests.test_cli import run_main
+
+
+def _classifier(classes: list[str], seed: int) -> AttributeClassifier:
+    torch.manual_seed(seed)
+    meta = ClassifierMeta(classes=classes, backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
+                          backbone_config={"widths": [8, 8]})
+    return AttributeClassifier(SmallCNN(len(classes), (8, 8)), meta).eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def classifiers() -> list[AttributeClassifier]:
+    return [_classifier(["no_a", "a"], 0), _classifier(["x", "y", "z"], 1)]
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+def test_conditions_name_every_attribute(tiny_sd, classifiers, images, monkeypatch) -> None:
+    """Each image's condition holds one row per attribute: the focus one at its target, the rest as read."""
+    seen = []
+    real = learn.joint_loss
+
+    def recording(sd, clfs, vectors, offsets, z0, classes, *args, **kw):
+        seen.append((offsets, classes.clone()))
+        return real(sd, clfs, vectors, offsets, z0, classes, *args, **kw)
+
+    monkeypatch.setattr(learn, "joint_loss", recording)
+    same = images[:1].expand(6, -1, -1, -1)  # one image six times: every image reads the same classes
+    result = learn.learn_embedding(tiny_sd, classifiers, same, LearnConfig(steps=10, batch_size=2,
+                                                                          checkpoint_every=0))
+    assert result.vectors.shape == (5, 16) and result.split == [2, 3]
+    assert [v.shape[0] for v in result.per_attribute()] == [2, 3]
+    read = torch.stack([learn.classify_images(c, same[:1], torch.device("cpu"))[0] for c in classifiers])
+    assert all(offsets == [0, 2] for offsets, _ in seen)
+    classes = torch.cat([c for _, c in seen])  # (20, 2): each image's class per attribute
+    differs = classes != read
+    assert (differs.sum(1) <= 1).all()  # every attribute but (at most) the focus one stays as read
+    # the 5 (attribute, class) targets come round-robin: over 20 images each one appears 4 times
+    for a, size in enumerate([2, 3]):
+        for k in range(size):
+            if k != int(read[a]):
+                assert int((classes[:, a] == k).sum()) == 4, (a, k)
+
+
+def test_learning_together_is_bit_reproducible(tiny_sd, classifiers, images) -> None:
+    cfg = LearnConfig(steps=6, batch_size=2, checkpoint_every=0, seed=3)
+    a = learn.learn_embedding(tiny_sd, classifiers, images, cfg).vectors
+    b = learn.learn_embedding(tiny_sd, classifiers, images, cfg).vectors
+    c = learn.learn_embedding(tiny_sd, classifiers, images, LearnConfig(steps=6, batch_size=2, checkpoint_every=0,
+                                                                        seed=4)).vectors
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_one_classifier_in_a_list_is_the_single_run(tiny_sd, classifiers, images) -> None:
+    cfg = LearnConfig(steps=4, batch_size=2, checkpoint_every=0)
+    assert torch.equal(learn.learn_embedding(tiny_sd, classifiers[0], images, cfg).vectors,
+                       learn.learn_embedding(tiny_sd, [classifiers[0]], images, cfg).vectors)
+
+
+def test_encoding_report_warns_on_drift(tiny_sd, classifiers, images, monkeypatch) -> None:
+    """Samples that the other classifier reads as one class, against data read half and half."""
+    monkeypatch.setattr(learn, "samples_per_class", lambda sd, v, n, *a: [torch.zeros(n, 3, 32, 32)] * v.shape[0])
+    calls = iter([torch.tensor([0, 1, 0, 1]), torch.tensor([1, 1]), torch.tensor([0, 0])])
+    monkeypatch.setattr(learn, "classify_images", lambda *a, **k: next(calls))
+    other = _classifier(["no_smile", "smile"], 5)
+    report = learn.encoding_report(tiny_sd, torch.zeros(2, 16), ["no_a", "a"], {"smile": other}, images[:4], 2, 5.0)
+    assert report["data"] == {"smile": {"no_smile": 0.5, "smile": 0.5}}
+    assert report["samples_rates"]["no_a"]["smile"] == {"no_smile": 0.0, "smile": 1.0}
+    assert report["warnings"] == ["samples of no_a: smile 100% vs 50% in the data",
+                                  "samples of a: smile 0% vs 50% in the data"]
+
+
+def test_embed_learn_together_cli(tmp_path, tiny_model_dir, capsys) -> None:
+    from caso_cli.models.classifier import save_classifier
+    from caso_cli.registry import load_embedding
+    from tests.tiny import learn_inputs
+
+    folder, clf_a = learn_inputs(tmp_path)
+    clf_b = save_classifier(_classifier(["no_b", "b"], 7), tmp_path / "b.safetensors")
+    code, stdout, err = run_main(["embed", "learn", str(folder), "-c", str(clf_b), "-n", "bb", "-c", str(clf_a),
+                                  "-n", "aa", "--model", str(tiny_model_dir), "--steps", "3", "--check-samples", "2",
+                                  "--device", "cpu", "--json"], capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert [r["name"] for r in rows] == ["aa", "bb"]  # token order: by name
+    a, b = load_embedding("aa"), load_embedding("bb")
+    assert a.meta["learned_with"] == ["bb"] and b.meta["learned_with"] == ["aa"]
+    assert a.meta["classes"] == ["no_x", "x"] and b.meta["classes"] == ["no_b", "b"]
+    assert a.meta["classifier"]["path"] == str(clf_a.resolve())
+    assert set(a.meta["metrics"]["generation_check"]["rates"]) == {"no_x", "x"}
+    assert set(a.meta["metrics"]["encodes"]["data"]) == {"bb"}
+    code, _, err = run_main(["embed", "learn", str(folder), "-c", str(clf_a), "-n", "aa", "-c", str(clf_b),
+                             "--model", str(tiny_model_dir)], capsys)
+    assert code == 2 and "one --name per --classifier" in err
+    code, _, err = run_main(["embed", "learn", str(folder), "-c", str(clf_a), "-n", "cc", "-c", str(clf_b), "-n", "cc",
+                             "--model", str(tiny_model_dir)], capsys)
+    assert code == 2 and "its own name" in err
