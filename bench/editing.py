@@ -29,7 +29,7 @@ from caso_cli.models.loaders import load_model
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import decode_latents, encode_images
 from caso_cli.pipelines.learn import learn_embedding
-from caso_cli.runtime import cpu_runtime
+from caso_cli.runtime import cpu_runtime, pin_threads
 from caso_cli.toyworld import measure, oracle
 from caso_cli.toyworld.render import render_faces
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path)
     ap.add_argument("--model", default="toy", help="the toy model (default) or another folder of it")
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    pin_threads(2)
     sd = load_model(args.model, cpu_runtime())
     work = Path(tempfile.mkdtemp(prefix="caso-edit-bench-"))
     train, _ = render_faces(200, TRAIN_SEED)

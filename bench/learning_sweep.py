@@ -21,14 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from caso_cli.config import EditConfig, FitConfig, LearnConfig
 from caso_cli.datasets import load_labelled
 from caso_cli.models.loaders import load_model
 from caso_cli.pipelines.classifier_fit import fit_classifier
 from caso_cli.pipelines.learn import learn_checked
-from caso_cli.runtime import cpu_runtime
+from caso_cli.runtime import cpu_runtime, pin_threads
 from caso_cli.toyworld import measure
 from caso_cli.toyworld.render import render_faces, write_dataset
 
@@ -80,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, help="write a markdown table here")
     ap.add_argument("--model", default="toy", help="the toy model (default) or another folder of it")
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    pin_threads(2)
     sd = load_model(args.model, cpu_runtime())
     workdir = Path(tempfile.mkdtemp(prefix="caso-sweep-"))
     rows = []

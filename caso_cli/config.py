@@ -42,6 +42,9 @@ class LearnConfig:
     # shift the decoded estimate by up to this many pixels (and flip it half the time) before the classifier reads
     # it, a new draw every step, so that no pixel-exact perturbation satisfies the classifier (not in the paper)
     augment: int = 0
+    # attributes learned together: the estimate in the loss is CFG on the full condition ("null") or the held edit
+    # eps_null + w (eps(c_target) - eps(c_source)) ("delta"; docs/learning.md)
+    together_form: str = "null"
     lr: float = 1e-2  # AdamW learning rate
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-2

@@ -125,6 +125,35 @@ def make_runtime(device: str = "auto", dtype: str = "auto") -> Runtime:
     return rt
 
 
+THREADS_ENV = "CASO_THREADS"  # the CPU thread count of runs whose numbers must repeat (see pin_threads)
+
+
+def pin_threads(threads: int | None = None) -> int:
+    """Fix torch's CPU thread count for a run whose numbers must repeat (fitting, learning), and return it.
+
+    On the CPU some kernels split their sums by thread (gradients above all; the no-grad edit path measured
+    identical at 1 and 2 threads), so the thread count changes learning in the last bits: the same data, seed and
+    settings give bit-identical vectors at one thread count (whatever the machine's load) and others at another.
+    AdamW's normalised first steps and the classifier fit turn those bits into a different embedding (measured on
+    the toy world: a classifier fitted at 1 vs 2 threads differs by ~1e-3, and the vectors learned from it by ~0.1
+    after 60 steps, as much as another seed). ``threads``, else ``$CASO_THREADS``, else torch's own count (from
+    OMP_NUM_THREADS or the cores) left as it is. Record the returned count with the results.
+    """
+    import torch
+
+    if threads is None:
+        raw = os.environ.get(THREADS_ENV, "").strip()
+        try:
+            threads = int(raw) if raw else torch.get_num_threads()
+        except ValueError:
+            raise UsageError(f"{THREADS_ENV}={raw!r} is not a number of threads") from None
+    if threads < 1:
+        raise UsageError(f"the thread count must be 1 or more, got {threads}")
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def all_reduce_sum(tensor: torch.Tensor, rt: Runtime) -> torch.Tensor:
     """The sum of ``tensor`` over the launched processes (``tensor`` itself in a single process)."""
     if rt.world_size == 1:

@@ -41,13 +41,15 @@ def test_contrast_is_cfg_in_one_call(tiny_sd) -> None:
     assert torch.allclose(got, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("w", [2.5, -2.0])
 @pytest.mark.parametrize("form", ["null", "source", "delta"])
-def test_hold_contrast_forms(tiny_sd, form) -> None:
-    """Each form's value, term by term, against UNet calls made one image and one condition at a time."""
+def test_hold_contrast_forms(tiny_sd, form, w) -> None:
+    """Each form's value, term by term, against UNet calls made one image and one condition at a time; a negative
+    scale moves from the target class to the source class with the held classes named."""
     edit, held = _token("m", 2, 1), [_token("s", 2, 2), _token("h", 3, 3)]
     read = torch.tensor([[0, 2], [1, 0]])
     source = torch.tensor([[0], [0]])
-    contrast = hold_contrast(tiny_sd, [EditTerm(edit, 1, 2.5)], held, read, source, form)
+    contrast = hold_contrast(tiny_sd, [EditTerm(edit, 1, w)], held, read, source, form)
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         got = contrast.eps(tiny_sd, z, 300)
@@ -59,8 +61,12 @@ def test_hold_contrast_forms(tiny_sd, form) -> None:
         null = null_condition(tiny_sd.text_encoder, tiny_sd.tokenizer)
         for i in range(2):
             e_null, e_src, e_tgt = (predict_eps(tiny_sd, z[i:i + 1], 300, c) for c in (null, cond(0, i), cond(1, i)))
-            want = {"null": e_null + 2.5 * (e_tgt - e_null), "source": e_src + 2.5 * (e_tgt - e_src),
-                    "delta": e_null + 2.5 * (e_tgt - e_src)}[form]
+            if w > 0:
+                want = {"null": e_null + w * (e_tgt - e_null), "source": e_src + w * (e_tgt - e_src),
+                        "delta": e_null + w * (e_tgt - e_src)}[form]
+            else:
+                want = {"null": e_null - w * (e_src - e_null), "source": e_tgt - w * (e_src - e_tgt),
+                        "delta": e_null + w * (e_tgt - e_src)}[form]
             assert torch.allclose(got[i:i + 1], want, atol=1e-4), (form, i)
 
 
@@ -169,3 +175,19 @@ def test_edit_hold_errors(registry, tmp_path, capsys) -> None:
     assert code == InputError.exit_code and "is missing" in err
     code, _, err = run_main([*base, "--hold", "smile", "--hold-form", "bogus"], capsys)
     assert code == UsageError.exit_code and "--hold-form" in err
+
+
+def test_per_latent_scales_match_one_latent_at_a_time(tiny_sd) -> None:
+    """A (B, 1, 1, 1) scale tensor (interpolate) gives each latent what its own float scale gives."""
+    edit, held = _token("m", 2, 1), [_token("s", 2, 2)]
+    read, source = torch.tensor([[1], [1], [1]]), torch.tensor([[0], [0], [0]])
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4)).expand(3, -1, -1, -1)
+    scales = [-3.0, 0.0, 2.0]
+    for form in ("null", "source", "delta"):
+        with torch.no_grad():
+            batch = hold_contrast(tiny_sd, [EditTerm(edit, 1, torch.tensor(scales).view(-1, 1, 1, 1))], held, read,
+                                  source, form).eps(tiny_sd, z, 300)
+            for i, w in enumerate(scales):
+                one = hold_contrast(tiny_sd, [EditTerm(edit, 1, w)], held, read[i:i + 1], source[i:i + 1],
+                                    form).eps(tiny_sd, z[i:i + 1], 300)
+                assert torch.allclose(batch[i:i + 1], one, atol=1e-4), (form, w)

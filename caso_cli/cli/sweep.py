@@ -223,31 +223,40 @@ def demo_cmd(
     scale: Annotated[str, typer.Option("--scale", "-s", help="Edit scale: +scale adds, -scale removes.")] = "5",
     steps: Annotated[int | None, typer.Option("--learn-steps", help="Learning steps.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the registry entry toy-<attr>.")] = True,
+    hold: Annotated[bool, typer.Option("--hold/--no-hold", help="Learn every toy attribute together and also edit "
+                                                                "with the others held (caso edit --hold all).")] = True,
     seed: SeedOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
     """Run CASO end to end on the toy world, offline on the CPU, judged by the exact oracle.
 
-    Renders labelled toy faces, fits a classifier, learns an embedding (saved as toy-<attr>), edits
-    held-out faces at +scale and -scale, writes a before/after sheet and prints the oracle's rates.
+    Renders labelled toy faces, fits a classifier per attribute, learns the embeddings together (saved as
+    toy-<attr>), edits held-out faces at +scale and -scale with the embedding alone and with every other attribute
+    held, writes a before/after sheet and prints the oracle's rates side by side.
     """
     import dataclasses
 
     from caso_cli.attrs import parse_scale
     from caso_cli.pipelines.demo import DemoConfig, run_demo
 
-    config = DemoConfig(attr=attr, scale=parse_scale(scale, "--scale"), seed=seed)
+    config = DemoConfig(attr=attr, scale=parse_scale(scale, "--scale"), seed=seed, hold=hold)
     if steps is not None:
         config = dataclasses.replace(config, learn=dataclasses.replace(config.learn, steps=steps))
     result = run_demo(out, config, force=force, status=info)
     if json_out:
         print_json(result.as_dict())
         return
-    info(f"add {attr} (+{config.scale:g}): {result.add_success:.0%} of {result.n_add} faces; "
-         f"remove (-{config.scale:g}): {result.remove_success:.0%} of {result.n_remove}; "
-         f"other attributes kept on {result.kept:.0%}; times {result.seconds}")
+    info(f"{'':18} add {attr} ({result.n_add} faces)  remove ({result.n_remove} faces)  other attributes kept")
+    info(f"{f'alone, ±{config.scale:g}':18} {result.add_success:>{9 + len(attr)}.0%}  {result.remove_success:>15.0%}"
+         f"  {result.kept:>22.0%}")
+    if result.held is not None:
+        h = result.held
+        info(f"{'--hold all':18} {h.add_success:>{9 + len(attr)}.0%}  {h.remove_success:>15.0%}  {h.kept:>22.0%}"
+             f"   (add: {config.hold_add.form} form, w {config.hold_add.scale:g}; remove: {config.hold_remove.form} "
+             f"form, w -{config.hold_remove.scale:g})")
+    info("seconds: " + ", ".join(f"{k} {v:g}" for k, v in result.seconds.items()))
     info(f"embedding saved as {result.embedding}: try  caso edit {out}/data/images/000000.png --attr "
-         f"{result.embedding} --model toy")
+         f"{result.embedding}" + (" --hold all" if hold else ""))
     info(f"measure the edits:  caso eval {result.inputs} {result.edits} --oracle toy --classifier "
          f"{out}/{attr}.classifier.safetensors --report {out}/report.html")
     typer.echo(str(result.sheet))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,20 @@ import numpy as np
 import torch
 
 from caso_cli.config import EditConfig, FitConfig, LearnConfig
+
+
+@dataclass(frozen=True)
+class HoldSetting:
+    """How the demo edits with --hold in one direction."""
+
+    form: str  # guidance form (caso_cli.pipelines.hold.FORMS)
+    scale: float  # |w|
+    start: float  # edit start (fraction of the trajectory)
+
+
+# chosen on validation faces by bench/claims.py, before its test faces were edited (docs/results.md)
+HOLD_ADD = HoldSetting("null", 1.0, 1.0)
+HOLD_REMOVE = HoldSetting("source", 5.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -26,6 +40,20 @@ class DemoConfig:
     learn: LearnConfig = field(default_factory=lambda: LearnConfig(checkpoint_every=0))
     edit: EditConfig = field(default_factory=EditConfig)
     seed: int = 0
+    # learn every toy attribute together (one run) and also edit with the others held (caso edit --hold all), with
+    # the setting of each direction chosen on validation faces (docs/results.md)
+    hold: bool = True
+    hold_add: HoldSetting = HOLD_ADD
+    hold_remove: HoldSetting = HOLD_REMOVE
+
+
+@dataclass
+class Rates:
+    """Oracle rates of one way of editing the demo's faces."""
+
+    add_success: float  # +scale on faces without the attribute: oracle reads it present
+    remove_success: float  # -scale on faces with it: oracle reads it absent
+    kept: float  # edited faces whose other attributes all read unchanged
 
 
 @dataclass
@@ -33,9 +61,9 @@ class DemoResult:
     """Numbers and files the demo produced."""
 
     classifier_accuracy: float
-    add_success: float  # +scale on faces without the attribute: oracle reads it present
-    remove_success: float  # -scale on faces with it: oracle reads it absent
-    kept: float  # edited faces whose other attributes all read unchanged
+    add_success: float  # the embedding alone (caso edit without --hold)
+    remove_success: float
+    kept: float
     n_add: int
     n_remove: int
     seconds: dict[str, float]
@@ -44,76 +72,115 @@ class DemoResult:
     files: list[Path] = field(default_factory=list)
     inputs: Path | None = None  # the edited faces as <i>.png, for caso eval
     edits: Path | None = None  # their edits as <i>.<attr>.<scale>.png (caso edit's naming)
+    held: Rates | None = None  # the same faces edited with every other attribute held (caso edit --hold all)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if k == "files" else v)
-                for k, v in self.__dict__.items()}
+        out = {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if k == "files" else v)
+               for k, v in self.__dict__.items()}
+        out["held"] = None if self.held is None else self.held.__dict__
+        return out
+
+
+def _rates(before: Any, after: Any, attr: str, has: np.ndarray) -> Rates:
+    from caso_cli.toyworld import measure
+
+    got = getattr(after, attr)
+    return Rates(add_success=float(np.mean(got[~has] == 1)) if (~has).any() else float("nan"),
+                 remove_success=float(np.mean(got[has] == 0)) if has.any() else float("nan"),
+                 kept=float(measure.others_kept(before, after, attr).mean()))
 
 
 def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: bool = False,
              status: Callable[[str], None] | None = None) -> DemoResult:
-    """Render, fit, learn, edit; write a before/after sheet and the embedding (registry name ``toy-<attr>``)."""
+    """Render, fit, learn, edit; write a before/after sheet and the embeddings (registry names ``toy-<attr>``).
+
+    With ``config.hold`` every toy attribute gets a classifier and the embeddings are learned together, so that the
+    edit can also run with the other attributes held; the sheet then shows both edits.
+    """
     from caso_cli.datasets import load_labelled
     from caso_cli.grid import image_grid
     from caso_cli.imageio import save_png
-    from caso_cli.models.classifier import save_classifier
+    from caso_cli.models.classifier import file_digest, save_classifier
     from caso_cli.models.loaders import load_model
     from caso_cli.pipelines.classifier_fit import fit_classifier
     from caso_cli.pipelines.edit import edit_latents, invert_latents
-    from caso_cli.pipelines.generate import decode_latents, encode_images
+    from caso_cli.pipelines.generate import class_conditions, decode_latents, encode_images
+    from caso_cli.pipelines.hold import EditTerm, Token, hold_contrast, read_classes, source_classes
     from caso_cli.pipelines.learn import learn_embedding
     from caso_cli.registry import save_embedding, text_encoder_hash
     from caso_cli.runtime import cpu_runtime
     from caso_cli.toyworld import measure, oracle
-    from caso_cli.toyworld.render import BINARY_ATTRIBUTES, render_faces, write_dataset
+    from caso_cli.toyworld.render import ATTRIBUTES, BINARY_ATTRIBUTES, render_faces, write_dataset
 
     say = status or (lambda _m: None)
     if config.attr not in BINARY_ATTRIBUTES:
         from caso_cli.errors import UsageError
 
         raise UsageError(f"the demo edits a binary toy attribute ({', '.join(BINARY_ATTRIBUTES)}), not {config.attr!r}")
+    attrs = sorted(ATTRIBUTES) if config.hold else [config.attr]  # token order: by name
     seconds: dict[str, float] = {}
     t = time.monotonic()
     data_dir = out_dir / "data"
     say(f"rendering {config.n_classifier} labelled toy faces into {data_dir}")
     write_dataset(data_dir, config.n_classifier, config.seed, overwrite=True)
-    column = config.attr.capitalize()
-    clf, report = fit_classifier(load_labelled(data_dir, data_dir / "list_attr_toy.txt", column),
-                                 FitConfig(attr=config.attr, batch_size=32, seed=config.seed), cpu_runtime())
-    save_classifier(clf, out_dir / f"{config.attr}.classifier.safetensors")
+    clfs, clf_files, accuracy = {}, {}, {}
+    for attr in attrs:
+        clfs[attr], report = fit_classifier(load_labelled(data_dir, data_dir / "list_attr_toy.txt", attr.capitalize()),
+                                            FitConfig(attr=attr, batch_size=32, seed=config.seed), cpu_runtime())
+        clf_files[attr] = save_classifier(clfs[attr], out_dir / f"{attr}.classifier.safetensors")
+        accuracy[attr] = report.val_accuracy
+        say(f"classifier {attr}: validation accuracy {report.val_accuracy:.3f}")
     seconds["classifier"] = time.monotonic() - t
-    say(f"classifier: validation accuracy {report.val_accuracy:.3f} in {seconds['classifier']:.0f} s")
 
     t = time.monotonic()
     sd = load_model("toy", cpu_runtime())
     train, _ = render_faces(config.n_train, config.seed + 1)
-    say(f"learning the {config.attr} embedding from {config.n_train} faces ({config.learn.total_steps(config.n_train)}"
-        " steps)")
-    result = learn_embedding(sd, clf, measure.to_unit(train), config.learn)
-    name = name or f"toy-{config.attr}"
-    save_embedding(name, result.vectors, {
-        "classes": clf.classes, "attr": config.attr, "model": "toy",
-        "text_encoder_hash": text_encoder_hash(sd.text_encoder),
-        "hyperparameters": {**config.learn.__dict__, "betas": list(config.learn.betas)},
-        "data": {"source": "caso demo", "n_images": config.n_train, "seed": config.seed + 1},
-        "metrics": {**result.summary(), "steps": result.steps}}, force=force)
+    together = f" together with {', '.join(a for a in attrs if a != config.attr)}" if config.hold else ""
+    say(f"learning the {config.attr} embedding{together} from {config.n_train} faces "
+        f"({config.learn.total_steps(config.n_train)} steps)")
+    result = learn_embedding(sd, [clfs[a] for a in attrs], measure.to_unit(train), config.learn)
+    vectors = dict(zip(attrs, result.per_attribute(), strict=True))
+    names = {a: (name if a == config.attr and name else f"toy-{a}") for a in attrs}
+    for attr in attrs:
+        save_embedding(names[attr], vectors[attr], {
+            "classes": clfs[attr].classes, "attr": attr, "model": "toy",
+            "text_encoder_hash": text_encoder_hash(sd.text_encoder),
+            "classifier": {"path": str(clf_files[attr].resolve()), "sha256": file_digest(clf_files[attr]),
+                           "backbone": clfs[attr].meta.backbone, "val_accuracy": accuracy[attr]},
+            **({"learned_with": [names[a] for a in attrs if a != attr]} if config.hold else {}),
+            "hyperparameters": {**config.learn.__dict__, "betas": list(config.learn.betas)},
+            "data": {"source": "caso demo", "n_images": config.n_train, "seed": config.seed + 1},
+            "metrics": {**result.summary(), "steps": result.steps}}, force=force)
     seconds["learn"] = time.monotonic() - t
 
     t = time.monotonic()
     faces, _ = render_faces(config.n_edit, config.seed + 2)
+    x = measure.to_unit(faces)
     before = oracle.read_attributes(faces)
     has = getattr(before, config.attr) == 1
-    k = clf.classes.index(config.attr)
-    with torch.no_grad():
-        from caso_cli.conditioning import encode_vectors
-
-        cond = encode_vectors(sd.text_encoder, sd.tokenizer, result.vectors[k:k + 1])
-    z_t = invert_latents(sd, encode_images(sd, measure.to_unit(faces)), config.edit)
-    scales = torch.where(torch.from_numpy(has), -config.scale, config.scale).float()
-    edited = measure.to_uint8(decode_latents(sd, edit_latents(sd, z_t, cond, scales, config.edit)))
-    after = oracle.read_attributes(edited)
-    got = getattr(after, config.attr)
-    kept = measure.others_kept(before, after, config.attr)
+    k = clfs[config.attr].classes.index(config.attr)
+    signed = torch.where(torch.from_numpy(has), -config.scale, config.scale).float()
+    z_t = invert_latents(sd, encode_images(sd, x), config.edit)
+    cond = class_conditions(sd, vectors[config.attr])[k:k + 1]
+    edited = measure.to_uint8(decode_latents(sd, edit_latents(sd, z_t, cond, signed, config.edit)))
+    plain = _rates(before, oracle.read_attributes(edited), config.attr, has)
+    rows = [faces, edited]
+    held_rates = None
+    if config.hold:
+        held = [Token(names[a], vectors[a], clfs[a]) for a in attrs if a != config.attr]
+        edited_h = edited.copy()
+        for todo, setting, sign in ((~has, config.hold_add, 1.0), (has, config.hold_remove, -1.0)):
+            if not todo.any():
+                continue
+            mask = torch.from_numpy(todo)
+            cfg_h = replace(config.edit, start=setting.start)
+            z_h = invert_latents(sd, encode_images(sd, x[mask]), cfg_h)
+            term = EditTerm(Token(names[config.attr], vectors[config.attr]), k, sign * setting.scale)
+            contrast = hold_contrast(sd, [term], held, read_classes(held, x[mask]), source_classes([term], x[mask]),
+                                     setting.form)
+            edited_h[todo] = measure.to_uint8(decode_latents(sd, edit_latents(sd, z_h, contrast, 0.0, cfg_h)))
+        held_rates = _rates(before, oracle.read_attributes(edited_h), config.attr, has)
+        rows.append(edited_h)
     seconds["edit"] = time.monotonic() - t
 
     from PIL import Image
@@ -122,20 +189,21 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
 
     for stale in (out_dir / "edits").glob(f"[0-9][0-9][0-9].{config.attr}.*.png"):  # an earlier run's scale
         stale.unlink()
-    for i, (face, out, h) in enumerate(zip(faces, edited, has, strict=True)):
+    def held_scale(h: bool) -> str:
+        return format_scale(-config.hold_remove.scale if h else config.hold_add.scale)
+
+    for i, (face, out, h) in enumerate(zip(faces, rows[-1], has, strict=True)):
         save_png(Image.fromarray(face), out_dir / "inputs" / f"{i:03d}.png", overwrite=True)
-        save_png(Image.fromarray(out), out_dir / "edits" / f"{i:03d}.{config.attr}."
-                 f"{format_scale(-config.scale if h else config.scale)}.png", {"caso:embeddings": name},
-                 overwrite=True)
-    pics = [Image.fromarray(x) for pair in zip(faces, edited, strict=True) for x in pair]
-    captions = [c for h in has for c in ("input", f"{'-' if h else '+'}{config.scale:g}")]
-    sheet = save_png(image_grid(pics, captions, ncol=8), out_dir / f"{config.attr}.before_after.png",
-                     {"caso:embeddings": name, "caso:scales": f"+-{config.scale:g}"}, overwrite=True)
+        scale = held_scale(h) if config.hold else format_scale(-config.scale if h else config.scale)
+        save_png(Image.fromarray(out), out_dir / "edits" / f"{i:03d}.{config.attr}.{scale}.png",
+                 {"caso:embeddings": names[config.attr]}, overwrite=True)
+    pics = [Image.fromarray(img[i]) for i in range(len(faces)) for img in rows]
+    captions = [c for h in has for c in (["input", f"{'-' if h else '+'}{config.scale:g}"]
+                                         + ([f"hold {held_scale(h)}"] if config.hold else []))]
+    sheet = save_png(image_grid(pics, captions, ncol=4 * len(rows)), out_dir / f"{config.attr}.before_after.png",
+                     {"caso:embeddings": names[config.attr], "caso:scales": f"+-{config.scale:g}"}, overwrite=True)
     return DemoResult(
-        classifier_accuracy=report.val_accuracy,
-        add_success=float(np.mean(got[~has] == 1)) if (~has).any() else float("nan"),
-        remove_success=float(np.mean(got[has] == 0)) if has.any() else float("nan"),
-        kept=float(kept.mean()), n_add=int((~has).sum()), n_remove=int(has.sum()),
-        seconds={k_: round(v, 1) for k_, v in seconds.items()}, sheet=sheet, embedding=name,
-        files=[sheet, out_dir / f"{config.attr}.classifier.safetensors"],
-        inputs=out_dir / "inputs", edits=out_dir / "edits")
+        classifier_accuracy=accuracy[config.attr], add_success=plain.add_success,
+        remove_success=plain.remove_success, kept=plain.kept, n_add=int((~has).sum()), n_remove=int(has.sum()),
+        seconds={k_: round(v, 1) for k_, v in seconds.items()}, sheet=sheet, embedding=names[config.attr],
+        files=[sheet, *clf_files.values()], inputs=out_dir / "inputs", edits=out_dir / "edits", held=held_rates)

@@ -66,9 +66,10 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
     paths = image_paths(job.data)
     if job.max_images:
         paths = paths[: job.max_images]
-    from caso_cli.runtime import make_runtime, peak_memory, wait_for_everyone
+    from caso_cli.runtime import make_runtime, peak_memory, pin_threads, wait_for_everyone
 
     runtime = make_runtime(job.device, job.dtype)
+    threads = pin_threads()  # recorded: on the CPU the thread count changes the learned bits
     if not runtime.is_main:
         say = lambda _msg: None  # noqa: E731 - one process speaks
     pairs = job.attributes()
@@ -113,7 +114,7 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
             "hyperparameters": {**asdict(config), "betas": list(config.betas)},
             "data": {"path": str(Path(job.data).resolve()), "n_images": len(paths), "digest": digest_files(paths)},
             "metrics": {**result.summary(), "steps": result.steps, "seconds": round(result.seconds, 1),
-                        **peak_memory(runtime.device), "processes": runtime.world_size,
+                        **peak_memory(runtime.device), "processes": runtime.world_size, "cpu_threads": threads,
                         **({"generation_check": check} if check else {}),
                         **({"encodes": encodes} if encodes else {})},
             "caso_version": __version__,

@@ -8,15 +8,17 @@ class (METHOD §1, several learned tokens side by side)::
     c_src = [BOS, e_{edit, source}, e_{held_1, read_1}, ..., EOS]
     c_tgt = [BOS, e_{edit, target}, e_{held_1, read_1}, ..., EOS]
 
-and guides by one of three forms (``FORMS``; measured in docs/results.md)::
+and guides by one of three forms (``FORMS``; measured in docs/results.md), written here for w >= 0::
 
     null:    eps_null + w (eps(c_tgt) - eps_null)
     source:  eps(c_src) + w (eps(c_tgt) - eps(c_src))
     delta:   eps_null + w (eps(c_tgt) - eps(c_src))
 
-The source class of a two-class attribute is the other class (so a negative scale moves from the target class to
-it); of a larger one, the class its classifier reads in the image. Tokens go in the canonical order (embedding name),
-as for any multi-attribute condition.
+A negative scale moves the other way, from the target class to the source class, with every held attribute still
+named at its own class: null guides towards c_src at |w| (CFG away from c_tgt would push away from the held
+classes too), source starts from c_tgt (eps(c_tgt) + |w| (eps(c_src) - eps(c_tgt))), and delta is antisymmetric
+already. The source class of a two-class attribute is the other class; of a larger one, the class its classifier
+reads in the image. Tokens go in the canonical order (embedding name), as for any multi-attribute condition.
 """
 
 from __future__ import annotations
@@ -107,11 +109,24 @@ def hold_contrast(sd: StableDiffusion, edits: list[EditTerm], held: list[Token],
         tgt[:, i] = e.index
         c_tgt.append(_conditions(sd, tokens, tgt))
     c_null = null_condition(sd.text_encoder, sd.tokenizer)
-    if form == "null":
-        return Contrast([c_null, *c_tgt], 0, [(e.scale, 1 + i, 0) for i, e in enumerate(edits)])
-    if form == "source":
-        return Contrast([c_src, *c_tgt], 0, [(e.scale, 1 + i, 0) for i, e in enumerate(edits)])
+    if form == "null":  # w >= 0 towards c_tgt, w < 0 towards c_src at |w|
+        return Contrast([c_null, c_src, *c_tgt], 0, [t for i, e in enumerate(edits) for t in
+                                                     ((_positive(e.scale), 2 + i, 0), (_positive(-e.scale), 1, 0))])
+    if form == "source":  # w < 0: eps(c_src) + (1 + w)(eps(c_tgt) - eps(c_src)) = eps(c_tgt) + |w| (eps(c_src) - ...)
+        return Contrast([c_src, *c_tgt], 0, [(_from_target(e.scale), 1 + i, 0) for i, e in enumerate(edits)])
     return Contrast([c_null, c_src, *c_tgt], 0, [(e.scale, 2 + i, 1) for i, e in enumerate(edits)])
+
+
+def _positive(w: Scale) -> Scale:
+    """max(w, 0), for a float or per latent."""
+    return w.clamp(min=0) if isinstance(w, torch.Tensor) else max(float(w), 0.0)
+
+
+def _from_target(w: Scale) -> Scale:
+    """w where w >= 0, else 1 + w: the source form's weight that starts negative scales from the target class."""
+    if isinstance(w, torch.Tensor):
+        return torch.where(w >= 0, w, 1 + w)
+    return float(w) if w >= 0 else 1 + float(w)
 
 
 def embedding_classifier(emb: Embedding, device: torch.device | str = "cpu") -> AttributeClassifier:

@@ -174,8 +174,8 @@ def caso_loss(sd: StableDiffusion, classifier: AttributeClassifier, vectors: tor
 
 def joint_loss(sd: StableDiffusion, classifiers: list[AttributeClassifier], vectors: torch.Tensor,
                offsets: list[int], z0: torch.Tensor, classes: torch.Tensor, noise: torch.Tensor, c_null: torch.Tensor,
-               config: LearnConfig, t: int | None = None,
-               views: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+               config: LearnConfig, t: int | None = None, views: torch.Tensor | None = None,
+               source: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The CASO loss when several attributes are learned together (not in the paper; docs/learning.md).
 
     Image i's condition names every attribute a at class ``classes[i, a]``: ``[BOS, e_{1,c_1}, .., e_{A,c_A}, EOS]``
@@ -183,16 +183,24 @@ def joint_loss(sd: StableDiffusion, classifiers: list[AttributeClassifier], vect
     One attribute per image is set to the target class, the others stay at the classes their classifiers read in
     the image, so a vector has nothing to encode but its own class. The loss sums each classifier's cross-entropy
     towards its class in the condition (Eq. 13 once per attribute); returns it and each classifier's logits.
+    With ``source`` (the classes read, (B, A)) the estimate is the held edit of docs/editing.md's delta form,
+    eps_null + w (eps(c_target) - eps(c_source)), instead of CFG on c_target: the loss then asks the contrast of
+    the two conditions to change the target attribute and nothing else.
     """
     t = config.t_train if t is None else t
     abar = sd.schedule.abar(t)
     z_t = add_noise(z0, noise, abar).to(sd.unet.dtype)
     with torch.no_grad():
         eps_null = predict_eps(sd, z_t, t, c_null).float()
-    rows = classes + torch.tensor(offsets, device=classes.device)
-    cond = encode_vectors(sd.text_encoder, sd.tokenizer, vectors[rows])
+    shift = torch.tensor(offsets, device=classes.device)
+    cond = encode_vectors(sd.text_encoder, sd.tokenizer, vectors[classes + shift])
     eps_cond = predict_eps(sd, z_t, t, cond).float()
-    zhat0 = predict_x0(z_t.float(), cfg(eps_null, eps_cond, config.train_scale), abar)
+    if source is None:
+        eps = cfg(eps_null, eps_cond, config.train_scale)
+    else:  # the held edit itself: eps_null + w (eps(c_target) - eps(c_source)), c_source naming the classes read
+        c_src = encode_vectors(sd.text_encoder, sd.tokenizer, vectors[source + shift])
+        eps = eps_null + config.train_scale * (eps_cond - predict_eps(sd, z_t, t, c_src).float())
+    zhat0 = predict_x0(z_t.float(), eps, abar)
     xhat = sd.vae.decode((zhat0 / sd.scaling_factor).to(sd.vae.dtype)).sample.float()
     if views is not None:
         xhat = shift_and_flip(xhat, views)
@@ -257,6 +265,8 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
     if not 0 <= config.t_train <= t_hi < sd.schedule.num_train_timesteps:
         shown = config.t_train if config.t_train_max is None else f"{config.t_train}:{t_hi}"
         raise UsageError(f"--t-train must lie in 0..{sd.schedule.num_train_timesteps - 1}, low first; got {shown}")
+    if config.together_form not in ("null", "delta"):
+        raise UsageError(f"the together form must be null or delta, got {config.together_form!r}")
     if config.augment < 0:
         raise UsageError(f"--augment must be 0 or more pixels, got {config.augment}")
     rank, world = sd.runtime.rank, sd.runtime.world_size
@@ -305,8 +315,9 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
                 classes = read_all[idx].clone()
                 classes[torch.arange(len(idx)), focus] = cls
                 classes = classes.to(device)[share]
+                source = read_all[idx].to(device)[share] if config.together_form == "delta" else None
                 loss, logits_all = joint_loss(sd, classifiers, vectors, offsets, z0[share], classes, noise[share],
-                                              c_null, config, t, view)
+                                              c_null, config, t, view, source)
                 hit = torch.stack([lg.argmax(1) for lg in logits_all], dim=1).gather(1, focus[share, None].to(device))
                 correct = (hit[:, 0] == cls[share].to(device)).sum().to(loss.dtype)
             else:
