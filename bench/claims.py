@@ -1,7 +1,7 @@
 """Edits that change only what was asked, on the toy world: caso (plain and --hold) against prompt editing, SEGA,
 LEDITS++ and a ceiling no user has, over one shared guidance ladder, from >= 3 learning seeds.
 
-    python bench/claims.py --out docs/results.md             # full run (about an hour on 2 CPU cores)
+    python bench/claims.py --out docs/results.md             # full run (about an hour on 2 idle CPU cores)
     python bench/claims.py --quick --out /tmp/results.md     # small: a smoke run, not the measurement
 
 Every method edits the same held-out faces (add: faces without the attribute; remove: faces with it) at every
@@ -50,9 +50,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from learning_sweep import CLASSIFIER_SEED, TRAIN_SEED, fit_toy_classifier  # noqa: E402
 
 EDIT_SEED, VAL_SEED, LEDITS_SEED = 910, 930, 0
-LADDER = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+LADDER = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0)  # --ladder replaces it (a smoke run only)
 STARTS = [1.0]  # edit starts (--starts); 1.0: from the full inversion
-FORM_LADDER = (1.0, 3.0, 5.0)  # the scales at which the other --hold forms are compared (--forms)
+FORM_LADDER = (1.0, 3.0, 5.0)  # the scales at which --hold with separately learned vectors is measured (--forms)
+VAL_LADDER = (1.0, 2.0, 3.0, 5.0)  # the scales among which the validation faces choose --hold's form and setting
 EDITED = ("mustache", "glasses", "smile")
 TOKENS = ("glasses", "hair", "mustache", "smile")  # every toy attribute, in token (name) order
 TARGET = 0.9  # edit success at which methods are compared
@@ -184,7 +185,7 @@ def ledits_skip(start: float) -> float:
 
 def sweep(sd: Any, pipes: tuple[Any, Any], methods: list[str], faces: Faces, attrs: tuple[str, ...], steps: int,
           seeds: dict[int, dict], clfs: dict[str, Any], forms: tuple[str, ...] = ("null",),
-          counterfactual: bool = True, ladder: tuple[float, ...] = LADDER,
+          counterfactual: bool = True, ladder: tuple[float, ...] | None = None,
           form_for: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One row per method, attribute, direction, start, scale (and seed and form where they apply)."""
     rows = []
@@ -209,7 +210,7 @@ def sweep(sd: Any, pipes: tuple[Any, Any], methods: list[str], faces: Faces, att
                     runs = [(s, f) for s in seeds for f in (hold_forms if "--hold" in method else (None,))] \
                         if method in SEEDED else [(None, None)]
                     for seed, form in runs:
-                        for w in ladder:
+                        for w in ladder or LADDER:
                             t0 = time.monotonic()
                             after = edit(sd, pipes, method, faces, todo, attr, target, w, start, steps,
                                          seeds.get(seed) if seed is not None else None, clfs, form or "null")
@@ -482,7 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-val", type=int, default=48, help="validation faces that choose the reported setting")
     ap.add_argument("--forms", action="store_true", help="also compare the --hold forms on the validation faces")
     ap.add_argument("--starts", default="1.0", help="edit starts, comma-separated (the ladder is run at each)")
-    ap.add_argument("--steps", type=int, default=25, help="DDIM steps of every edit")
+    ap.add_argument("--steps", type=int, default=10, help="DDIM steps of every edit (10: the full run fits in about "
+                                                          "an hour on 2 CPU cores)")
+    ap.add_argument("--ladder", help="replace the shared ladder (comma-separated; for smoke runs, not measurements)")
     ap.add_argument("--together-form", default="null", choices=("null", "delta"), help="how the vectors learned "
                                                                                         "together are trained")
     ap.add_argument("--work", type=Path, default=Path("/tmp/caso-claims"), help="cache of classifiers and vectors")
@@ -494,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     steps = 10 if quick else args.steps
     STARTS[:] = [float(x) for x in args.starts.split(",")]
+    global LADDER
+    if args.ladder:
+        LADDER = tuple(float(x) for x in args.ladder.split(","))
     global TOGETHER_FORM
     TOGETHER_FORM = args.together_form
     n_edit, n_val = (12, 12) if quick else (args.n_edit, args.n_val)
@@ -509,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     # also measures --hold with vectors learned separately there
     val = Faces.make(sd, n_val, VAL_SEED, steps)
     first = {seeds_list[0]: seeds[seeds_list[0]]}
-    val_rows = sweep(sd, pipes, ["caso --hold"], val, EDITED, steps, first, clfs, FORMS, counterfactual=False)
+    val_rows = sweep(sd, pipes, ["caso --hold"], val, EDITED, steps, first, clfs, FORMS, counterfactual=False,
+                     ladder=VAL_LADDER)
     chosen = choose_settings(mean_rows(val_rows), "caso --hold")
     log(chosen=chosen)
     if args.forms:

@@ -34,12 +34,22 @@ def test_readme_pipe_example_runs_as_printed(tmp_path) -> None:
     d = te.get_input_embeddings().weight.shape[1]
     save_embedding("toy-mustache", torch.randn(2, d, generator=torch.Generator().manual_seed(0)),
                    {"classes": ["no_mustache", "mustache"], "model": "toy", "text_encoder_hash": text_encoder_hash(te)})
+    # a second attribute with its classifier, for --hold all (the demo saves every toy attribute this way)
+    from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, file_digest, save_classifier
+
+    meta = ClassifierMeta(classes=["no_smile", "smile"], backbone="small-cnn", input_size=32, mean=[0.5] * 3,
+                          std=[0.5] * 3, backbone_config={"widths": [8, 8]})
+    clf = save_classifier(AttributeClassifier(SmallCNN(2, (8, 8)), meta), tmp_path / "smile.safetensors")
+    save_embedding("toy-smile", torch.randn(2, d, generator=torch.Generator().manual_seed(1)),
+                   {"classes": ["no_smile", "smile"], "model": "toy", "text_encoder_hash": text_encoder_hash(te),
+                    "classifier": {"path": str(clf), "sha256": file_digest(clf)}})
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     lines = _examples()
     assert any("| caso edit -" in line for line in lines)
     for line in lines:
         out = subprocess.run(line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, (line, out.stderr)
+        assert "not holding" not in out.stderr and "no other embedding" not in out.stderr, out.stderr
     edited = sorted(p.name for p in (tmp_path / "edited").iterdir())
     assert edited == [f"{i:06d}.toy-mustache.5.png" for i in range(10)]
     assert (tmp_path / "sweep.png").is_file()
