@@ -42,7 +42,7 @@ def test_contrast_is_cfg_in_one_call(tiny_sd) -> None:
 
 
 @pytest.mark.parametrize("w", [2.5, -2.0])
-@pytest.mark.parametrize("form", ["null", "source", "delta"])
+@pytest.mark.parametrize("form", ["null", "source", "delta", "auto"])
 def test_hold_contrast_forms(tiny_sd, form, w) -> None:
     """Each form's value, term by term, against UNet calls made one image and one condition at a time; a negative
     scale moves from the target class to the source class with the held classes named."""
@@ -63,10 +63,10 @@ def test_hold_contrast_forms(tiny_sd, form, w) -> None:
             e_null, e_src, e_tgt = (predict_eps(tiny_sd, z[i:i + 1], 300, c) for c in (null, cond(0, i), cond(1, i)))
             if w > 0:
                 want = {"null": e_null + w * (e_tgt - e_null), "source": e_src + w * (e_tgt - e_src),
-                        "delta": e_null + w * (e_tgt - e_src)}[form]
+                        "delta": e_null + w * (e_tgt - e_src), "auto": e_src + w * (e_tgt - e_src)}[form]
             else:
                 want = {"null": e_null - w * (e_src - e_null), "source": e_tgt - w * (e_src - e_tgt),
-                        "delta": e_null + w * (e_tgt - e_src)}[form]
+                        "delta": e_null + w * (e_tgt - e_src), "auto": e_null + w * (e_tgt - e_src)}[form]
             assert torch.allclose(got[i:i + 1], want, atol=1e-4), (form, i)
 
 
@@ -156,10 +156,10 @@ def test_edit_hold_records_the_classes_read(registry, tmp_path, capsys) -> None:
         clf = load_classifier(registry[name])
         want = [clf.classes[k] for k in clf(x).argmax(1).tolist()]
         assert [r["held"][name] for r in rows] == want
-    assert rows[0]["hold_form"] == "delta"
+    assert rows[0]["hold_form"] == "auto"
     meta = read_png_metadata(rows[0]["output"])
     assert meta["caso:held"] == f"hair={rows[0]['held']['hair']},smile={rows[0]['held']['smile']}"
-    assert meta["caso:hold_form"] == "delta"
+    assert meta["caso:hold_form"] == "auto"
 
 
 def test_edit_hold_errors(registry, tmp_path, capsys) -> None:
@@ -183,7 +183,7 @@ def test_per_latent_scales_match_one_latent_at_a_time(tiny_sd) -> None:
     read, source = torch.tensor([[1], [1], [1]]), torch.tensor([[0], [0], [0]])
     z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4)).expand(3, -1, -1, -1)
     scales = [-3.0, 0.0, 2.0]
-    for form in ("null", "source", "delta"):
+    for form in ("null", "source", "delta", "auto"):
         with torch.no_grad():
             batch = hold_contrast(tiny_sd, [EditTerm(edit, 1, torch.tensor(scales).view(-1, 1, 1, 1))], held, read,
                                   source, form).eps(tiny_sd, z, 300)

@@ -28,7 +28,8 @@ HoldOpt = Annotated[list[str] | None, typer.Option(
                    "with the held ones, so only the edited attribute changes (docs/editing.md).")]
 HoldFormOpt = Annotated[str, typer.Option(
     "--hold-form", help="Guidance with --hold: delta = null + w (target - source), source = source + w (target - "
-                        "source), null = null + w (target - null); measured in docs/results.md.")]
+                        "source), null = null + w (target - null); auto = source for w >= 0, delta for w < 0 (the "
+                        "best measured on the toy world: docs/results.md).")]
 RefineOpt = Annotated[int, typer.Option("--inversion-refine", min=0, max=10,
                                         help="Fixed-point refinements per inversion step (0: plain DDIM inversion; "
                                              "each costs one more UNet call per step).")]
@@ -65,7 +66,7 @@ def edit_cmd(
                                                                     "inversion).")] = False,
     inversion_refine: RefineOpt = EditConfig.inversion_refine,
     hold: HoldOpt = None,
-    hold_form: HoldFormOpt = "delta",
+    hold_form: HoldFormOpt = "auto",
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
     fit: Annotated[str, typer.Option("--fit", help="crop (centre crop), pad (white bars) or stretch.")] = "crop",
@@ -126,7 +127,7 @@ def run_batch(inputs: list[str], attrs: list[ResolvedAttr], out: Path, config: E
               size: int | None, fit: str, batch_size: int, overwrite: bool, skip_existing: bool, quiet: bool,
               json_out: bool, model: str | None, model_config: str | None, seed: int, device: str, dtype: str,
               kind: str = "", cache_inversions: bool = False, hold: list[str] | None = None,
-              hold_form: str = "delta") -> None:
+              hold_form: str = "auto") -> None:
     """Shared by edit and reconstruct: validate, expand inputs, load the model, stream records, exit 1 on failures."""
     from caso_cli.imageio import FIT_MODES
     from caso_cli.inputs import expand_inputs

@@ -63,7 +63,7 @@ def interpolate_cmd(
     steps: StepsOpt = 50,
     inversion_refine: RefineOpt = EditConfig.inversion_refine,
     hold: HoldOpt = None,
-    hold_form: HoldFormOpt = "delta",
+    hold_form: HoldFormOpt = "auto",
     size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     model: ModelOpt = None,

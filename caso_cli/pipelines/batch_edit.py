@@ -52,7 +52,7 @@ class EditJob:
     # attributes held at the classes their classifiers read in each input (caso_cli.pipelines.hold), and the form
     # of the held guidance; edited attributes with more than two classes need their classifier here too
     hold: tuple[Token, ...] = ()
-    hold_form: str = "delta"
+    hold_form: str = "auto"
     edit_classifiers: dict[str, AttributeClassifier] = field(default_factory=dict)
 
 

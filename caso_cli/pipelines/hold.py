@@ -8,7 +8,8 @@ class (METHOD §1, several learned tokens side by side)::
     c_src = [BOS, e_{edit, source}, e_{held_1, read_1}, ..., EOS]
     c_tgt = [BOS, e_{edit, target}, e_{held_1, read_1}, ..., EOS]
 
-and guides by one of three forms (``FORMS``; measured in docs/results.md), written here for w >= 0::
+and guides by one of three forms (``FORMS``; measured in docs/results.md, where ``auto``, the default, takes the
+source form for w >= 0 and the delta form for w < 0, as the validation faces chose), written here for w >= 0::
 
     null:    eps_null + w (eps(c_tgt) - eps_null)
     source:  eps(c_src) + w (eps(c_tgt) - eps(c_src))
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from caso_cli.models.loaders import StableDiffusion
     from caso_cli.registry import Embedding
 
-FORMS = ("null", "source", "delta")
+FORMS = ("auto", "null", "source", "delta")  # auto: source for w >= 0, delta for w < 0 (measured: docs/results.md)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def _conditions(sd: StableDiffusion, tokens: list[Token], classes: torch.Tensor)
 
 @torch.no_grad()
 def hold_contrast(sd: StableDiffusion, edits: list[EditTerm], held: list[Token], read: torch.Tensor,
-                  source: torch.Tensor, form: str = "delta") -> Contrast:
+                  source: torch.Tensor, form: str = "auto") -> Contrast:
     """The guidance of held edits for a batch: ``read`` (N, len(held)) held classes, ``source`` (N, len(edits))."""
     if form not in FORMS:
         raise UsageError(f"hold form must be one of {', '.join(FORMS)}, got {form!r}")
@@ -114,7 +115,15 @@ def hold_contrast(sd: StableDiffusion, edits: list[EditTerm], held: list[Token],
                                                      ((_positive(e.scale), 2 + i, 0), (_positive(-e.scale), 1, 0))])
     if form == "source":  # w < 0: eps(c_src) + (1 + w)(eps(c_tgt) - eps(c_src)) = eps(c_tgt) + |w| (eps(c_src) - ...)
         return Contrast([c_src, *c_tgt], 0, [(_from_target(e.scale), 1 + i, 0) for i, e in enumerate(edits)])
+    if form == "auto":  # w >= 0: eps(c_src) + w (...); w < 0: eps_null + w (...); the first edit's sign decides
+        return Contrast([c_null, c_src, *c_tgt], 0, [(_indicator(edits[0].scale), 1, 0)]
+                        + [(e.scale, 2 + i, 1) for i, e in enumerate(edits)])
     return Contrast([c_null, c_src, *c_tgt], 0, [(e.scale, 2 + i, 1) for i, e in enumerate(edits)])
+
+
+def _indicator(w: Scale) -> Scale:
+    """1 where w >= 0, else 0, for a float or per latent."""
+    return (w >= 0).to(w.dtype) if isinstance(w, torch.Tensor) else float(w >= 0)
 
 
 def _positive(w: Scale) -> Scale:
