@@ -13,7 +13,8 @@ counterfactual). caso's vectors are learned with LearnConfig() defaults from eac
 the mean and the range over seeds. The setting reported against the targets is chosen per direction on separate
 validation faces (VAL_SEED) before the test faces are edited.
 
-Writes the markdown report (--out), its raw rows (same name, .json) and two pictures (img/ beside the report).
+Writes the markdown report (--out), its raw rows (same name, .json) and two pictures (img/ beside the report; the
+figure needs matplotlib: pip install -e '.[bench]').
 Learned vectors and classifiers are cached in --work (rerunning reuses them).
 """
 

@@ -191,3 +191,13 @@ def test_per_latent_scales_match_one_latent_at_a_time(tiny_sd) -> None:
                 one = hold_contrast(tiny_sd, [EditTerm(edit, 1, w)], held, read[i:i + 1], source[i:i + 1],
                                     form).eps(tiny_sd, z[i:i + 1], 300)
                 assert torch.allclose(batch[i:i + 1], one, atol=1e-4), (form, w)
+
+
+def test_interpolate_hold_reads_once_and_records(registry, tmp_path, capsys) -> None:
+    photo = _photos(tmp_path)[0]
+    out = tmp_path / "sweep.png"
+    code, _, err = run_main(["interpolate", str(photo), "--attr", "mustache", "--hold", "smile", "--scales", "-2,0,2",
+                             "--out", str(out), *FAST], capsys)
+    assert code == 0, err
+    meta = read_png_metadata(out)
+    assert meta["caso:held"].startswith("smile=") and meta["caso:hold_form"] == "auto"

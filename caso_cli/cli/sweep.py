@@ -85,7 +85,14 @@ def interpolate_cmd(
     from caso_cli.grid import image_grid
     from caso_cli.imageio import fit_image, load_image, save_png, to_pil, to_tensor
     from caso_cli.models.loaders import load_model
-    from caso_cli.pipelines.batch_edit import EditJob, check_model, guidance, held_guidance, hold_tokens
+    from caso_cli.pipelines.batch_edit import (
+        EditJob,
+        check_model,
+        guidance,
+        held_guidance,
+        held_provenance,
+        hold_tokens,
+    )
     from caso_cli.pipelines.edit import edit_latents, invert_latents
     from caso_cli.pipelines.generate import decode_latents, encode_images, require_finite
     from caso_cli.runtime import make_runtime
@@ -106,7 +113,7 @@ def interpolate_cmd(
         tokens, edit_clfs = hold_tokens(sd, attrs, held)
         job = EditJob(attrs=attrs, out_dir=out, hold=tokens, hold_form=hold_form, edit_classifiers=edit_clfs)
         cond, read = held_guidance(sd, job, x, torch.tensor(values).view(-1, 1, 1, 1))
-        meta = {"caso:held": ",".join(f"{k}={v}" for k, v in read[0].items()), "caso:hold_form": hold_form}
+        meta = held_provenance(read[0], hold_form)
     else:
         check_model(attrs, sd)
         cond, _ = guidance(sd, attrs)

@@ -142,11 +142,14 @@ def held_guidance(sd: StableDiffusion, job: EditJob, x: torch.Tensor,
     return contrast, held
 
 
+def held_provenance(held: dict[str, str] | None, form: str) -> dict[str, str]:
+    """PNG text chunks of a held edit: the classes read (``hair=black,smile=smile``) and the guidance form."""
+    return {"caso:held": ",".join(f"{k}={v}" for k, v in held.items()), "caso:hold_form": form} if held else {}
+
+
 def provenance(sd: StableDiffusion, job: EditJob, source: Path, held: dict[str, str] | None = None) -> dict[str, str]:
     """PNG text chunks recording how an output was made (``held``: the classes read for the held attributes)."""
-    extra = {"caso:held": ",".join(f"{k}={v}" for k, v in held.items()), "caso:hold_form": job.hold_form} \
-        if held else {}
-    return {**extra,
+    return {**held_provenance(held, job.hold_form),
         "caso:version": __version__, "caso:input": str(source), "caso:model": sd.name,
         "caso:embeddings": ",".join(a.embedding.name for a in job.attrs),
         "caso:embedding_sha256": ",".join(str(a.embedding.meta.get("sha256", ""))[:16] for a in job.attrs),
