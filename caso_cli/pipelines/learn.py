@@ -141,6 +141,22 @@ class Checkpoint:
         return int(info["step"]), list(info["history"])
 
 
+def _noised(sd: StableDiffusion, z0: torch.Tensor, noise: torch.Tensor, c_null: torch.Tensor,
+            t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """z_t forward-noised to ``t`` (Eq. 8), abar_t, and the null branch's eps at z_t (no grad)."""
+    abar = sd.schedule.abar(t)
+    z_t = add_noise(z0, noise, abar).to(sd.unet.dtype)
+    with torch.no_grad():
+        eps_null = predict_eps(sd, z_t, t, c_null).float()
+    return z_t, abar, eps_null
+
+
+def _decoded(sd: StableDiffusion, zhat0: torch.Tensor, views: torch.Tensor | None) -> torch.Tensor:
+    """xhat = D(zhat0 / s) (Eq. 10), moved by ``views`` when given, for the classifier to read."""
+    xhat = sd.vae.decode((zhat0 / sd.scaling_factor).to(sd.vae.dtype)).sample.float()
+    return xhat if views is None else shift_and_flip(xhat, views)
+
+
 def caso_loss(sd: StableDiffusion, classifier: AttributeClassifier, vectors: torch.Tensor, z0: torch.Tensor,
               targets: torch.Tensor, noise: torch.Tensor, c_null: torch.Tensor, config: LearnConfig,
               labels: torch.Tensor | None = None, t: int | None = None,
@@ -153,15 +169,11 @@ def caso_loss(sd: StableDiffusion, classifier: AttributeClassifier, vectors: tor
     ``views`` (B, 3) = (dy, dx, flip) per image moves the decoded estimates before the classifier reads them.
     """
     t = config.t_train if t is None else t
-    abar = sd.schedule.abar(t)
-    z_t = add_noise(z0, noise, abar).to(sd.unet.dtype)
-    with torch.no_grad():
-        eps_null = predict_eps(sd, z_t, t, c_null).float()
+    z_t, abar, eps_null = _noised(sd, z0, noise, c_null, t)
     cond = encode_vectors(sd.text_encoder, sd.tokenizer, vectors[targets].unsqueeze(1))
     eps_cond = predict_eps(sd, z_t, t, cond).float()
     zhat0 = predict_x0(z_t.float(), cfg(eps_null, eps_cond, config.train_scale), abar)
-    xhat = sd.vae.decode((zhat0 / sd.scaling_factor).to(sd.vae.dtype)).sample.float()
-    logits = classifier(xhat if views is None else shift_and_flip(xhat, views))
+    logits = classifier(_decoded(sd, zhat0, views))
     loss = torch.nn.functional.cross_entropy(logits, targets)
     if config.lambda_rec:
         loss = loss + config.lambda_rec * (zhat0 - z0.float()).pow(2).mean()
@@ -188,10 +200,7 @@ def joint_loss(sd: StableDiffusion, classifiers: list[AttributeClassifier], vect
     the two conditions to change the target attribute and nothing else.
     """
     t = config.t_train if t is None else t
-    abar = sd.schedule.abar(t)
-    z_t = add_noise(z0, noise, abar).to(sd.unet.dtype)
-    with torch.no_grad():
-        eps_null = predict_eps(sd, z_t, t, c_null).float()
+    z_t, abar, eps_null = _noised(sd, z0, noise, c_null, t)
     shift = torch.tensor(offsets, device=classes.device)
     cond = encode_vectors(sd.text_encoder, sd.tokenizer, vectors[classes + shift])
     eps_cond = predict_eps(sd, z_t, t, cond).float()
@@ -201,9 +210,7 @@ def joint_loss(sd: StableDiffusion, classifiers: list[AttributeClassifier], vect
         c_src = encode_vectors(sd.text_encoder, sd.tokenizer, vectors[source + shift])
         eps = eps_null + config.train_scale * (eps_cond - predict_eps(sd, z_t, t, c_src).float())
     zhat0 = predict_x0(z_t.float(), eps, abar)
-    xhat = sd.vae.decode((zhat0 / sd.scaling_factor).to(sd.vae.dtype)).sample.float()
-    if views is not None:
-        xhat = shift_and_flip(xhat, views)
+    xhat = _decoded(sd, zhat0, views)
     logits = [clf(xhat) for clf in classifiers]
     loss = sum(torch.nn.functional.cross_entropy(lg, classes[:, a]) for a, lg in enumerate(logits))
     if config.lambda_rec:
