@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from caso_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from caso_cli.diffusion import Schedule
 
 SMALL_CNN = "small-cnn"
 
@@ -79,10 +85,27 @@ class EditConfig:
     # fixed-point refinements of each inversion step (0: plain DDIM inversion, METHOD Eq. 6); each costs one
     # more UNet call per inverted step and makes the null reconstruction exact (measured in docs/editing.md)
     inversion_refine: int = 1
+    # start at this timestep instead of a fraction: the grid timesteps t <= it, on the loaded model's own grid
+    start_timestep: int | None = None
 
-    def num_steps(self) -> int:
-        """Steps inverted (and denoised): round(start * steps), at least 1."""
-        return max(1, min(self.steps, round(self.start * self.steps)))
+    def num_steps(self, schedule: Schedule | None = None) -> int:
+        """Steps inverted (and denoised): round(start * steps), at least 1; or, with ``start_timestep``, the
+        timesteps of ``schedule``'s grid (its spacing, offset and training steps) that are <= it."""
+        if schedule is not None and not 1 <= self.steps <= schedule.num_train_timesteps:
+            raise UsageError(f"the steps must lie in 1..{schedule.num_train_timesteps} for this model, "
+                             f"got {self.steps}")
+        if self.start_timestep is None:
+            return max(1, min(self.steps, round(self.start * self.steps)))
+        if schedule is None:
+            raise ValueError("a timestep start needs the model's schedule")
+        if not 0 < self.start_timestep < schedule.num_train_timesteps:
+            raise UsageError(f"the start timestep must lie in 1..{schedule.num_train_timesteps - 1} for this model, "
+                             f"got {self.start_timestep}")
+        return max(1, sum(t <= self.start_timestep for t in schedule.grid(self.steps)))
+
+    def start_label(self) -> str:
+        """The start as given, as ``--start`` reads it: a timestep (an integer > 1) or a fraction."""
+        return str(self.start_timestep) if self.start_timestep is not None else f"{self.start:g}"
 
 
 @dataclass(frozen=True)

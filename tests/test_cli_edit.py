@@ -155,13 +155,23 @@ def test_option_errors_before_loading_a_model(embedding, photos, tmp_path, capsy
         (["--attr", "hair"], "name one, e.g. --attr hair:red"),
         (["--attr", "hair:green"], "has no class 'green'"),
         (["--attr", "mustach"], "did you mean mustache"),
-        (["--attr", "mustache", "--steps", "0"], "--steps must be between 1 and 1000"),
+        (["--attr", "mustache", "--steps", "0"], "--steps must be at least 1, got 0"),
         (["--attr", "mustache", "--start", "1.5"], "--start must be a fraction"),
     ]
     for extra, message in cases:
         code, _, err = run_main(["edit", str(photos[0]), "--out", str(tmp_path / "o"), "--model", "nobody/none",
                                  *extra], capsys)
         assert code in (2, 3) and message in err, (extra, err)
+
+
+def test_start_or_steps_the_models_grid_cannot_take_is_one_line_before_any_input(embedding, tiny_model_dir, photos,
+                                                                                 tmp_path, capsys) -> None:
+    for extra, message in ((["--start", "1000"], "the start timestep must lie in 1..999 for this model, got 1000"),
+                           (["--steps", "1001"], "the steps must lie in 1..1000 for this model, got 1001")):
+        code, out, err = run_main(["edit", str(photos[0]), str(photos[1]), "--attr", "mustache", "--model",
+                                   str(tiny_model_dir), "--out", str(tmp_path / "o"), *extra], capsys)
+        assert code == 2 and err.strip().splitlines() == [f"Error: {message}"], err
+        assert not (tmp_path / "o").exists()
 
 
 def test_text_encoder_mismatch_is_a_clear_error(tiny_model_dir, photos, tmp_path, capsys) -> None:
@@ -339,9 +349,7 @@ def test_broken_files_and_options_fail_before_any_model_is_loaded(embedding, pho
         ([*edit, "--attr", "mustache", "--scale", "inf"], 2, "--scale must be finite, got 'inf'"),
         ([*edit, "--attr", "mustache=-inf"], 2, "--attr 'mustache=-inf' scale must be finite, got '-inf'"),
         ([*edit, "--attr", "mustache", "--start", "0"], 2,
-         "--start must be a fraction in (0, 1] or a timestep in 2..999, got 0"),
-        ([*edit, "--attr", "mustache", "--start", "1000"], 2,
-         "--start must be a fraction in (0, 1] or a timestep in 2..999, got 1000"),
+         "--start must be a fraction in (0, 1] or a whole timestep above 1, got 0"),
         ([*edit, "--attr", "hairr:red"], 3, "no embedding named 'hairr' in the registry (did you mean hair?)"),
     ]
     # classifiers: garbage bytes, and weights that do not fit the architecture its metadata names

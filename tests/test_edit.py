@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from caso_cli.conditioning import encode_vectors
 from caso_cli.config import EditConfig
+from caso_cli.errors import UsageError
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 
 
@@ -49,11 +51,32 @@ def test_single_step_guides_once(tiny_sd) -> None:
     assert 0 < change_one < change_full
 
 
-def test_start_as_timestep_counts_grid_steps_up_to_it() -> None:
-    from caso_cli.cli.edit import edit_config
+@pytest.mark.parametrize("spacing,offset", [("leading", 1), ("leading", 0), ("trailing", 0), ("linspace", 0)])
+@pytest.mark.parametrize("steps,start", [(50, 600), (50, 601), (50, 981), (25, 500), (10, 999), (7, 2)])
+def test_start_timestep_is_resolved_on_the_models_own_grid(spacing: str, offset: int, steps: int, start: int) -> None:
+    """--start T guides from the largest timestep of diffusers' own grid that is <= T, for every spacing."""
+    from diffusers import DDIMScheduler
 
-    # SD 1.x grid for 50 steps: 1, 21, ..., 981
-    assert edit_config(50, "600", False).num_steps() == 30  # 1..581
-    assert edit_config(50, "601", False).num_steps() == 31  # 1..601
-    assert edit_config(50, "981", False).num_steps() == 50
+    from caso_cli.cli.edit import edit_config
+    from caso_cli.diffusion import schedule_from_config
+
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                          beta_end=0.012, timestep_spacing=spacing, steps_offset=offset)
+    sched.set_timesteps(steps)
+    expected = sum(int(t) <= start for t in sched.timesteps)
+    config = edit_config(steps, str(start), False)
+    assert config.num_steps(schedule_from_config(sched.config)) == max(1, expected)
+
+
+def test_start_timestep_outside_the_models_range_is_one_line() -> None:
+    from caso_cli.cli.edit import edit_config
+    from caso_cli.diffusion import schedule_from_config
+
+    small = schedule_from_config({"num_train_timesteps": 100})
+    with pytest.raises(UsageError, match="1..99 for this model"):
+        edit_config(10, "600", False).num_steps(small)
+    with pytest.raises(UsageError, match="1..100 for this model"):
+        edit_config(200, "0.5", False).num_steps(small)
+    with pytest.raises(UsageError, match="whole timestep"):
+        edit_config(10, "600.5", False)
     assert edit_config(50, "0.6", False).num_steps() == 30

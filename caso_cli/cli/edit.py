@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 AttrOpt = Annotated[list[str], typer.Option("--attr", "-a", help="NAME[:CLASS][=SCALE], repeatable: e.g. mustache, "
                                                                  "hair:blond=5, smile=-3.")]
 StepsOpt = Annotated[int, typer.Option("--steps", help="DDIM steps of the full trajectory.")]
-StartOpt = Annotated[str, typer.Option("--start", help="Where guidance starts: a fraction of the trajectory "
-                                                       "(0 < f <= 1; 1 = from pure noise) or a timestep (> 1).")]
+StartOpt = Annotated[str, typer.Option("--start", help=(
+    "Where guidance starts: a fraction of the trajectory (0 < f <= 1; 1 = from pure noise) or a timestep (a whole "
+    "number > 1: the largest timestep <= it on the loaded model's own DDIM grid)."))]
 HoldOpt = Annotated[list[str] | None, typer.Option(
     "--hold", help="Keep this attribute at the class its classifier reads in each input (repeatable), or 'all': "
                    "every other embedding learned for the same model. The condition then names the edited class "
@@ -35,23 +36,18 @@ RefineOpt = Annotated[int, typer.Option("--inversion-refine", min=0, max=10,
                                              "each costs one more UNet call per step).")]
 
 
-def edit_config(steps: int, start: str, single_step: bool, refine: int = EditConfig.inversion_refine,
-                num_train_timesteps: int = 1000) -> EditConfig:
-    """Validate --steps/--start and build the EditConfig (a timestep start becomes the matching fraction)."""
+def edit_config(steps: int, start: str, single_step: bool, refine: int = EditConfig.inversion_refine) -> EditConfig:
+    """Validate --steps/--start and build the EditConfig; a timestep start is resolved on the loaded model's grid."""
     from caso_cli.attrs import parse_scale
 
-    if not 1 <= steps <= num_train_timesteps:
-        raise UsageError(f"--steps must be between 1 and {num_train_timesteps}, got {steps}")
+    if steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {steps}")
     value = parse_scale(start, "--start")
     if 0 < value <= 1:
-        fraction = value
-    elif 1 < value < num_train_timesteps and value == int(value):
-        # the grid timesteps t <= value (SD's grid is 1, 21, 41, ... for 50 steps)
-        fraction = ((int(value) - 1) // (num_train_timesteps // steps) + 1) / steps
-    else:
-        raise UsageError(f"--start must be a fraction in (0, 1] or a timestep in 2..{num_train_timesteps - 1}, "
-                         f"got {start}")
-    return EditConfig(steps=steps, start=min(1.0, fraction), single_step=single_step, inversion_refine=refine)
+        return EditConfig(steps=steps, start=value, single_step=single_step, inversion_refine=refine)
+    if value > 1 and value == int(value):
+        return EditConfig(steps=steps, start_timestep=int(value), single_step=single_step, inversion_refine=refine)
+    raise UsageError(f"--start must be a fraction in (0, 1] or a whole timestep above 1, got {start}")
 
 
 def edit_cmd(

@@ -122,7 +122,7 @@ def interpolate_cmd(
     pics = to_pil(require_finite(edited, sd, "the sweep"))
     captions = [f"{format_scale(round(v, 2))}" for v in values]
     meta = {**meta, "caso:input": str(input), "caso:embeddings": attrs[0].embedding.name, "caso:classes": attrs[0].cls,
-            "caso:scales": ",".join(captions), "caso:start": f"{config.start:g}", "caso:steps": str(steps),
+            "caso:scales": ",".join(captions), "caso:start": config.start_label(), "caso:steps": str(steps),
             "caso:inversion_refine": str(config.inversion_refine)}
     save_png(image_grid(pics, captions), out, meta, overwrite=overwrite)
     if frames is not None:

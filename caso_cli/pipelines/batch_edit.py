@@ -155,7 +155,7 @@ def provenance(sd: StableDiffusion, job: EditJob, source: Path, held: dict[str, 
         "caso:embedding_sha256": ",".join(str(a.embedding.meta.get("sha256", ""))[:16] for a in job.attrs),
         "caso:classes": ",".join(a.cls for a in job.attrs),
         "caso:scales": ",".join(format_scale(a.scale) for a in job.attrs),
-        "caso:start": f"{job.config.start:g}", "caso:steps": str(job.config.steps),
+        "caso:start": job.config.start_label(), "caso:steps": str(job.config.steps),
         "caso:inversion_refine": str(job.config.inversion_refine),
         "caso:single_step": str(job.config.single_step).lower(), "caso:seed": str(job.seed),
     }
@@ -200,6 +200,7 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
     from caso_cli.imageio import fit_image, load_image, save_png, to_pil
 
     check_model(job.attrs, sd)
+    job.config.num_steps(sd.schedule)  # steps or a start this model's grid cannot take: one error, before any input
     size = job.size or sd.resolution
     cond, scale = guidance(sd, job.attrs)
     cache = InversionCache(sd, job.config) if job.cache_inversions else None

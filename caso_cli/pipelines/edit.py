@@ -27,8 +27,8 @@ def invert_latents(sd: StableDiffusion, z0: torch.Tensor, config: EditConfig) ->
     """DDIM-invert clean latents with the null condition up to the edit start (METHOD Eq. 6), each step refined
     ``config.inversion_refine`` times (fixed-point iteration)."""
     c_null = null_condition(sd.text_encoder, sd.tokenizer)
-    return invert(lambda z, t, _i: predict_eps(sd, z, t, c_null), z0, sd.schedule, config.steps, config.num_steps(),
-                  refine=config.inversion_refine)
+    return invert(lambda z, t, _i: predict_eps(sd, z, t, c_null), z0, sd.schedule, config.steps,
+                  config.num_steps(sd.schedule), refine=config.inversion_refine)
 
 
 @torch.no_grad()
@@ -65,4 +65,4 @@ def edit_latents(sd: StableDiffusion, z_t: torch.Tensor, cond: torch.Tensor | li
             return predict_eps(sd, z, t, c_null)
         return guided(z, t).to(z.dtype)
 
-    return denoise(eps, z_t, sd.schedule, config.steps, config.num_steps())
+    return denoise(eps, z_t, sd.schedule, config.steps, config.num_steps(sd.schedule))

@@ -38,7 +38,8 @@ class InversionCache:
         from caso_cli.paths import cache_dir
 
         self.folder = folder or cache_dir() / "inversions"
-        self.prefix = f"{model_fingerprint(sd)}-{config.steps}-{config.num_steps()}-r{config.inversion_refine}"
+        steps = f"{config.steps}-{config.num_steps(sd.schedule)}-r{config.inversion_refine}"
+        self.prefix = f"{model_fingerprint(sd)}-{steps}"
 
     def key(self, image: Image.Image) -> str:
         digest = hashlib.sha256(f"{image.size}".encode() + image.tobytes()).hexdigest()[:32]
