@@ -14,7 +14,7 @@ from pathlib import Path
 
 from caso_cli.errors import InputError, UsageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # a GIF: its first frame
 
 
 @dataclass(frozen=True)

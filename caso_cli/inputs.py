@@ -10,6 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from caso_cli.datasets import IMAGE_SUFFIXES
+from caso_cli.errors import UsageError
+
+MAX_PATH_LINE = 4096  # longer stdin "lines" are not paths (PATH_MAX on Linux)
+STDIN_NOT_PATHS = ("'-' reads image paths from stdin, one per line, but stdin holds {what}; to edit one image "
+                   "give its path (or use a folder)")
 
 
 @dataclass(frozen=True)
@@ -62,14 +67,11 @@ def expand_inputs(specs: Iterable[str], recursive: bool = False,
 
     for spec in specs:
         if spec == "-":
-            lines = stdin if stdin is not None else sys.stdin
-            for line in lines:
-                line = line.rstrip("\n")
-                if line.strip():
-                    yield from _expand(Path(line), recursive, emit)
+            for line in _path_lines(stdin if stdin is not None else sys.stdin):
+                yield from _expand(Path(line), recursive, emit)
             continue
         path = Path(spec).expanduser()
-        if not path.exists() and glob.has_magic(spec):
+        if glob.has_magic(spec) and not _exists(path):
             matches = sorted(glob.glob(spec, recursive=recursive))
             if not matches:
                 yield from emit(InputItem(path, "no file matches this pattern"))
@@ -79,11 +81,48 @@ def expand_inputs(specs: Iterable[str], recursive: bool = False,
         yield from _expand(path, recursive, emit)
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a name too long: _expand reports it
+        return False
+
+
+def _path_lines(lines: Iterable[str]) -> Iterator[str]:
+    """The non-blank lines of ``lines``; binary data (an image piped in by mistake) is one usage error."""
+    it = iter(lines)
+    while True:
+        try:
+            line = next(it)
+        except StopIteration:
+            return
+        except UnicodeDecodeError:
+            raise UsageError(STDIN_NOT_PATHS.format(what="binary data")) from None
+        line = line.rstrip("\r\n")
+        if "\x00" in line or any("\udc80" <= ch <= "\udcff" for ch in line):  # NUL, or bytes undecodable as text
+            raise UsageError(STDIN_NOT_PATHS.format(what="binary data"))
+        if len(line) > MAX_PATH_LINE:
+            raise UsageError(STDIN_NOT_PATHS.format(what=f"a line of {len(line)} characters"))
+        if line.strip():
+            yield line
+
+
 def _expand(path: Path, recursive: bool, emit: Callable[[InputItem], Iterator[InputItem]]) -> Iterator[InputItem]:
-    if path.is_dir():
+    try:
+        is_dir, exists = path.is_dir(), path.exists() or path.is_symlink()
+    except OSError as exc:  # e.g. a name too long for the file system
+        yield from emit(InputItem(path, (exc.strerror or str(exc)).lower()))
+        return
+    if is_dir:
+        found = False
         for item in _folder(path, recursive):
+            found = True
             yield from emit(item)
-    elif path.exists() or path.is_symlink():
+        if not found:
+            yield from emit(InputItem(path, "is a directory, not an image file" if path.suffix.lower() in IMAGE_SUFFIXES
+                                      else f"no images in this folder ({', '.join(IMAGE_SUFFIXES)}"
+                                           + ("" if recursive else "; -r also searches its sub-folders") + ")"))
+    elif exists:
         yield from emit(_item(path))
     else:
         yield from emit(InputItem(path, "no such file"))

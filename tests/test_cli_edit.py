@@ -130,6 +130,34 @@ def test_stdin_paths_and_multi_attr_names(embedding, photos, tmp_path, capsys, m
     assert code == 0 and Path(stdout.strip()).name == "p2.mustache+hair-red.2,4.png"
 
 
+def test_an_image_piped_into_dash_is_one_line_before_any_model_load(embedding, photos, tmp_path, capsys,
+                                                                    monkeypatch) -> None:
+    """`cat photo.png | caso edit - ...` (a natural mistake: '-' reads paths) says so in one line, exit 2."""
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(photos[0].read_bytes()), encoding="utf-8"))
+    code, out, err = run_main(["edit", "-", "--attr", "mustache", "--model", "nobody/none", "--out",
+                               str(tmp_path / "o")], capsys)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == ["Error: '-' reads image paths from stdin, one per line, but stdin holds binary "
+                                        "data; to edit one image give its path (or use a folder)"]
+
+
+def test_a_folder_edit_includes_an_animated_gif_and_names_a_directory_that_looks_like_an_image(
+        embedding, photos, tmp_path, capsys) -> None:
+    folder = photos[0].parent
+    frames = [Image.new("RGB", (40, 48), c) for c in ((250, 0, 0), (0, 0, 250))]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    (folder / "shot.png").mkdir()
+    out = tmp_path / "out"
+    code, stdout, err = run_main(["edit", str(folder), str(folder / "shot.png"), "--attr", "mustache", "--out",
+                                  str(out), "--json", *FAST], capsys)
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert code == 1, (stdout, err)  # one input failed
+    assert [Path(r["input"]).name for r in rows if r["status"] == "ok"] == ["anim.gif", "p0.png", "p1.png",
+                                                                                "p2.png"]
+    assert f"{folder / 'shot.png'}: is a directory, not an image file" in err
+    assert "4 edited, 0 skipped, 1 failed" in err
+
+
 def test_two_attributes_give_the_same_pixels_in_either_order(embedding, photos, tiny_sd, tmp_path, capsys) -> None:
     """The condition's tokens go in a canonical order, so --attr order changes only the file name..."""
     pixels = []

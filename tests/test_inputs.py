@@ -51,3 +51,42 @@ def test_symlink_loops_and_broken_links_are_error_items(tmp_path) -> None:
     assert [i.error for i in items[1:]] == ["broken symbolic link (its target does not exist)",
                                             "symbolic link loop", "symbolic link loop"]
     assert names(expand_inputs([str(tmp_path / "l1.png"), str(tmp_path / "a.png")])) == ["!l1.png", "a.png"]
+
+
+def test_folders_include_gifs_and_say_when_they_hold_no_image(tmp_path) -> None:
+    root = _tree(tmp_path)
+    (root / "anim.gif").write_bytes(b"x")
+    assert names(expand_inputs([str(root)])) == ["a.png", "anim.gif", "b.jpg"]
+    (root / "shot.png").mkdir()  # a directory named like an image
+    (root / "empty").mkdir()
+    items = list(expand_inputs([str(root / "shot.png"), str(root / "empty")]))
+    assert [i.error for i in items] == [
+        "is a directory, not an image file",
+        "no images in this folder (.png, .jpg, .jpeg, .webp, .bmp, .tif, .tiff, .gif; -r also searches its "
+        "sub-folders)"]
+
+
+def test_binary_data_on_stdin_is_one_usage_error(tmp_path) -> None:
+    import io
+
+    import pytest
+    from PIL import Image
+
+    from caso_cli.errors import UsageError
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(buf, format="PNG")
+    data = buf.getvalue()
+    strict = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")  # as sys.stdin reads in a UTF-8 locale
+    lenient = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape")  # POSIX locale
+    for stdin in (strict, lenient):
+        with pytest.raises(UsageError, match=r"^'-' reads image paths from stdin, one per line, but stdin holds "
+                                             r"binary data; to edit one image give its path"):
+            list(expand_inputs(["-"], stdin=stdin))
+    with pytest.raises(UsageError, match="a line of 5000 characters"):
+        list(expand_inputs(["-"], stdin=["x" * 5000 + "\n"]))
+
+
+def test_a_name_too_long_for_the_file_system_is_an_error_item(tmp_path) -> None:
+    items = list(expand_inputs([str(tmp_path / ("x" * 300 + ".png"))]))
+    assert len(items) == 1 and items[0].error == "file name too long"
