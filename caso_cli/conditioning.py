@@ -1,4 +1,4 @@
-"""Text-encoder conditions built from learned token vectors (METHOD §1).
+"""Text-encoder conditions built from learned token vectors (docs/method.md §1).
 
 A condition for learned vectors ``e_1..e_m`` is the text encoder's output for the
 token sequence ``[BOS, e_1..e_m, EOS, pad...]``, padded exactly as the model's own
@@ -66,7 +66,7 @@ def _replace_token_rows(text_encoder: Any, vectors: torch.Tensor) -> Iterator[No
 
 
 def encode_vectors(text_encoder: Any, tokenizer: Any, vectors: torch.Tensor) -> torch.Tensor:
-    """Condition c for learned token vectors: T([BOS, e_1..e_m, EOS, ...]) (METHOD §1).
+    """Condition c for learned token vectors: T([BOS, e_1..e_m, EOS, ...]) (docs/method.md §1).
 
     ``vectors`` is (m, d) or (B, m, d); the result is (B, L, D). Gradients flow into ``vectors``.
     """
@@ -88,5 +88,5 @@ def encode_prompts(text_encoder: Any, tokenizer: Any, prompts: list[str]) -> tor
 
 
 def null_condition(text_encoder: Any, tokenizer: Any) -> torch.Tensor:
-    """The null condition c_null = T("") (1, L, D) (METHOD §1)."""
+    """The null condition c_null = T("") (1, L, D) (docs/method.md §1)."""
     return encode_prompts(text_encoder, tokenizer, [""])

@@ -77,12 +77,12 @@ class LearnConfig:
 
 @dataclass(frozen=True)
 class EditConfig:
-    """How an edit runs (METHOD §4)."""
+    """How an edit runs (docs/method.md §4)."""
 
     steps: int = 50  # DDIM grid size
     start: float = 0.6  # fraction of the trajectory that is inverted and then denoised with guidance
     single_step: bool = False  # guide only the first denoising step after inversion, null afterwards
-    # fixed-point refinements of each inversion step (0: plain DDIM inversion, METHOD Eq. 6); each costs one
+    # fixed-point refinements of each inversion step (0: plain DDIM inversion, docs/method.md Eq. 6); each costs one
     # more UNet call per inverted step and makes the null reconstruction exact (measured in docs/editing.md)
     inversion_refine: int = 1
     # start at this timestep instead of a fraction: the grid timesteps t <= it, on the loaded model's own grid

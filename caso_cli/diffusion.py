@@ -1,4 +1,4 @@
-"""The diffusion math of METHOD.md as small pure functions on tensors.
+"""The diffusion math of docs/method.md as small pure functions on tensors.
 
 ``abar`` is the cumulative product of alphas at a timestep (a float or a tensor that
 broadcasts against the latents). Nothing here touches a model or a device.
@@ -18,22 +18,22 @@ def _sqrt(a: Any) -> Any:
 
 
 def add_noise(z0: torch.Tensor, noise: torch.Tensor, abar_t: Any) -> torch.Tensor:
-    """Forward noising to t: z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) n (METHOD Eq. 8)."""
+    """Forward noising to t: z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) n (docs/method.md Eq. 8)."""
     return _sqrt(abar_t) * z0 + _sqrt(1 - abar_t) * noise
 
 
 def predict_x0(z_t: torch.Tensor, eps: torch.Tensor, abar_t: Any) -> torch.Tensor:
-    """Clean estimate: zhat0 = (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (METHOD Eq. 9)."""
+    """Clean estimate: zhat0 = (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (docs/method.md Eq. 9)."""
     return (z_t - _sqrt(1 - abar_t) * eps) / _sqrt(abar_t)
 
 
 def v_to_eps(v: torch.Tensor, z_t: torch.Tensor, abar_t: Any) -> torch.Tensor:
-    """v-prediction to noise: eps = sqrt(abar_t) v + sqrt(1 - abar_t) z_t (METHOD §2)."""
+    """v-prediction to noise: eps = sqrt(abar_t) v + sqrt(1 - abar_t) z_t (docs/method.md §2)."""
     return _sqrt(abar_t) * v + _sqrt(1 - abar_t) * z_t
 
 
 def to_eps(model_output: torch.Tensor, z_t: torch.Tensor, abar_t: Any, prediction_type: str) -> torch.Tensor:
-    """The model's output as a noise prediction, for ``epsilon`` or ``v_prediction`` models (METHOD §2)."""
+    """The model's output as a noise prediction, for ``epsilon`` or ``v_prediction`` models (docs/method.md §2)."""
     if prediction_type == "epsilon":
         return model_output
     if prediction_type == "v_prediction":
@@ -42,7 +42,7 @@ def to_eps(model_output: torch.Tensor, z_t: torch.Tensor, abar_t: Any, predictio
 
 
 def cfg(eps_null: torch.Tensor, eps_cond: torch.Tensor, scale: Any) -> torch.Tensor:
-    """Classifier-free guidance: eps_w = eps_null + w (eps_cond - eps_null) (METHOD Eq. 2)."""
+    """Classifier-free guidance: eps_w = eps_null + w (eps_cond - eps_null) (docs/method.md Eq. 2)."""
     return eps_null + scale * (eps_cond - eps_null)
 
 
@@ -51,17 +51,19 @@ def _ddim_move(z: torch.Tensor, eps: torch.Tensor, abar_from: Any, abar_to: Any)
 
 
 def ddim_step(z_t: torch.Tensor, eps: torch.Tensor, abar_t: Any, abar_prev: Any) -> torch.Tensor:
-    """Deterministic DDIM denoising t -> t_prev: sqrt(abar_prev) zhat0 + sqrt(1 - abar_prev) eps (METHOD Eq. 7)."""
+    """Deterministic DDIM denoising t -> t_prev: sqrt(abar_prev) zhat0 + sqrt(1 - abar_prev) eps
+    (docs/method.md Eq. 7)."""
     return _ddim_move(z_t, eps, abar_t, abar_prev)
 
 
 def ddim_invert_step(z_prev: torch.Tensor, eps: torch.Tensor, abar_prev: Any, abar_next: Any) -> torch.Tensor:
-    """DDIM inversion t_prev -> t: sqrt(abar_t) zhat0(z_prev) + sqrt(1 - abar_t) eps (METHOD Eq. 6)."""
+    """DDIM inversion t_prev -> t: sqrt(abar_t) zhat0(z_prev) + sqrt(1 - abar_t) eps (docs/method.md Eq. 6)."""
     return _ddim_move(z_prev, eps, abar_prev, abar_next)
 
 
 def timestep_grid(num_train_timesteps: int, steps: int, spacing: str = "leading", offset: int = 0) -> list[int]:
-    """The descending DDIM timestep grid, as diffusers' ``DDIMScheduler.set_timesteps`` builds it (METHOD §4)."""
+    """The descending DDIM timestep grid, as diffusers' ``DDIMScheduler.set_timesteps`` builds it
+    (docs/method.md §4)."""
     if not 1 <= steps <= num_train_timesteps:
         raise ValueError(f"steps must be in 1..{num_train_timesteps}, got {steps}")
     if spacing == "leading":

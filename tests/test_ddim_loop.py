@@ -35,7 +35,7 @@ def test_inversion_then_denoising_is_exact_when_eps_does_not_depend_on_z(tiny_sd
 
 
 def test_round_trip_error_on_tiny_unet_shrinks_with_its_sensitivity(tiny_sd) -> None:
-    """On the tiny UNet the only error is eps(z_prev, t) ~ eps(z_t, t) (METHOD Eq. 6).
+    """On the tiny UNet the only error is eps(z_prev, t) ~ eps(z_t, t) (docs/method.md Eq. 6).
 
     A random UNet is far from smooth (damping 1: error ~17x the latent's scale, measured),
     so the stated tolerance is for the model damped to trained-model smoothness: with

@@ -94,7 +94,7 @@ def learn_cmd(
     dtype: DtypeOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
-    """Learn one embedding vector per classifier class (CASO, METHOD.md §3).
+    """Learn one embedding vector per classifier class (CASO, docs/method.md §3).
 
     Examples:
 

@@ -1,4 +1,4 @@
-"""``caso interpolate``, ``caso reconstruct`` and ``caso generate``: more uses of one embedding (METHOD §5)."""
+"""``caso interpolate``, ``caso reconstruct`` and ``caso generate``: more uses of one embedding (docs/method.md §5)."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(c_in, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (B, C): what the head's class weights align with (METHOD §3)."""
+        """Penultimate features (B, C): what the head's class weights align with (docs/method.md §3)."""
         return self.body(x).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -109,7 +109,7 @@ def output_path(job: EditJob, source: Path) -> Path:
 
 
 def guidance(sd: StableDiffusion, attrs: list[ResolvedAttr]) -> tuple[Any, Any]:
-    """One multi-token condition [BOS, e_a, e_b, EOS] when the scales agree (METHOD §1); else one term each.
+    """One multi-token condition [BOS, e_a, e_b, EOS] when the scales agree (docs/method.md §1); else one term each.
 
     The tokens go in a canonical order (embedding name, then class), whatever the order of ``--attr``: the text
     encoder is causal and reads [e_a, e_b] and [e_b, e_a] differently (on the toy model, 21% of pixels differ by

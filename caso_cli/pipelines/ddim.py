@@ -1,4 +1,4 @@
-"""Deterministic DDIM inversion and denoising loops (METHOD §4).
+"""Deterministic DDIM inversion and denoising loops (docs/method.md §4).
 
 Both loops take ``model_eps(z, t, i) -> eps``: the noise prediction at timestep ``t``
 for step ``i`` of the loop (the caller decides the condition and the guidance per step,
@@ -32,7 +32,7 @@ def _check(steps: int, num_steps: int | None) -> int:
 
 def invert(model_eps: EpsFn, z0: torch.Tensor, schedule: Schedule, steps: int, num_steps: int | None = None,
            callback: StepCallback | None = None, refine: int = 0) -> torch.Tensor:
-    """Invert a clean latent up the DDIM grid for ``num_steps`` steps (METHOD Eq. 6).
+    """Invert a clean latent up the DDIM grid for ``num_steps`` steps (docs/method.md Eq. 6).
 
     Each step goes from t_prev = t - T/steps to t with eps evaluated at (z_prev, t), the
     usual approximation eps(z_prev, t) ~ eps(z_t, t). ``refine`` > 0 then re-evaluates eps
@@ -56,7 +56,7 @@ def invert(model_eps: EpsFn, z0: torch.Tensor, schedule: Schedule, steps: int, n
 
 def denoise(model_eps: EpsFn, z: torch.Tensor, schedule: Schedule, steps: int, num_steps: int | None = None,
             callback: StepCallback | None = None) -> torch.Tensor:
-    """Denoise down the last ``num_steps`` timesteps of the DDIM grid to a clean latent (METHOD Eq. 7)."""
+    """Denoise down the last ``num_steps`` timesteps of the DDIM grid to a clean latent (docs/method.md Eq. 7)."""
     n = _check(steps, num_steps)
     grid = schedule.grid(steps)
     for i, t in enumerate(grid[steps - n:]):

@@ -1,4 +1,4 @@
-"""Edit real images with learned conditions (METHOD §4): one inversion, any number of edits.
+"""Edit real images with learned conditions (docs/method.md §4): one inversion, any number of edits.
 
 The inversion depends only on the image, the model, the size and the steps, so
 :func:`invert_latents` runs once per image and :func:`edit_latents` reuses it for every
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def invert_latents(sd: StableDiffusion, z0: torch.Tensor, config: EditConfig) -> torch.Tensor:
-    """DDIM-invert clean latents with the null condition up to the edit start (METHOD Eq. 6), each step refined
+    """DDIM-invert clean latents with the null condition up to the edit start (docs/method.md Eq. 6), each step refined
     ``config.inversion_refine`` times (fixed-point iteration)."""
     c_null = null_condition(sd.text_encoder, sd.tokenizer)
     return invert(lambda z, t, _i: predict_eps(sd, z, t, c_null), z0, sd.schedule, config.steps,
@@ -34,7 +34,8 @@ def invert_latents(sd: StableDiffusion, z0: torch.Tensor, config: EditConfig) ->
 @torch.no_grad()
 def edit_latents(sd: StableDiffusion, z_t: torch.Tensor, cond: torch.Tensor | list[torch.Tensor] | Contrast,
                  scale: float | torch.Tensor | list[float], config: EditConfig) -> torch.Tensor:
-    """Denoise inverted latents with CFG on ``cond`` (METHOD Eq. 2 and 7); null after the first step if single-step.
+    """Denoise inverted latents with CFG on ``cond`` (docs/method.md Eq. 2 and 7); null after the first step if
+    single-step.
 
     ``cond`` is (1, L, D) or one row per latent; ``scale`` a float or a (B,) tensor (one scale per latent).
     Lists of conditions and scales compose one guidance term per condition; a :class:`Contrast` carries its own

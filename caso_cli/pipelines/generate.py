@@ -1,4 +1,4 @@
-"""Guided generation from noise, VAE encoding and decoding in chunks (METHOD §5)."""
+"""Guided generation from noise, VAE encoding and decoding in chunks (docs/method.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Noise predictions of a loaded model, with classifier-free guidance (METHOD §2)."""
+"""Noise predictions of a loaded model, with classifier-free guidance (docs/method.md §2)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def predict_eps(sd: StableDiffusion, z: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
-    """eps(z_t, t, c) from the UNet, converted from v-prediction where needed (METHOD §2)."""
+    """eps(z_t, t, c) from the UNet, converted from v-prediction where needed (docs/method.md §2)."""
     if cond.shape[0] != z.shape[0]:
         cond = cond.expand(z.shape[0], -1, -1)
     out = sd.unet(z, t, encoder_hidden_states=cond).sample
@@ -23,7 +23,7 @@ def predict_eps(sd: StableDiffusion, z: torch.Tensor, t: int, cond: torch.Tensor
 
 def guided_eps(sd: StableDiffusion, z: torch.Tensor, t: int, c_null: torch.Tensor, c_cond: torch.Tensor,
                scale: float | torch.Tensor) -> torch.Tensor:
-    """eps_w = eps(c_null) + w (eps(c) - eps(c_null)), both branches in one UNet call (METHOD Eq. 2).
+    """eps_w = eps(c_null) + w (eps(c) - eps(c_null)), both branches in one UNet call (docs/method.md Eq. 2).
 
     ``scale`` may be a tensor of shape (B, 1, 1, 1) to guide each latent of the batch with its own w.
     """
@@ -37,7 +37,8 @@ def guided_eps(sd: StableDiffusion, z: torch.Tensor, t: int, c_null: torch.Tenso
 
 def composed_eps(sd: StableDiffusion, z: torch.Tensor, t: int, c_null: torch.Tensor, conds: list[torch.Tensor],
                  scales: list[float]) -> torch.Tensor:
-    """eps_null + sum_i w_i (eps(c_i) - eps_null): one guidance term per condition, one UNet call (METHOD Eq. 2)."""
+    """eps_null + sum_i w_i (eps(c_i) - eps_null): one guidance term per condition, one UNet call
+    (docs/method.md Eq. 2)."""
     import torch
 
     b, m = z.shape[0], len(conds)
@@ -55,7 +56,8 @@ Scale = Union[float, "torch.Tensor"]
 
 @dataclass(frozen=True)
 class Contrast:
-    """Guidance by contrasts: eps(c_base) + sum_i w_i (eps(c_plus_i) - eps(c_minus_i)) (METHOD Eq. 2 generalised).
+    """Guidance by contrasts: eps(c_base) + sum_i w_i (eps(c_plus_i) - eps(c_minus_i))
+    (docs/method.md Eq. 2 generalised).
 
     ``conds`` are (1, L, D) or one row per latent; ``terms`` are (w_i, plus_i, minus_i) indices into ``conds``, w_i a
     float or a (B, 1, 1, 1) tensor. CFG is ``Contrast([c_null, c], 0, [(w, 1, 0)])``; holding other attributes

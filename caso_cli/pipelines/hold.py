@@ -3,7 +3,7 @@
 A condition that names only the edited class (``[BOS, e_mustache, EOS]``) lets the model draw every other
 attribute from that condition's prior: the face drifts towards the typical face with a mustache. Holding names the
 other attributes too, at the classes their classifiers read in the input image, in one condition with the edited
-class (METHOD §1, several learned tokens side by side)::
+class (docs/method.md §1, several learned tokens side by side)::
 
     c_src = [BOS, e_{edit, source}, e_{held_1, read_1}, ..., EOS]
     c_tgt = [BOS, e_{edit, target}, e_{held_1, read_1}, ..., EOS]

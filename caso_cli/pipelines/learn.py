@@ -1,4 +1,4 @@
-"""Learn CASO embeddings from a frozen classifier (METHOD §3, the paper's Algorithm 1).
+"""Learn CASO embeddings from a frozen classifier (docs/method.md §3, the paper's Algorithm 1).
 
 One step, for a batch of cached latents z0 and target classes k (every batch covers the
 classes round-robin):
@@ -161,7 +161,7 @@ def caso_loss(sd: StableDiffusion, classifier: AttributeClassifier, vectors: tor
               targets: torch.Tensor, noise: torch.Tensor, c_null: torch.Tensor, config: LearnConfig,
               labels: torch.Tensor | None = None, t: int | None = None,
               views: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CASO loss of one batch (METHOD §3 steps 3-6) and the classifier's logits on the decoded estimates.
+    """The CASO loss of one batch (docs/method.md §3 steps 3-6) and the classifier's logits on the decoded estimates.
 
     Exactly the passes the method needs: the null UNet branch without grad, the class branch, the VAE
     decoder and the classifier with grad (into ``vectors`` only). ``labels`` (the classifier's reading of

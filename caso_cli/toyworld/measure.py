@@ -125,7 +125,7 @@ def _subset(r: oracle.Readings, mask: np.ndarray) -> oracle.Readings:
 
 def order_invariance(sd: Any, first: tuple[str, torch.Tensor], second: tuple[str, torch.Tensor], images: np.ndarray,
                      scale: float, config: EditConfig) -> dict[str, float]:
-    """Edit with the two-token condition [BOS, e_a, e_b, EOS...] and with [BOS, e_b, e_a, EOS...] (METHOD §1).
+    """Edit with the two-token condition [BOS, e_a, e_b, EOS...] and with [BOS, e_b, e_a, EOS...] (docs/method.md §1).
 
     ``first``/``second``: (toy attribute, the vector of its positive class). Returns the share of pixels
     that differ at all and by more than 4 levels, the share of faces whose oracle readings agree, and
@@ -150,7 +150,8 @@ def order_invariance(sd: Any, first: tuple[str, torch.Tensor], second: tuple[str
 
 def guided_reconstruction(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, images: np.ndarray,
                           scale: float, config: EditConfig) -> dict[str, dict[str, float]]:
-    """Reconstruct faces from their inversion, unguided and guided by each face's own class at ``scale`` (METHOD §5).
+    """Reconstruct faces from their inversion, unguided and guided by each face's own class at ``scale``
+    (docs/method.md §5).
 
     Per variant: ``kept_all`` (every attribute reads as before) and ``psnr`` (dB vs the input).
     """

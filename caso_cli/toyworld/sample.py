@@ -53,7 +53,7 @@ def _config(steps: int, num_steps: int | None, refine: int = EditConfig.inversio
 
 def invert_null(sd: Any, z0: torch.Tensor, steps: int = 50, num_steps: int | None = None,
                 refine: int = EditConfig.inversion_refine) -> torch.Tensor:
-    """DDIM inversion of clean latents with the null condition (METHOD §4), ``refine`` fixed-point refinements
+    """DDIM inversion of clean latents with the null condition (docs/method.md §4), ``refine`` fixed-point refinements
     per step (0: plain DDIM inversion)."""
     return invert_latents(sd, z0, _config(steps, num_steps, refine))
 
