@@ -76,6 +76,16 @@ class LearnConfig:
 
 
 @dataclass(frozen=True)
+class ModelChoice:
+    """Which model to load and where (``--model``, ``--model-config``, ``--device``, ``--dtype``)."""
+
+    name: str | None = None  # hub id, folder, single file or alias; None: the embeddings' own model, else the default
+    config: str | None = None  # the config a single-file checkpoint needs
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
 class EditConfig:
     """How an edit runs (docs/method.md §4)."""
 

@@ -10,11 +10,12 @@ import typer
 
 from caso_cli.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelConfigOpt, ModelOpt, SeedOpt
 from caso_cli.cli.output import Progress, info, print_json
-from caso_cli.config import EditConfig
+from caso_cli.config import EditConfig, ModelChoice
 from caso_cli.errors import EXIT_CHECK_FAILED, UsageError
 
 if TYPE_CHECKING:
     from caso_cli.attrs import ResolvedAttr
+    from caso_cli.pipelines.batch_edit import EditJob
     from caso_cli.registry import Embedding
 
 AttrOpt = Annotated[list[str], typer.Option("--attr", "-a", help="NAME[:CLASS][=SCALE], repeatable: e.g. mustache, "
@@ -100,37 +101,55 @@ def edit_cmd(
       find shots -name '*.png' | caso edit - --attr smile --out edited/ --json | jq .
     """
     from caso_cli.attrs import parse_scale, resolve_attrs
+    from caso_cli.pipelines.batch_edit import EditJob
 
     attrs = resolve_attrs(attr, parse_scale(scale, "--scale"))
-    run_batch(inputs, attrs, out, edit_config(steps, start, single_step, inversion_refine), recursive=recursive,
-              size=size, fit=fit, batch_size=batch_size, overwrite=overwrite, skip_existing=skip_existing, quiet=quiet,
-              json_out=json_out, model=model, model_config=model_config, seed=seed, device=device, dtype=dtype,
-              cache_inversions=cache_inversions, hold=hold or [], hold_form=hold_form)
+    config = edit_config(steps, start, single_step, inversion_refine)
+    check_edit_options(size, fit, batch_size, hold_form)
+    job = EditJob(attrs=attrs, out_dir=out, config=config, size=size, fit=fit, batch_size=batch_size,
+                  overwrite=overwrite, skip_existing=skip_existing, seed=seed, cache_inversions=cache_inversions,
+                  hold=tuple(held_hint(hold or [], attrs)), hold_form=hold_form)
+    run_batch(inputs, job, ModelChoice(model, model_config, device, dtype), recursive=recursive, quiet=quiet,
+              json_out=json_out)
 
 
-def model_for(attrs: list[ResolvedAttr], model: str | None) -> str | None:
-    """--model, else the model the embeddings were learned for (all the same), else the default."""
-    if model is not None:
-        return model
-    models = {a.embedding.meta.get("model") for a in attrs} - {None}
-    if len(models) > 1:
-        raise UsageError(f"the embeddings were learned for different models ({', '.join(sorted(models))}); "
-                         "pass --model")
-    return models.pop() if models else None
-
-
-def run_batch(inputs: list[str], attrs: list[ResolvedAttr], out: Path, config: EditConfig, *, recursive: bool,
-              size: int | None, fit: str, batch_size: int, overwrite: bool, skip_existing: bool, quiet: bool,
-              json_out: bool, model: str | None, model_config: str | None, seed: int, device: str, dtype: str,
-              kind: str = "", cache_inversions: bool = False, hold: list[str] | None = None,
-              hold_form: str = "auto") -> None:
-    """Shared by edit and reconstruct: validate, expand inputs, load the model, stream records, exit 1 on failures."""
-    from caso_cli.imageio import FIT_MODES
+def run_batch(inputs: list[str], job: EditJob, model: ModelChoice, *, recursive: bool, quiet: bool,
+              json_out: bool) -> None:
+    """Shared by edit and reconstruct: expand inputs, load the model, stream records, exit 1 on failures."""
     from caso_cli.inputs import expand_inputs
-    from caso_cli.models.loaders import load_model
-    from caso_cli.pipelines.batch_edit import EditJob, hold_tokens, run_edit_job
+    from caso_cli.pipelines.batch_edit import open_model, run_edit_job, shard_size
+
+    items = list(expand_inputs(inputs, recursive))
+    if not items:
+        raise UsageError("no input images")
+    sd = open_model(model, job.attrs)
+    rt = sd.runtime
+    counts = {"ok": 0, "skipped": 0, "error": 0}
+    with Progress(job.kind or "edit", shard_size(len(items), rt.rank, rt.world_size)) as bar:
+        for rec in run_edit_job(sd, job, items):
+            counts[rec.status] += 1
+            bar.update(sum(counts.values()))
+            if rec.status == "error":
+                info(f"Error: {rec.error}")
+                continue
+            if json_out:
+                print_json({"input": rec.input, "output": rec.output, "status": rec.status,
+                            "attr": [a.spec.name for a in job.attrs], "class": [a.cls for a in job.attrs],
+                            "scale": [a.scale for a in job.attrs], "seed": job.seed, "seconds": rec.seconds,
+                            **({"held": rec.info.get("held", {}), "hold_form": job.hold_form} if job.hold else {})})
+            elif rec.status == "ok" or quiet:
+                typer.echo(rec.output)
+    info((f"process {rt.rank + 1}/{rt.world_size}: " if rt.world_size > 1 else "")
+         + f"{counts['ok']} {'reconstructed' if job.kind else 'edited'}, {counts['skipped']} skipped, "
+         f"{counts['error']} failed" + (f"; outputs in {job.out_dir}" if counts["ok"] else ""))
+    if counts["error"]:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+def check_edit_options(size: int | None, fit: str, batch_size: int, hold_form: str) -> None:
+    """The option checks of edit and reconstruct, before anything is read or loaded."""
+    from caso_cli.imageio import FIT_MODES
     from caso_cli.pipelines.hold import FORMS
-    from caso_cli.runtime import make_runtime
 
     if fit not in FIT_MODES:
         raise UsageError(f"--fit must be one of {', '.join(FIT_MODES)}, got {fit!r}")
@@ -140,37 +159,6 @@ def run_batch(inputs: list[str], attrs: list[ResolvedAttr], out: Path, config: E
         raise UsageError(f"--size must be a positive multiple of 8, got {size}")
     if hold_form not in FORMS:
         raise UsageError(f"--hold-form must be one of {', '.join(FORMS)}, got {hold_form!r}")
-    held = held_hint(hold or [], attrs)
-    items = list(expand_inputs(inputs, recursive))
-    if not items:
-        raise UsageError("no input images")
-    sd = load_model(model_for(attrs, model), make_runtime(device, dtype), config=model_config)
-    tokens, edit_clfs = hold_tokens(sd, attrs, held)
-    job = EditJob(attrs=attrs, out_dir=out, config=config, size=size, fit=fit, batch_size=batch_size,
-                  overwrite=overwrite, skip_existing=skip_existing, seed=seed, kind=kind,
-                  cache_inversions=cache_inversions, hold=tokens, hold_form=hold_form, edit_classifiers=edit_clfs)
-    rt = sd.runtime
-    share = len(range(rt.rank, len(items), rt.world_size))  # this process edits every world_size-th input
-    counts = {"ok": 0, "skipped": 0, "error": 0}
-    with Progress(kind or "edit", share) as bar:
-        for rec in run_edit_job(sd, job, items):
-            counts[rec.status] += 1
-            bar.update(sum(counts.values()))
-            if rec.status == "error":
-                info(f"Error: {rec.error}")
-                continue
-            if json_out:
-                print_json({"input": rec.input, "output": rec.output, "status": rec.status,
-                            "attr": [a.spec.name for a in attrs], "class": [a.cls for a in attrs],
-                            "scale": [a.scale for a in attrs], "seed": seed, "seconds": rec.seconds,
-                            **({"held": rec.info.get("held", {}), "hold_form": hold_form} if held else {})})
-            elif rec.status == "ok" or quiet:
-                typer.echo(rec.output)
-    info((f"process {rt.rank + 1}/{rt.world_size}: " if rt.world_size > 1 else "")
-         + f"{counts['ok']} {'reconstructed' if kind else 'edited'}, {counts['skipped']} skipped, "
-         f"{counts['error']} failed" + (f"; outputs in {out}" if counts["ok"] else ""))
-    if counts["error"]:
-        sys.exit(EXIT_CHECK_FAILED)
 
 
 def held_hint(hold: list[str], attrs: list[ResolvedAttr]) -> list[Embedding]:

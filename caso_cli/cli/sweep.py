@@ -13,14 +13,14 @@ from caso_cli.cli.edit import (
     RefineOpt,
     StartOpt,
     StepsOpt,
+    check_edit_options,
     edit_config,
     held_hint,
-    model_for,
     run_batch,
 )
 from caso_cli.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelConfigOpt, ModelOpt, SeedOpt
 from caso_cli.cli.output import info, print_json
-from caso_cli.config import EditConfig
+from caso_cli.config import EditConfig, ModelChoice
 from caso_cli.errors import InputError, UsageError
 
 
@@ -79,61 +79,22 @@ def interpolate_cmd(
 
       caso interpolate photo.jpg --attr mustache --hold all --out sweep.png   # only the mustache changes
     """
-    import torch
-
-    from caso_cli.attrs import format_scale, resolve_attrs
-    from caso_cli.grid import image_grid
-    from caso_cli.imageio import fit_image, load_image, save_png, to_pil, to_tensor
-    from caso_cli.models.loaders import load_model
-    from caso_cli.pipelines.batch_edit import (
-        EditJob,
-        check_model,
-        guidance,
-        held_guidance,
-        held_provenance,
-        hold_tokens,
-    )
-    from caso_cli.pipelines.edit import edit_latents, invert_latents
-    from caso_cli.pipelines.generate import decode_latents, encode_images, require_finite
-    from caso_cli.runtime import make_runtime
+    from caso_cli.attrs import resolve_attrs
+    from caso_cli.pipelines.batch_edit import open_model
+    from caso_cli.pipelines.interpolate import SweepJob, run_sweep
 
     values = parse_scales(scales)
     attrs = resolve_attrs([attr], 1.0)
     config = edit_config(steps, start, False, inversion_refine)
-    held = held_hint(hold or [], attrs)
+    check_edit_options(size, "crop", 1, hold_form)
+    job = SweepJob(source=input, attr=attrs[0], scales=tuple(values), out=out, config=config, gif=gif, frames=frames,
+                   size=size, hold=tuple(held_hint(hold or [], attrs)), hold_form=hold_form, overwrite=overwrite)
     for path in (out, gif):
         if path is not None:
             _refuse_existing(path, overwrite)
-    image = load_image(input)
-    sd = load_model(model_for(attrs, model), make_runtime(device, dtype), config=model_config)
-    x = to_tensor([fit_image(image, size or sd.resolution)])
-    z_t = invert_latents(sd, encode_images(sd, x), config)
-    meta: dict[str, str] = {}
-    if held:
-        tokens, edit_clfs = hold_tokens(sd, attrs, held)
-        job = EditJob(attrs=attrs, out_dir=out, hold=tokens, hold_form=hold_form, edit_classifiers=edit_clfs)
-        cond, read = held_guidance(sd, job, x, torch.tensor(values).view(-1, 1, 1, 1))
-        meta = held_provenance(read[0], hold_form)
-    else:
-        check_model(attrs, sd)
-        cond, _ = guidance(sd, attrs)
-    edited = decode_latents(sd, edit_latents(sd, z_t.expand(len(values), -1, -1, -1), cond,
-                                             torch.tensor(values), config))
-    pics = to_pil(require_finite(edited, sd, "the sweep"))
-    captions = [f"{format_scale(round(v, 2))}" for v in values]
-    meta = {**meta, "caso:input": str(input), "caso:embeddings": attrs[0].embedding.name, "caso:classes": attrs[0].cls,
-            "caso:scales": ",".join(captions), "caso:start": config.start_label(), "caso:steps": str(steps),
-            "caso:inversion_refine": str(config.inversion_refine)}
-    save_png(image_grid(pics, captions), out, meta, overwrite=overwrite)
-    if frames is not None:
-        for v, pic in zip(captions, pics, strict=True):
-            save_png(pic, frames / f"{input.stem}.{attrs[0].label}.{v}.png", {**meta, "caso:scales": v},
-                     overwrite=overwrite)
-    if gif is not None:
-        big = [p.resize((max(128, p.width), max(128, p.height))) for p in pics]
-        big[0].save(gif, save_all=True, append_images=big[1:] + big[-2:0:-1], duration=250, loop=0)
-    info(f"{len(values)} scales from one inversion: {', '.join(captions)}")
-    typer.echo(str(out))
+    result = run_sweep(open_model(ModelChoice(model, model_config, device, dtype), attrs), job)
+    info(f"{len(values)} scales from one inversion: {', '.join(result.captions)}")
+    typer.echo(str(result.grid))
 
 
 def reconstruct_cmd(
@@ -162,12 +123,15 @@ def reconstruct_cmd(
     Examples: caso reconstruct cats/ --out rec/      caso reconstruct cats/ --attr species:cat --scale 2 --out rec/
     """
     from caso_cli.attrs import parse_scale, resolve_attrs
+    from caso_cli.pipelines.batch_edit import EditJob
 
     attrs = resolve_attrs([attr], parse_scale(scale, "--scale")) if attr else []
-    run_batch(inputs, attrs, out, edit_config(steps, start, False, inversion_refine), recursive=recursive, size=size,
-              fit="crop", batch_size=batch_size, overwrite=overwrite, skip_existing=skip_existing, quiet=quiet,
-              json_out=json_out, model=model, model_config=model_config, seed=0, device=device, dtype=dtype,
-              kind="recon")
+    config = edit_config(steps, start, False, inversion_refine)
+    check_edit_options(size, "crop", batch_size, "auto")
+    job = EditJob(attrs=attrs, out_dir=out, config=config, size=size, batch_size=batch_size, overwrite=overwrite,
+                  skip_existing=skip_existing, kind="recon")
+    run_batch(inputs, job, ModelChoice(model, model_config, device, dtype), recursive=recursive, quiet=quiet,
+              json_out=json_out)
 
 
 def generate_cmd(
@@ -192,30 +156,18 @@ def generate_cmd(
     Example: caso generate --attr species:cat --n 8 --seed 1 --out cats.png
     """
     from caso_cli.attrs import parse_scale, resolve_attrs
-    from caso_cli.grid import image_grid
-    from caso_cli.imageio import save_png, to_pil
-    from caso_cli.models.loaders import load_model
-    from caso_cli.pipelines.batch_edit import check_model, guidance
-    from caso_cli.pipelines.generate import decode_latents, generate_latents, require_finite
-    from caso_cli.runtime import make_runtime
+    from caso_cli.pipelines.batch_edit import open_model
+    from caso_cli.pipelines.generate import GenerateJob, run_generate
 
     w = parse_scale(scale, "--scale")
     attrs = resolve_attrs(attr, w)
-    edit_config(steps, "1", False)
+    edit_config(steps, "1", False)  # the --steps check
+    if size is not None and (size < 8 or size % 8):
+        raise UsageError(f"--size must be a positive multiple of 8, got {size}")
     _refuse_existing(out, overwrite)
-    sd = load_model(model_for(attrs, model), make_runtime(device, dtype), config=model_config)
-    check_model(attrs, sd)
-    cond, _ = guidance(sd, attrs)
-    images = decode_latents(sd, generate_latents(sd, cond.expand(n, -1, -1), seed, steps, w, size))
-    pics = to_pil(require_finite(images, sd, "generation"))
-    meta = {"caso:embeddings": ",".join(a.embedding.name for a in attrs),
-            "caso:classes": ",".join(a.cls for a in attrs), "caso:scales": f"{w:g}", "caso:steps": str(steps),
-            "caso:seed": str(seed), "caso:model": sd.name}
-    save_png(image_grid(pics, ncol=min(8, n)), out, meta, overwrite=overwrite)
-    if frames is not None:
-        for i, pic in enumerate(pics):
-            save_png(pic, frames / f"{'+'.join(a.label for a in attrs)}.{seed}.{i:03d}.png", meta,
-                     overwrite=overwrite)
+    job = GenerateJob(attrs=attrs, out=out, n=n, scale=w, steps=steps, seed=seed, size=size, frames=frames,
+                      overwrite=overwrite)
+    run_generate(open_model(ModelChoice(model, model_config, device, dtype), attrs), job)
     if json_out:
         print_json({"output": str(out), "n": n, "seed": seed, "class": [a.cls for a in attrs], "scale": w})
     else:

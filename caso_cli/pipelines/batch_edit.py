@@ -16,17 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from caso_cli import __version__
 from caso_cli.attrs import ResolvedAttr, format_scale
-from caso_cli.conditioning import encode_vectors, null_condition
-from caso_cli.config import EditConfig
+from caso_cli.config import EditConfig, ModelChoice
 from caso_cli.errors import CasoError, UsageError
 from caso_cli.inputs import InputItem
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import decode_latents, encode_images, nonfinite_hint
-from caso_cli.pipelines.guidance import Contrast, Scale
+from caso_cli.pipelines.guidance import Scale, attribute_guidance, check_model
 from caso_cli.pipelines.hold import EditTerm, Token, hold_contrast, read_classes, source_classes
 from caso_cli.pipelines.inversion_cache import InversionCache
+from caso_cli.pipelines.provenance import provenance
 
 if TYPE_CHECKING:
     from caso_cli.models.classifier import AttributeClassifier
@@ -49,11 +48,10 @@ class EditJob:
     seed: int = 0  # recorded; DDIM inversion and editing are deterministic
     kind: str = ""  # "" for edits, "recon" for reconstructions (<stem>.recon[.<attr>.<scale>].png)
     cache_inversions: bool = False  # keep inversions on disk under the user cache dir
-    # attributes held at the classes their classifiers read in each input (caso_cli.pipelines.hold), and the form
-    # of the held guidance; edited attributes with more than two classes need their classifier here too
-    hold: tuple[Token, ...] = ()
+    # the edit mode: registry entries held at the classes their classifiers read in each input
+    # (caso_cli.pipelines.hold), and the form of the held guidance; none: the edited classes alone
+    hold: tuple[Embedding, ...] = ()
     hold_form: str = "auto"
-    edit_classifiers: dict[str, AttributeClassifier] = field(default_factory=dict)
 
 
 @dataclass
@@ -68,35 +66,32 @@ class EditRecord:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def check_model(attrs: list[ResolvedAttr], sd: StableDiffusion, held: Sequence[Embedding] = ()) -> None:
-    """Refuse embeddings (edited or held) made for another text encoder (size or weights)."""
-    from caso_cli.registry import text_encoder_hash
+@dataclass(frozen=True)
+class Holding:
+    """A held edit ready to run: the held tokens with their classifiers, the guidance form, and the classifiers of
+    edited attributes of more than two classes (their source class is read in the image)."""
 
-    for emb in [a.embedding for a in attrs] + list(held):
-        d = emb.vectors.shape[1]
-        if d != sd.token_dim:
-            raise UsageError(f"embedding {emb.name!r} has {d}-dim vectors but model {sd.name!r} takes "
-                             f"{sd.token_dim} (made for another text encoder; use --model "
-                             f"{emb.meta.get('model', '?')})")
-        want = emb.meta.get("text_encoder_hash")
-        if want and want != text_encoder_hash(sd.text_encoder):
-            raise UsageError(f"embedding {emb.name!r} was learned for model {emb.meta.get('model')!r}"
-                             f", whose text encoder differs from {sd.name!r}'s; use --model "
-                             f"{emb.meta.get('model')}")
+    tokens: tuple[Token, ...]
+    form: str
+    edit_classifiers: dict[str, AttributeClassifier]
 
 
-def hold_tokens(sd: StableDiffusion, attrs: list[ResolvedAttr], held: Sequence[Embedding]) -> tuple[
-        tuple[Token, ...], dict[str, AttributeClassifier]]:
-    """Tokens of the held embeddings with their classifiers, and the classifiers of edited attributes of more
-    than two classes (their source class is read); checks every embedding against the model first."""
-    from caso_cli.pipelines.hold import embedding_classifier
+def prepare_holding(sd: StableDiffusion, attrs: list[ResolvedAttr], hold: Sequence[Embedding],
+                    form: str = "auto") -> Holding | None:
+    """Check every embedding (edited and held) against the model, then load the held ones' classifiers (None:
+    nothing to hold)."""
+    from caso_cli.pipelines.hold import FORMS, embedding_classifier
 
-    check_model(attrs, sd, held)
+    check_model(attrs, sd, hold)
+    if not hold:
+        return None
+    if form not in FORMS:
+        raise UsageError(f"the hold form must be one of {', '.join(FORMS)}, got {form!r}")
     device = sd.runtime.device
-    tokens = tuple(Token(e.name, e.vectors, embedding_classifier(e, device)) for e in held)
+    tokens = tuple(Token(e.name, e.vectors, embedding_classifier(e, device)) for e in hold)
     edit_clfs = {a.embedding.name: embedding_classifier(a.embedding, device) for a in attrs
-                 if held and a.embedding.vectors.shape[0] > 2}
-    return tokens, edit_clfs
+                 if a.embedding.vectors.shape[0] > 2}
+    return Holding(tokens, form, edit_clfs)
 
 
 def output_path(job: EditJob, source: Path) -> Path:
@@ -108,57 +103,27 @@ def output_path(job: EditJob, source: Path) -> Path:
     return job.out_dir / (".".join(parts) + ".png")
 
 
-def guidance(sd: StableDiffusion, attrs: list[ResolvedAttr]) -> tuple[Any, Any]:
-    """One multi-token condition [BOS, e_a, e_b, EOS] when the scales agree (docs/method.md §1); else one term each.
+def edit_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr], holding: Holding | None,
+                  x: torch.Tensor | None = None, scale: Scale | None = None) -> tuple[Any, Any, list[dict[str, str]]]:
+    """The guidance of one batch, whatever the edit mode: (condition(s), scale(s), per image the held classes read).
 
-    The tokens go in a canonical order (embedding name, then class), whatever the order of ``--attr``: the text
-    encoder is causal and reads [e_a, e_b] and [e_b, e_a] differently (on the toy model, 21% of pixels differ by
-    more than 4 levels; docs/editing.md), so a fixed order makes the edit independent of the command line.
-    No attributes: the null condition at scale 0 (an unguided reconstruction).
+    Without holding: :func:`~caso_cli.pipelines.guidance.attribute_guidance`, the same for every image (``x`` is
+    not needed). With holding: the held contrast of the images ``x`` in [-1, 1] (docs/editing.md). ``scale``
+    replaces every edited attribute's scale (a (B, 1, 1, 1) tensor guides each latent with its own).
     """
-    with torch.no_grad():
-        if not attrs:
-            return null_condition(sd.text_encoder, sd.tokenizer), 0.0
-        attrs = sorted(attrs, key=lambda a: (a.embedding.name, a.index))
-        if len({a.scale for a in attrs}) == 1:
-            vectors = torch.stack([a.embedding.vectors[a.index] for a in attrs]).to(sd.runtime.device)
-            return encode_vectors(sd.text_encoder, sd.tokenizer, vectors), attrs[0].scale
-        conds = [encode_vectors(sd.text_encoder, sd.tokenizer, a.embedding.vectors[a.index:a.index + 1]
-                                .to(sd.runtime.device)) for a in attrs]
-        return conds, [a.scale for a in attrs]
-
-
-def held_guidance(sd: StableDiffusion, job: EditJob, x: torch.Tensor,
-                  scale: Scale | None = None) -> tuple[Contrast, list[dict[str, str]]]:
-    """The held edit of a batch of images ``x`` in [-1, 1]: its guidance, and per image the held classes read.
-    ``scale`` replaces every edited attribute's scale (a (B, 1, 1, 1) tensor guides each latent with its own)."""
-    edits = [EditTerm(Token(a.embedding.name, a.embedding.vectors, job.edit_classifiers.get(a.embedding.name)),
-                      a.index, a.scale if scale is None else scale) for a in job.attrs]
+    if holding is None:
+        cond, own = attribute_guidance(sd, attrs)
+        return cond, own if scale is None else scale, []
+    if x is None:
+        raise ValueError("a held edit reads the images: pass them")
+    edits = [EditTerm(Token(a.embedding.name, a.embedding.vectors, holding.edit_classifiers.get(a.embedding.name)),
+                      a.index, a.scale if scale is None else scale) for a in attrs]
     device = sd.runtime.device
-    read = read_classes(list(job.hold), x, device)
-    contrast = hold_contrast(sd, edits, list(job.hold), read, source_classes(edits, x, device), job.hold_form)
-    held = [{t.name: t.classifier.classes[int(k)] for t, k in zip(job.hold, row, strict=True)}  # type: ignore[union-attr]
+    read = read_classes(list(holding.tokens), x, device)
+    contrast = hold_contrast(sd, edits, list(holding.tokens), read, source_classes(edits, x, device), holding.form)
+    held = [{t.name: t.classifier.classes[int(k)] for t, k in zip(holding.tokens, row, strict=True)}  # type: ignore[union-attr]
             for row in read.tolist()]
-    return contrast, held
-
-
-def held_provenance(held: dict[str, str] | None, form: str) -> dict[str, str]:
-    """PNG text chunks of a held edit: the classes read (``hair=black,smile=smile``) and the guidance form."""
-    return {"caso:held": ",".join(f"{k}={v}" for k, v in held.items()), "caso:hold_form": form} if held else {}
-
-
-def provenance(sd: StableDiffusion, job: EditJob, source: Path, held: dict[str, str] | None = None) -> dict[str, str]:
-    """PNG text chunks recording how an output was made (``held``: the classes read for the held attributes)."""
-    return {**held_provenance(held, job.hold_form),
-        "caso:version": __version__, "caso:input": str(source), "caso:model": sd.name,
-        "caso:embeddings": ",".join(a.embedding.name for a in job.attrs),
-        "caso:embedding_sha256": ",".join(str(a.embedding.meta.get("sha256", ""))[:16] for a in job.attrs),
-        "caso:classes": ",".join(a.cls for a in job.attrs),
-        "caso:scales": ",".join(format_scale(a.scale) for a in job.attrs),
-        "caso:start": job.config.start_label(), "caso:steps": str(job.config.steps),
-        "caso:inversion_refine": str(job.config.inversion_refine),
-        "caso:single_step": str(job.config.single_step).lower(), "caso:seed": str(job.seed),
-    }
+    return contrast, None, held
 
 
 def _batches(items: Iterable[InputItem], n: int) -> Iterator[list[InputItem]]:
@@ -179,6 +144,31 @@ def shard(items: Iterable[InputItem], rank: int, world_size: int) -> Iterator[In
     return iter(items) if world_size == 1 else itertools.islice(items, rank, None, world_size)
 
 
+def shard_size(n: int, rank: int, world_size: int) -> int:
+    """How many of ``n`` inputs :func:`shard` gives this process."""
+    return len(range(rank, n, world_size))
+
+
+def model_for(attrs: Sequence[ResolvedAttr], model: str | None) -> str | None:
+    """The model to load: ``model`` if given, else the one the embeddings were learned for (all the same), else None
+    (the default)."""
+    if model is not None:
+        return model
+    models = {a.embedding.meta.get("model") for a in attrs} - {None}
+    if len(models) > 1:
+        raise UsageError(f"the embeddings were learned for different models ({', '.join(sorted(models))}); "
+                         "name one")
+    return models.pop() if models else None
+
+
+def open_model(choice: ModelChoice, attrs: Sequence[ResolvedAttr] = ()) -> StableDiffusion:
+    """Load the model ``choice`` names (or the embeddings' own) on the device and dtype it asks for."""
+    from caso_cli.models.loaders import load_model
+    from caso_cli.runtime import make_runtime
+
+    return load_model(model_for(attrs, choice.name), make_runtime(choice.device, choice.dtype), config=choice.config)
+
+
 def _inversions(sd: StableDiffusion, job: EditJob, images: list[Any], cache: InversionCache | None) -> torch.Tensor:
     """Inverted latents of a batch of fitted images, from the cache where present."""
     from caso_cli.imageio import to_tensor
@@ -197,12 +187,11 @@ def _inversions(sd: StableDiffusion, job: EditJob, images: list[Any], cache: Inv
 def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
                  on_record: Callable[[EditRecord], None] | None = None) -> Iterator[EditRecord]:
     """Edit every input (this process's share under accelerate launch); one record per input, in order."""
-    from caso_cli.imageio import fit_image, load_image, save_png, to_pil
+    from caso_cli.imageio import fit_image, load_image, save_png, to_pil, to_tensor
 
-    check_model(job.attrs, sd)
+    holding = prepare_holding(sd, job.attrs, job.hold, job.hold_form)
     job.config.num_steps(sd.schedule)  # steps or a start this model's grid cannot take: one error, before any input
     size = job.size or sd.resolution
-    cond, scale = guidance(sd, job.attrs)
     cache = InversionCache(sd, job.config) if job.cache_inversions else None
     for batch in _batches(shard(items, sd.runtime.rank, sd.runtime.world_size), max(1, job.batch_size)):
         t0 = time.monotonic()
@@ -232,12 +221,9 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
             todo.append(rec)
         if todo:
             z_t = _inversions(sd, job, images, cache)
-            if job.hold:
-                from caso_cli.imageio import to_tensor
-
-                cond, held = held_guidance(sd, job, to_tensor(images))
-                for rec, h in zip(todo, held, strict=True):
-                    rec.info["held"] = h
+            cond, scale, held = edit_guidance(sd, job.attrs, holding, to_tensor(images) if holding else None)
+            for rec, h in zip(todo, held, strict=False):
+                rec.info["held"] = h
             edited = decode_latents(sd, edit_latents(sd, z_t, cond, scale, job.config))
             seconds = (time.monotonic() - t0) / len(todo)
             for rec, x, img in zip(todo, edited, to_pil(edited), strict=True):
@@ -248,8 +234,9 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
                     rec.output = None
                     continue
                 try:
-                    save_png(img, Path(rec.output or ""), provenance(sd, job, Path(rec.input), rec.info.get("held")),
-                             overwrite=job.overwrite)
+                    meta = provenance(sd.name, job.attrs, config=job.config, seed=job.seed, source=rec.input,
+                                      held=rec.info.get("held"), hold_form=job.hold_form)
+                    save_png(img, Path(rec.output or ""), meta, overwrite=job.overwrite)
                 except CasoError as exc:
                     rec.status, rec.error, rec.output = "error", str(exc), None
         for rec in records:

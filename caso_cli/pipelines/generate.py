@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -13,6 +15,7 @@ from caso_cli.pipelines.guidance import guided_eps
 from caso_cli.runtime import generator, randn
 
 if TYPE_CHECKING:
+    from caso_cli.attrs import ResolvedAttr
     from caso_cli.models.loaders import StableDiffusion
 
 CHUNK = 32  # latents per UNet batch (the guided call doubles it)
@@ -116,3 +119,41 @@ def require_finite(images: torch.Tensor, sd: StableDiffusion, what: str) -> torc
         raise NumericalError(f"{what} produced NaN/inf values in {bad} of {images.shape[0]} image(s), so nothing "
                              f"was written; {nonfinite_hint(sd)}")
     return images
+
+
+@dataclass(frozen=True)
+class GenerateJob:
+    """Images from noise guided by learned classes alone (no prompt): one multi-token condition."""
+
+    attrs: list[ResolvedAttr]
+    out: Path  # grid PNG
+    n: int = 8
+    scale: float = 5.0
+    steps: int = 50
+    seed: int = 0
+    size: int | None = None  # image side; default the model's resolution
+    frames: Path | None = None  # folder for each image as <attrs>.<seed>.<i>.png
+    overwrite: bool = False
+
+
+def run_generate(sd: StableDiffusion, job: GenerateJob) -> list[Path]:
+    """Generate ``job.n`` images, write the grid (and frames); the paths written, grid first."""
+    from caso_cli.config import EditConfig
+    from caso_cli.grid import image_grid
+    from caso_cli.imageio import save_png, to_pil
+    from caso_cli.pipelines.guidance import attribute_guidance, check_model
+    from caso_cli.pipelines.provenance import provenance
+
+    check_model(job.attrs, sd)
+    EditConfig(steps=job.steps).num_steps(sd.schedule)  # a step count this model's grid cannot take: one line
+    cond, _ = attribute_guidance(sd, job.attrs)
+    images = decode_latents(sd, generate_latents(sd, cond.expand(job.n, -1, -1), job.seed, job.steps, job.scale,
+                                                 job.size))
+    pics = to_pil(require_finite(images, sd, "generation"))
+    meta = provenance(sd.name, job.attrs, scales=[job.scale], steps=job.steps, seed=job.seed)
+    paths = [save_png(image_grid(pics, ncol=min(8, job.n)), job.out, meta, overwrite=job.overwrite)]
+    if job.frames is not None:
+        stem = "+".join(a.label for a in job.attrs)
+        paths += [save_png(pic, job.frames / f"{stem}.{job.seed}.{i:03d}.png", meta, overwrite=job.overwrite)
+                  for i, pic in enumerate(pics)]
+    return paths
