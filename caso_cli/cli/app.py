@@ -104,4 +104,6 @@ def main(argv: list[str] | None = None) -> None:
             raise
         show()
         sys.exit(getattr(exc, "exit_code", 2))
+    if code == EXIT_INTERRUPTED:  # typer turns a Ctrl-C that no command caught into a silent exit code
+        typer.echo("Error: interrupted", err=True)
     sys.exit(code if isinstance(code, int) else 0)

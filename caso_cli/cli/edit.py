@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,7 +13,7 @@ import typer
 from caso_cli.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelConfigOpt, ModelOpt, SeedOpt
 from caso_cli.cli.output import Progress, info, print_json
 from caso_cli.config import EditConfig, ModelChoice
-from caso_cli.errors import EXIT_CHECK_FAILED, UsageError
+from caso_cli.errors import EXIT_CHECK_FAILED, Interrupted, UsageError
 
 if TYPE_CHECKING:
     from caso_cli.attrs import ResolvedAttr
@@ -104,6 +106,7 @@ def edit_cmd(
     from caso_cli.pipelines.batch_edit import EditJob
 
     attrs = resolve_attrs(attr, parse_scale(scale, "--scale"))
+    warn_scales([a.scale for a in attrs])
     config = edit_config(steps, start, single_step, inversion_refine)
     check_edit_options(size, fit, batch_size, hold_form)
     job = EditJob(attrs=attrs, out_dir=out, config=config, size=size, fit=fit, batch_size=batch_size,
@@ -125,25 +128,51 @@ def run_batch(inputs: list[str], job: EditJob, model: ModelChoice, *, recursive:
     sd = open_model(model, job.attrs)
     rt = sd.runtime
     counts = {"ok": 0, "skipped": 0, "error": 0}
-    with Progress(job.kind or "edit", shard_size(len(items), rt.rank, rt.world_size)) as bar:
+    total = shard_size(len(items), rt.rank, rt.world_size)
+    with Progress(job.kind or "edit", total) as bar, _interrupt_says(counts, total, job.kind):
         for rec in run_edit_job(sd, job, items):
             counts[rec.status] += 1
             bar.update(sum(counts.values()))
             if rec.status == "error":
                 info(f"Error: {rec.error}")
-                continue
-            if json_out:
+            if json_out:  # one record per input, whatever happened
                 print_json({"input": rec.input, "output": rec.output, "status": rec.status,
+                            **({"error": rec.error} if rec.status == "error" else {}),
                             "attr": [a.spec.name for a in job.attrs], "class": [a.cls for a in job.attrs],
                             "scale": [a.scale for a in job.attrs], "seed": job.seed, "seconds": rec.seconds,
                             **({"held": rec.info.get("held", {}), "hold_form": job.hold_form} if job.hold else {})})
-            elif rec.status == "ok" or quiet:
+            elif rec.status == "ok" or (quiet and rec.status == "skipped"):
                 typer.echo(rec.output)
     info((f"process {rt.rank + 1}/{rt.world_size}: " if rt.world_size > 1 else "")
          + f"{counts['ok']} {'reconstructed' if job.kind else 'edited'}, {counts['skipped']} skipped, "
          f"{counts['error']} failed" + (f"; outputs in {job.out_dir}" if counts["ok"] else ""))
     if counts["error"]:
         sys.exit(EXIT_CHECK_FAILED)
+
+
+@contextmanager
+def _interrupt_says(counts: dict[str, int], total: int, kind: str) -> Iterator[None]:
+    """Ctrl-C stops the batch with one line: how far it got and how to resume (outputs are written atomically, so
+    every output on disk is complete)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        done = "reconstructed" if kind else "edited"
+        # from None: where Ctrl-C landed explains nothing
+        raise Interrupted(f"interrupted after {counts['ok']} of {total} inputs {done} ({counts['skipped']} skipped, "
+                          f"{counts['error']} failed); rerun the same command with --skip-existing to resume") from None
+
+
+USEFUL_SCALE = 15.0  # beyond it edits stop being images (measured on the toy model: docs/editing.md)
+
+
+def warn_scales(scales: list[float]) -> None:
+    """One warning line when a scale lies beyond the range models can use."""
+    far = [s for s in scales if abs(s) > USEFUL_SCALE]
+    if far:
+        worst = max(far, key=abs)
+        info(f"Warning: scale {worst:g} is beyond what a model can use (|scale| <= {USEFUL_SCALE:g}); past it "
+             "images break down into noise (docs/editing.md)")
 
 
 def check_edit_options(size: int | None, fit: str, batch_size: int, hold_form: str) -> None:

@@ -17,6 +17,7 @@ from caso_cli.cli.edit import (
     edit_config,
     held_hint,
     run_batch,
+    warn_scales,
 )
 from caso_cli.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelConfigOpt, ModelOpt, SeedOpt
 from caso_cli.cli.output import info, print_json
@@ -84,6 +85,7 @@ def interpolate_cmd(
     from caso_cli.pipelines.interpolate import SweepJob, run_sweep
 
     values = parse_scales(scales)
+    warn_scales(values)
     attrs = resolve_attrs([attr], 1.0)
     config = edit_config(steps, start, False, inversion_refine)
     check_edit_options(size, "crop", 1, hold_form)
@@ -126,6 +128,7 @@ def reconstruct_cmd(
     from caso_cli.pipelines.batch_edit import EditJob
 
     attrs = resolve_attrs([attr], parse_scale(scale, "--scale")) if attr else []
+    warn_scales([a.scale for a in attrs])
     config = edit_config(steps, start, False, inversion_refine)
     check_edit_options(size, "crop", batch_size, "auto")
     job = EditJob(attrs=attrs, out_dir=out, config=config, size=size, batch_size=batch_size, overwrite=overwrite,
@@ -160,6 +163,7 @@ def generate_cmd(
     from caso_cli.pipelines.generate import GenerateJob, run_generate
 
     w = parse_scale(scale, "--scale")
+    warn_scales([w])
     attrs = resolve_attrs(attr, w)
     edit_config(steps, "1", False)  # the --steps check
     if size is not None and (size < 8 or size % 8):
