@@ -28,8 +28,8 @@ def parse_scale(text: str, what: str = "scale") -> float:
     """A finite float; NaN and inf are usage errors."""
     try:
         value = float(text)
-    except ValueError:
-        raise UsageError(f"{what} must be a number, got {text!r}") from None
+    except ValueError as exc:
+        raise UsageError(f"{what} must be a number, got {text!r}") from exc
     if not math.isfinite(value):
         raise UsageError(f"{what} must be finite, got {text!r}")
     return value

@@ -242,7 +242,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input error
-        raise InputError(f"--weights {path}: not a readable weight file ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"--weights {path}: not a readable weight file ({type(exc).__name__}: {exc})") from exc
     for key in ("state_dict", "model"):  # checkpoints that wrap the state dict
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
@@ -290,9 +290,9 @@ def _cached_hub_folder(repo_id: str) -> Path:
 
     try:
         return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any miss means: not in the cache
+    except Exception as exc:  # noqa: BLE001 - any miss means: not in the cache
         raise InputError(f"--weights {repo_id}: no such file or folder, and not a hub repository in the local cache "
-                         "(caso never downloads weights)") from None
+                         "(caso never downloads weights)") from exc
 
 
 def load_backbones(specs: Iterable[str]) -> Backbones:

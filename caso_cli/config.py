@@ -69,6 +69,30 @@ class LearnConfig:
     # vector of the run whose check read it best (not in the paper: docs/learning.md)
     restarts: int = 4
 
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, what is wrong) for every setting no run can use; checked before any model or data is loaded
+        (the training timesteps are checked against the model's range when it is loaded)."""
+        out = []
+        for name, value in (("batch_size", self.batch_size), ("steps", self.steps)):
+            if value < 1:
+                out.append((name, f"must be at least 1, got {value}"))
+        if self.epochs is not None and not self.epochs > 0:
+            out.append(("epochs", f"must be positive, got {self.epochs:g}"))
+        if not self.lr >= 0:  # 0 is allowed: the starting vectors (a learning rate of 0 moves nothing)
+            out.append(("lr", f"must be 0 or more, got {self.lr:g}"))
+        for name, value in (("augment", self.augment), ("check_samples", self.check_samples),
+                            ("restarts", self.restarts)):
+            if value < 0:
+                out.append((name, f"must be 0 or more, got {value}"))
+        if self.together_form not in ("null", "delta"):
+            out.append(("together_form", f"must be null or delta, got {self.together_form!r}"))
+        return out
+
+    def check(self) -> None:
+        """Raise a UsageError naming the first unusable setting (see :meth:`problems`)."""
+        for name, problem in self.problems():
+            raise UsageError(f"{name} {problem}")
+
     def total_steps(self, n_images: int) -> int:
         if self.epochs is None:
             return self.steps
@@ -124,7 +148,7 @@ class EvalConfig:
 
     classifier: str | None = None  # classifier file for success rates and features; None: skip
     target: str | None = None  # the class edits should land in (needs classifier)
-    oracle: str | None = None  # "toy": per-attribute change rates read by the toy oracle
+    oracle: str | None = None  # a registered oracle (caso_cli.oracles.get_oracle), e.g. "toy": per-attribute rates
     # weight files, folders or cached hub ids holding VGG16 + LPIPS heads and/or FID's InceptionV3 (backbones.py)
     weights: tuple[str, ...] = ()
     fit: str = "crop"  # how an original is brought to its edit's size when they differ

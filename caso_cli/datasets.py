@@ -78,7 +78,7 @@ def _read_list_attr(path: Path) -> tuple[list[str], list[tuple[str, list[int]]]]
             if parts:
                 rows.append((parts[0], [int(x) for x in parts[1:]]))
     except (IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a CelebA list_attr file ({exc})") from None
+        raise InputError(f"{path}: not a CelebA list_attr file ({exc})") from exc
     if any(len(v) != len(header) for _, v in rows):
         raise InputError(f"{path}: rows and header have different numbers of columns")
     return header, rows
@@ -205,8 +205,10 @@ def digest_files(paths: Sequence[Path]) -> str:
     """sha256 over the files' names and contents: identifies a training set (16 hex digits)."""
     import hashlib
 
+    from caso_cli.fileio import file_sha256
+
     h = hashlib.sha256()
     for p in sorted(paths):
         h.update(p.name.encode())
-        h.update(hashlib.sha256(p.read_bytes()).digest())
+        h.update(bytes.fromhex(file_sha256(p)))  # the file's digest as bytes: the same value as before
     return h.hexdigest()[:16]

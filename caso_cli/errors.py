@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_MODEL_LOAD = 4
-EXIT_OUT_OF_MEMORY = 5
+EXIT_OUT_OF_MEMORY = 5  # no exception type: cli/app.py maps torch's out-of-memory errors to it
 EXIT_NUMERIC = 6
 EXIT_INTERRUPTED = 130
 
@@ -40,12 +39,6 @@ class ModelLoadError(CasoError):
     """A model or its weights could not be found or loaded."""
 
     exit_code = EXIT_MODEL_LOAD
-
-
-class OutOfMemory(CasoError):
-    """The device ran out of memory."""
-
-    exit_code = EXIT_OUT_OF_MEMORY
 
 
 class NumericalError(CasoError):

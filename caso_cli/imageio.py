@@ -39,13 +39,11 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import re
 import stat
-import uuid
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +51,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from caso_cli.errors import InputError, UsageError
+from caso_cli.fileio import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -114,16 +113,16 @@ def _check_file(path: Path, shown: str | Path) -> None:
     """Raise InputError unless ``path`` is a non-empty regular file."""
     try:
         st = path.stat()
-    except FileNotFoundError:
-        raise InputError(f"{shown}: no such file") from None
-    except PermissionError:
-        raise InputError(f"{shown}: permission denied") from None
+    except FileNotFoundError as exc:
+        raise InputError(f"{shown}: no such file") from exc
+    except PermissionError as exc:
+        raise InputError(f"{shown}: permission denied") from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise InputError(f"{shown}: symbolic link loop") from None
-        raise InputError(f"{shown}: cannot access file ({_one_line(exc)})") from None
-    except RuntimeError:  # pathlib before Python 3.13 reports a symlink loop this way
-        raise InputError(f"{shown}: symbolic link loop") from None
+            raise InputError(f"{shown}: symbolic link loop") from exc
+        raise InputError(f"{shown}: cannot access file ({_one_line(exc)})") from exc
+    except RuntimeError as exc:  # pathlib before Python 3.13 reports a symlink loop this way
+        raise InputError(f"{shown}: symbolic link loop") from exc
     if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{shown}: is a directory, not an image file")
     if not stat.S_ISREG(st.st_mode):
@@ -142,28 +141,28 @@ def _open_image(path: str | Path) -> Iterator[Image.Image]:
     _check_file(file, path)
     try:
         fh = open(file, "rb")  # closed in the finally below
-    except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not an image file") from None
+    except PermissionError as exc:
+        raise InputError(f"{path}: permission denied") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"{path}: is a directory, not an image file") from exc
     except OSError as exc:
-        raise InputError(f"{path}: cannot open file ({_one_line(exc)})") from None
+        raise InputError(f"{path}: cannot open file ({_one_line(exc)})") from exc
     try:
         with warnings.catch_warnings():
             # Our own limit below decides; Pillow's warning would only leak to stderr.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             try:
                 img = Image.open(fh, formats=_open_formats())
-            except UnidentifiedImageError:
-                raise InputError(f"{path}: not an image file (or a format Pillow cannot read)") from None
+            except UnidentifiedImageError as exc:
+                raise InputError(f"{path}: not an image file (or a format Pillow cannot read)") from exc
             except Image.DecompressionBombError as exc:
                 match = _BOMB_PIXELS_RE.search(str(exc))
                 detail = f" ({int(match.group(1)) / 1e6:.0f} megapixels)" if match else ""
-                raise InputError(_limit_message(path) + detail) from None
+                raise InputError(_limit_message(path) + detail) from exc
             except InputError:
                 raise
             except Exception as exc:  # Pillow plugins raise many types on bad headers
-                raise InputError(f"{path}: not a readable image ({_one_line(exc)})") from None
+                raise InputError(f"{path}: not a readable image ({_one_line(exc)})") from exc
             with img:
                 width, height = img.size
                 if width <= 0 or height <= 0:
@@ -174,12 +173,12 @@ def _open_image(path: str | Path) -> Iterator[Image.Image]:
                     yield img
                 except (InputError, UsageError):
                     raise
-                except Image.DecompressionBombError:
-                    raise InputError(_limit_message(path, width, height)) from None
-                except MemoryError:
-                    raise InputError(f"{path}: out of memory while decoding the image") from None
+                except Image.DecompressionBombError as exc:
+                    raise InputError(_limit_message(path, width, height)) from exc
+                except MemoryError as exc:
+                    raise InputError(f"{path}: out of memory while decoding the image") from exc
                 except Exception as exc:
-                    raise InputError(f"{path}: corrupt or truncated image ({_one_line(exc)})") from None
+                    raise InputError(f"{path}: corrupt or truncated image ({_one_line(exc)})") from exc
     finally:
         fh.close()
 
@@ -239,7 +238,7 @@ def load_image(path: str | Path) -> Image.Image:
         try:
             rgb = _to_rgb(oriented)
         except ValueError as exc:  # e.g. a colour mode Pillow cannot convert
-            raise InputError(f"{path}: unsupported colour mode {img.mode} ({_one_line(exc)})") from None
+            raise InputError(f"{path}: unsupported colour mode {img.mode} ({_one_line(exc)})") from exc
     rgb.info.pop("transparency", None)
     return rgb
 
@@ -263,8 +262,8 @@ def _target_size(size: int | tuple[int, int]) -> tuple[int, int]:
     else:
         try:
             width, height = (int(v) for v in size)
-        except (TypeError, ValueError):
-            raise UsageError(f"invalid target size {size!r}: expected N or (width, height)") from None
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"invalid target size {size!r}: expected N or (width, height)") from exc
     problem = _size_error(width, height)
     if problem:
         raise UsageError(f"invalid target size {width}x{height}: {problem}")
@@ -377,33 +376,15 @@ def save_png(
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"{path}: cannot create directory {dest.parent} ({_one_line(exc)})") from None
+        raise InputError(f"{path}: cannot create directory {dest.parent} ({_one_line(exc)})") from exc
 
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        try:
-            # O_EXCL: never follow or reuse anything; 0o666 so the umask decides the final mode
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            with os.fdopen(fd, "wb") as fh:
-                out.save(fh, format="PNG", pnginfo=info)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if overwrite:
-                os.replace(tmp, dest)
-            else:
-                try:
-                    os.link(tmp, dest)  # atomic and fails if dest appeared meanwhile
-                except FileExistsError:
-                    raise InputError(f"{path}: exists (use --overwrite)") from None
-                except OSError:  # no hard links on this file system
-                    if dest.exists():
-                        raise InputError(f"{path}: exists (use --overwrite)") from None
-                    os.replace(tmp, dest)
-        except OSError as exc:
-            raise InputError(f"{path}: cannot write ({_one_line(exc)})") from None
-    finally:
-        with suppress(OSError):  # gone already after a rename
-            tmp.unlink()
+        with atomic_write(dest, "wb", overwrite=overwrite) as fh:
+            out.save(fh, format="PNG", pnginfo=info)
+    except FileExistsError as exc:  # appeared while writing
+        raise InputError(f"{path}: exists (use --overwrite)") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({_one_line(exc)})") from exc
     return dest
 
 

@@ -96,8 +96,8 @@ def _path_lines(lines: Iterable[str]) -> Iterator[str]:
             line = next(it)
         except StopIteration:
             return
-        except UnicodeDecodeError:
-            raise UsageError(STDIN_NOT_PATHS.format(what="binary data")) from None
+        except UnicodeDecodeError as exc:
+            raise UsageError(STDIN_NOT_PATHS.format(what="binary data")) from exc
         line = line.rstrip("\r\n")
         if "\x00" in line or any("\udc80" <= ch <= "\udcff" for ch in line):  # NUL, or bytes undecodable as text
             raise UsageError(STDIN_NOT_PATHS.format(what="binary data"))

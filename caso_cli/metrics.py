@@ -1,8 +1,7 @@
-"""Image-set metrics as small numpy functions (no torch, no weights): SSIM, Fréchet distance, KID, IS, PCA.
+"""Image-set metrics as small numpy functions (no torch, no weights): PSNR, SSIM, Fréchet distance, KID, IS, PCA.
 
 Each follows a reference implementation's conventions, named in its docstring, and is tested
 against numbers computed by that reference on fixed inputs (tests/test_eval_metrics.py).
-PSNR lives in :func:`caso_cli.toyworld.quality.psnr`.
 """
 
 from __future__ import annotations
@@ -26,6 +25,16 @@ def _filter_valid(x: np.ndarray, k: np.ndarray) -> np.ndarray:
     h, w = x.shape[:2]
     y = sum(k[i] * x[i:h - r + 1 + i] for i in range(r))
     return sum(k[i] * y[:, i:w - r + 1 + i] for i in range(r))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean per-image PSNR (dB) between uint8 image batches (N, ...): 10 log10(255^2 / MSE) per image.
+
+    The MSE is floored at 1e-10, so identical images read 148.1 dB rather than infinity.
+    """
+    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
+    mse = np.maximum(d.reshape(len(a), -1).mean(axis=1), 1e-10)
+    return float(np.mean(10 * np.log10(255.0**2 / mse)))
 
 
 def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:

@@ -78,10 +78,10 @@ def pair_from_csv(csv_path: Path, orig: Path, edit: Path) -> Pairing:
         with open(csv_path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
             columns = set(rows[0]) if rows else set()
-    except FileNotFoundError:
-        raise InputError(f"{csv_path}: no such file") from None
+    except FileNotFoundError as exc:
+        raise InputError(f"{csv_path}: no such file") from exc
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{csv_path}: cannot read CSV ({exc})") from None
+        raise InputError(f"{csv_path}: cannot read CSV ({exc})") from exc
     if not rows:
         raise InputError(f"{csv_path}: no pairs (the CSV needs a header 'orig,edit' and one row per pair)")
     if not {"orig", "edit"} <= columns:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caso_cli.errors import InputError, UsageError
+from caso_cli.fileio import atomic_path, file_sha256, fsync_dir
 
 if TYPE_CHECKING:
     import torch
@@ -68,14 +69,6 @@ def text_encoder_hash(text_encoder: Any) -> str:
     return hashlib.sha256(weight.numpy().tobytes()).hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclass
 class Embedding:
     """A learned embedding: K token vectors and what is known about them."""
@@ -112,20 +105,6 @@ def _locked(root: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make renames in ``path`` durable (POSIX; a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _restore_set_aside(root: Path) -> None:
     """Under the lock: put back entries that a killed save had set aside, and drop the leftovers."""
     for aside in root.glob(".*.old"):
@@ -134,7 +113,7 @@ def _restore_set_aside(root: Path) -> None:
             if not final.exists() and (entry / META_FILE).is_file() and (entry / EMBEDDING_FILE).is_file():
                 os.replace(entry, final)
         shutil.rmtree(aside, ignore_errors=True)
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def _recover(root: Path) -> None:
@@ -165,7 +144,7 @@ def save_embedding(name: str, vectors: torch.Tensor, meta: dict[str, Any], force
             "token_dim": int(vectors.shape[1]),
             "created": now,
             **meta,
-            "sha256": _sha256(emb_path),
+            "sha256": file_sha256(emb_path),
         }
         (tmp / META_FILE).write_text(json.dumps(full, indent=2, default=str) + "\n")
         for f in tmp.iterdir():
@@ -179,11 +158,11 @@ def save_embedding(name: str, vectors: torch.Tensor, meta: dict[str, Any], force
                 old = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=root))
                 os.replace(final, old / name)
                 os.replace(tmp, final)
-                _fsync_dir(root)
+                fsync_dir(root)
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, final)
-                _fsync_dir(root)
+                fsync_dir(root)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -209,7 +188,7 @@ def read_meta(name: str) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except ValueError as exc:
-        raise InputError(f"{path}: corrupt metadata ({exc})") from None
+        raise InputError(f"{path}: corrupt metadata ({exc})") from exc
 
 
 def load_embedding(name: str) -> Embedding:
@@ -219,12 +198,12 @@ def load_embedding(name: str) -> Embedding:
     path = _entry(name)
     meta = read_meta(name)
     emb_path = path / EMBEDDING_FILE
-    if meta.get("sha256") and _sha256(emb_path) != meta["sha256"]:
+    if meta.get("sha256") and file_sha256(emb_path) != meta["sha256"]:
         raise InputError(f"{emb_path}: does not match its recorded sha256 (corrupted?)")
     try:
         vectors = load_file(str(emb_path))[TENSOR_KEY]
     except Exception as exc:  # safetensors raises its own error types
-        raise InputError(f"{emb_path}: unreadable ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{emb_path}: unreadable ({str(exc).splitlines()[0]})") from exc
     if vectors.dim() != 2 or vectors.shape[0] != len(meta.get("classes", [])):
         raise InputError(f"{emb_path}: shape {tuple(vectors.shape)} does not fit classes {meta.get('classes')}")
     return Embedding(name=name, vectors=vectors, meta=meta)
@@ -276,8 +255,12 @@ def export(name: str, out_dir: str | Path, fmt: str = "diffusers", overwrite: bo
             raise InputError(f"{path}: exists (use --overwrite)")
         vec = emb.vectors[k].contiguous()
         tensors = {token: vec} if fmt == "diffusers" else {"emb_params": vec.unsqueeze(0)}
-        save_file(tensors, str(path), metadata={"caso_embedding": name, "class": emb.classes[k],
-                                                "model": str(emb.meta.get("model", ""))})
+        try:
+            with atomic_path(path, overwrite=overwrite) as tmp:
+                save_file(tensors, str(tmp), metadata={"caso_embedding": name, "class": emb.classes[k],
+                                                       "model": str(emb.meta.get("model", ""))})
+        except FileExistsError as exc:  # appeared while writing
+            raise InputError(f"{path}: exists (use --overwrite)") from exc
         written.append(path)
     return written
 
@@ -292,7 +275,7 @@ def read_textual_inversion(path: str | Path) -> tuple[str, torch.Tensor]:
     try:
         state = load_file(str(p))
     except Exception as exc:  # safetensors raises its own error types
-        raise InputError(f"{p}: unreadable ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{p}: unreadable ({str(exc).splitlines()[0]})") from exc
     if len(state) != 1:
         raise InputError(f"{p}: expected one tensor, found {len(state)} ({', '.join(list(state)[:4])})")
     key, tensor = next(iter(state.items()))

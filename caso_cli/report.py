@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,15 @@ _CSS = """body{font:14px system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}img{image-rendering:pixelated;display:block}
 .plots{display:flex;flex-wrap:wrap;gap:1.5em}figure{margin:0}figcaption{font-size:12px;color:#555}
-.na{color:#888}"""
+.na{color:#888}table.m>tbody>tr>td,table.m>tbody>tr>th{vertical-align:top;text-align:left}
+table.sub{margin:1px 0}table.sub td,table.sub th{border-color:#e3e3e3;padding:1px 6px}
+.k{color:#555;font-size:12px;margin-top:3px}.u{color:#666;font-weight:normal;font-size:12px}
+.note{color:#444;font-size:12px}.c{color:#666}"""
+MISSING = "\u2014"  # an em dash: a value that is absent, None or not a number
+#: how each metric of EvalResult.metrics is titled (its key, which --fail-under uses, is shown too)
+LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "classifier": "classifier", "classifier_fd": "Fréchet distance, "
+          "classifier features", "classifier_kid": "KID estimator, classifier features", "oracle": "oracle",
+          "lpips": "LPIPS", "fid": "FID", "kid": "KID", "inception_score": "Inception Score"}
 
 
 def _thumb(path: Path) -> str:
@@ -97,15 +105,94 @@ def pca_svg(fo: np.ndarray, fe: np.ndarray, classes: list[str], pred: np.ndarray
             + "".join(dots) + "".join(marks) + legend + "</svg>")
 
 
+def format_number(value: Any) -> str:
+    """A metric value as text: floats rounded to their size (148.1, 22.21, 0.755, 0.000123), ints as they
+    are, booleans as yes/no, None and NaN as an em dash. Not HTML-escaped."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return MISSING
+        if math.isinf(value):
+            return "∞" if value > 0 else "-∞"
+        a = abs(value)
+        if a == 0:
+            return "0"
+        if a >= 100:
+            return f"{value:.1f}"
+        if a >= 10:
+            return f"{value:.2f}"
+        if a >= 0.01:
+            return f"{value:.3f}"
+        return f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(format_number(v) for v in value) if value else MISSING
+    return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float))  # bool too
+
+
+def _cell(value: Any) -> str:
+    text = html.escape(format_number(value))
+    return f'<td class="na">{text}</td>' if text == MISSING else f"<td>{text}</td>"
+
+
+def _row_table(values: dict[str, Any]) -> str:
+    """Numbers side by side under their keys."""
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in values)
+    return f'<table class="sub"><tr>{head}</tr><tr>{"".join(_cell(v) for v in values.values())}</tr></table>'
+
+
+def _values(entry: dict[str, Any]) -> str:
+    """The numbers of one metric: its plain numbers in a row, each nested dict below under its key (a dict of
+    numbers as a row, a dict of such dicts as one sub-row per key, e.g. per attribute then per class)."""
+    numbers = {k: v for k, v in entry.items() if _is_number(v)}
+    parts = [_row_table(numbers)] if numbers else []
+    for key, value in entry.items():
+        if not isinstance(value, dict):
+            continue
+        if value and all(isinstance(v, dict) for v in value.values()):
+            rows = "".join(
+                f'<tr><th class="l">{html.escape(str(k))}</th>'
+                + "".join(f'<td><span class="c">{html.escape(str(c))}</span> {html.escape(format_number(x))}</td>'
+                          for c, x in v.items()) + "</tr>"
+                for k, v in value.items())
+            body = f'<table class="sub">{rows}</table>'
+        elif value and all(not isinstance(v, dict) for v in value.values()):
+            body = _row_table(value)
+        elif value:
+            body = _values(value)
+        else:
+            body = f'<span class="na">{MISSING}</span>'
+        parts.append(f'<div class="k">{html.escape(str(key))}</div>{body}')
+    return "".join(parts) or f'<span class="na">{MISSING}</span>'
+
+
+def _notes(entry: dict[str, Any]) -> str:
+    """The words of one metric (weights used, what its features are, the classifier file, ...)."""
+    lines = [f"{html.escape(str(k))}: {html.escape(format_number(v))}" for k, v in entry.items()
+             if not _is_number(v) and not isinstance(v, dict)]
+    return "<br>".join(lines)
+
+
 def _metric_rows(metrics: dict[str, dict[str, Any]]) -> str:
-    rows = []
+    """One row per metric: its name, its numbers as small tables, its notes; an unavailable one shows why."""
+    rows = ['<tr><th class="l">metric</th><th class="l">values</th><th class="l">notes</th></tr>']
     for name, entry in metrics.items():
+        label = LABELS.get(name)
+        title = (f'<th class="l">{html.escape(name)}'
+                 + (f'<br><span class="u">{html.escape(label)}</span>' if label and label != name else "") + "</th>")
         if entry.get("available"):
             shown = {k: v for k, v in entry.items() if k != "available"}
-            text = html.escape(json.dumps(shown, ensure_ascii=False))
-            rows.append(f'<tr><td class="l">{name}</td><td class="l">{text}</td></tr>')
+            rows.append(f"<tr>{title}<td>{_values(shown)}</td><td class=\"note\">{_notes(shown)}</td></tr>")
         else:
-            rows.append(f'<tr><td class="l">{name}</td><td class="l na">unavailable: '
+            rows.append(f'<tr>{title}<td class="na">{MISSING}</td><td class="note na">unavailable: '
                         f'{html.escape(str(entry.get("reason", "")))}</td></tr>')
     return "".join(rows)
 
@@ -113,6 +200,7 @@ def _metric_rows(metrics: dict[str, dict[str, Any]]) -> str:
 def _pair_rows(result: EvalResult) -> str:
     clf = bool(result.classes)
     oracle = bool(result.pairs and result.pairs[0].oracle_edit is not None)
+    attrs = result.oracle_attributes
     lpips = bool(result.pairs and result.pairs[0].lpips is not None)
     head = ['<th>#</th>', '<th class="l">original</th>', '<th class="l">edit</th>', "<th>PSNR</th>", "<th>SSIM</th>"]
     head += ["<th>LPIPS</th>"] if lpips else []
@@ -132,8 +220,9 @@ def _pair_rows(result: EvalResult) -> str:
         if clf:
             row.append(f'<td class="l">{html.escape(str(r.clf_orig))} → {html.escape(str(r.clf_edit))}</td>')
         if oracle and r.oracle_orig and r.oracle_edit:
-            changed = [f"{a}: {r.oracle_orig[a]} → {r.oracle_edit[a]}" for a in r.oracle_orig
-                       if a != "face_found" and r.oracle_orig[a] != r.oracle_edit[a]]
+            changed = [f"{a}: {r.oracle_orig[a]} → {r.oracle_edit.get(a, MISSING)}"
+                       for a in (attrs or [a for a in r.oracle_orig if a != "face_found"])
+                       if r.oracle_orig.get(a) != r.oracle_edit.get(a)]
             row.append(f'<td class="l">{html.escape("; ".join(changed) or "nothing")}</td>')
         rows.append("<tr>" + "".join(row) + "</tr>")
     return "".join(rows)
@@ -159,7 +248,7 @@ def render_report(result: EvalResult, title: str = "caso eval") -> str:
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<p>{len(result.pairs)} pairs; {unpaired} files without a partner.</p>"
-            f'<h2>Metrics</h2><table>{_metric_rows(result.metrics)}</table>'
+            f'<h2>Metrics</h2><table class="m">{_metric_rows(result.metrics)}</table>'
             f'<h2>Distributions</h2><div class="plots">{figures}</div>'
             f"<h2>Pairs</h2>{note}<table>{_pair_rows(result)}</table></body></html>\n")
 

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     import torch
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
-DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ def pick_device(requested: str = "auto") -> torch.device:
     try:
         return torch.device(name)
     except RuntimeError as exc:
-        raise UsageError(f"bad device {requested!r}: {exc}") from None
+        raise UsageError(f"bad device {requested!r}: {exc}") from exc
 
 
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
@@ -145,8 +144,8 @@ def pin_threads(threads: int | None = None) -> int:
         raw = os.environ.get(THREADS_ENV, "").strip()
         try:
             threads = int(raw) if raw else torch.get_num_threads()
-        except ValueError:
-            raise UsageError(f"{THREADS_ENV}={raw!r} is not a number of threads") from None
+        except ValueError as exc:
+            raise UsageError(f"{THREADS_ENV}={raw!r} is not a number of threads") from exc
     if threads < 1:
         raise UsageError(f"the thread count must be 1 or more, got {threads}")
     if torch.get_num_threads() != threads:

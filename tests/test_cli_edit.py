@@ -156,6 +156,10 @@ def test_a_folder_edit_includes_an_animated_gif_and_names_a_directory_that_looks
                                                                                 "p2.png"]
     assert f"{folder / 'shot.png'}: is a directory, not an image file" in err
     assert "4 edited, 0 skipped, 1 failed" in err
+    # --json: one record per input, failures included, so a pipeline sees them
+    failed = [r for r in rows if r["status"] == "error"]
+    assert len(rows) == 5 and len(failed) == 1 and failed[0]["output"] is None
+    assert failed[0]["input"] == str(folder / "shot.png") and failed[0]["error"].endswith("not an image file")
 
 
 def test_two_attributes_give_the_same_pixels_in_either_order(embedding, photos, tiny_sd, tmp_path, capsys) -> None:
@@ -175,6 +179,19 @@ def test_two_attributes_give_the_same_pixels_in_either_order(embedding, photos, 
     m, h = load_embedding("mustache").vectors[1], load_embedding("hair").vectors[1]
     ab, ba = (encode_vectors(tiny_sd.text_encoder, tiny_sd.tokenizer, torch.stack(v)) for v in ((m, h), (h, m)))
     assert (ab - ba).abs().max() > 1e-3
+
+
+def test_a_scale_beyond_what_models_can_use_warns_once_and_still_edits(embedding, photos, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code, stdout, err = run_main(["edit", str(photos[0]), "--attr", "mustache", "--scale", "1e6", "--out", str(out),
+                                  *FAST], capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("Warning: scale")]
+    assert warnings == ["Warning: scale 1e+06 is beyond what a model can use (|scale| <= 15); past it images break "
+                        "down into noise (docs/editing.md)"]
+    code, _, err = run_main(["edit", str(photos[1]), "--attr", "mustache", "--scale", "15", "--out", str(out),
+                             *FAST], capsys)
+    assert code == 0 and "Warning: scale" not in err
 
 
 def test_option_errors_before_loading_a_model(embedding, photos, tmp_path, capsys) -> None:
@@ -354,6 +371,7 @@ def test_broken_files_and_options_fail_before_any_model_is_loaded(embedding, pho
     from safetensors.torch import save_file
 
     from caso_cli import registry as R
+    from caso_cli.fileio import file_sha256
     from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
 
     def load_model(*a, **k):
@@ -366,7 +384,7 @@ def test_broken_files_and_options_fail_before_any_model_is_loaded(embedding, pho
     shaped = R.save_embedding("shaped", torch.randn(2, 16), {"classes": ["no_s", "s"]})
     save_file({R.TENSOR_KEY: torch.randn(3, 16)}, str(shaped / R.EMBEDDING_FILE))
     meta = json.loads((shaped / R.META_FILE).read_text())
-    meta["sha256"] = R._sha256(shaped / R.EMBEDDING_FILE)
+    meta["sha256"] = file_sha256(shaped / R.EMBEDDING_FILE)
     (shaped / R.META_FILE).write_text(json.dumps(meta))
     edit = ["edit", str(photos[0]), "--out", str(tmp_path / "o"), "--model", "nobody/none"]
     cases = [

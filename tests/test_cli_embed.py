@@ -97,3 +97,23 @@ def test_hair_prefix_makes_three_classes(toy_data) -> None:
     data = load_labelled(toy_data, toy_data / "list_attr_toy.txt", "Hair")
     assert data.classes == ("black", "blond", "red") and len(data) == 240
     assert min(data.counts().values()) > 50
+
+
+def test_learn_options_are_refused_before_any_model_or_image_loads(tmp_path, capsys, monkeypatch) -> None:
+    """Each bad value is named with its flag, and nothing is loaded first (the model and data do not exist)."""
+    import caso_cli.pipelines.embed as embed
+
+    monkeypatch.setattr(embed, "run_embed_job", lambda *a, **k: pytest.fail("learning started"))
+    base = ["embed", "learn", str(tmp_path / "no-data"), "--classifier", str(tmp_path / "no.clf"), "--name", "x",
+            "--model", "nobody/none"]
+    cases = [(["--restarts", "-1"], "--restarts must be 0 or more, got -1"),
+             (["--steps", "0"], "--steps must be at least 1, got 0"),
+             (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+             (["--lr", "0"], "--lr must be positive, got 0"),
+             (["--epochs", "-1"], "--epochs must be positive, got -1"),
+             (["--augment", "-2"], "--augment must be 0 or more, got -2"),
+             (["--check-samples", "-1"], "--check-samples must be 0 or more, got -1"),
+             (["--t-train", "401:201"], "--t-train '401:201': use a timestep (201) or a range LOW:HIGH (201:401)")]
+    for extra, message in cases:
+        code, out, err = run_main([*base, *extra], capsys)
+        assert code == 2 and err.strip().splitlines() == [f"Error: {message}"], (extra, err)

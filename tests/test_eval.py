@@ -15,7 +15,6 @@ from caso_cli.cli.app import main
 from caso_cli.errors import InputError
 from caso_cli.pairing import pair_by_name, pair_from_csv
 from caso_cli.toyworld import render as R
-from caso_cli.toyworld.quality import psnr
 
 N = 8
 ADDED = np.array([1, 1, 1, 1, 1, 1, 0, 0])  # edits 0-5 gain a mustache, 6-7 are unchanged copies
@@ -121,9 +120,9 @@ def test_eval_on_toy_counterfactuals(toy, clf_file: Path) -> None:
     # the oracle reads exactly the mustaches that were drawn, nothing else changes
     assert m["oracle"]["changed"] == {"mustache": 0.75, "glasses": 0.0, "smile": 0.0, "hair": 0.0}
     assert m["oracle"]["edit_classes"]["mustache"] == {"no": 0.25, "yes": 0.75}
-    # PSNR / SSIM per pair are quality.psnr and metrics.ssim of that pair
+    # PSNR / SSIM per pair are metrics.psnr and metrics.ssim of that pair
     for i, r in enumerate(result.pairs):
-        assert r.psnr == pytest.approx(psnr(orig[i:i + 1], edit[i:i + 1]))
+        assert r.psnr == pytest.approx(M.psnr(orig[i:i + 1], edit[i:i + 1]))
         assert r.ssim == pytest.approx(M.ssim(orig[i], edit[i]))
         assert not r.fitted
     assert result.pairs[7].ssim == pytest.approx(1.0) and result.pairs[0].ssim < 0.99

@@ -47,11 +47,13 @@ def test_ssim_identity_constant_and_errors() -> None:
         M.ssim(a, a[:-1])
 
 
-def test_psnr_reused_from_quality_matches_skimage() -> None:
-    from caso_cli.toyworld.quality import psnr
+def test_psnr_matches_skimage() -> None:
+    from caso_cli.toyworld.quality import psnr as quality_psnr
 
     a, b = pair()
-    assert psnr(a[None], b[None]) == pytest.approx(11.210252185140938, abs=1e-9)
+    assert M.psnr(a[None], b[None]) == pytest.approx(11.210252185140938, abs=1e-9)
+    assert quality_psnr is M.psnr  # the toy world's quality measures use the library's PSNR
+    assert M.psnr(a[None], a[None]) == pytest.approx(10 * np.log10(255.0**2 / 1e-10))  # MSE floored at 1e-10
 
 
 def full_rank_feats(n: int, d: int, phase: float) -> np.ndarray:

@@ -11,8 +11,9 @@ from PIL import Image
 
 from caso_cli.conditioning import encode_vectors, null_condition
 from caso_cli.errors import InputError, UsageError
+from caso_cli.fileio import file_sha256
 from caso_cli.imageio import read_png_metadata
-from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, file_digest, save_classifier
+from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
 from caso_cli.pipelines.guidance import Contrast, guided_eps, predict_eps
 from caso_cli.pipelines.hold import EditTerm, Token, held_embeddings, hold_contrast, read_classes
 from caso_cli.registry import save_embedding, text_encoder_hash
@@ -104,7 +105,7 @@ def registry(tiny_sd, tiny_model_dir, tmp_path) -> dict[str, Path]:
         files[name] = path
         save_embedding(name, torch.randn(len(classes), 16, generator=torch.Generator().manual_seed(seed)),
                        {"classes": classes, "model": str(tiny_model_dir), "text_encoder_hash": te,
-                        "classifier": {"path": str(path), "sha256": file_digest(path)}})
+                        "classifier": {"path": str(path), "sha256": file_sha256(path)}})
     save_embedding("orphan", torch.randn(2, 16), {"classes": ["no_o", "o"], "model": str(tiny_model_dir),
                                                   "text_encoder_hash": te})
     save_embedding("other-model", torch.randn(2, 16), {"classes": ["no_q", "q"], "model": "x",

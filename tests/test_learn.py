@@ -237,9 +237,9 @@ def test_restarts_keep_each_class_best_vector_and_stop_once_all_pass(tiny_sd, cl
     out = learn.learn_checked(tiny_sd, classifier, images, LearnConfig(steps=2, checkpoint_every=0, check_samples=0,
                                                                       restarts=2))
     assert len(runs) == 1 and out.check is None
-    for bad, match in ((LearnConfig(restarts=-1), "--restarts must be 0 or more"),
-                       (LearnConfig(check_samples=-2), "--check-samples and --restarts must be 0 or more, got -2"),
-                       (LearnConfig(augment=-1), "--augment must be 0 or more pixels, got -1")):
+    for bad, match in ((LearnConfig(restarts=-1), "restarts must be 0 or more, got -1"),
+                       (LearnConfig(check_samples=-2), "check_samples must be 0 or more, got -2"),
+                       (LearnConfig(augment=-1), "augment must be 0 or more, got -1")):
         with pytest.raises(UsageError, match=match):
             learn.learn_checked(tiny_sd, classifier, images, bad)
 

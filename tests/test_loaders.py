@@ -106,3 +106,46 @@ def test_v_prediction_model(tmp_path) -> None:
         assert torch.allclose(predict_eps(sd, z, 500, c), v_to_eps(v, z, sd.schedule.abar(500)))
 
 
+
+
+# ---- local aliases (register_local_model) ----------------------------------------------------------
+
+
+@pytest.fixture()
+def restore_aliases():
+    from caso_cli.models import loaders
+
+    loaders.local_model_names()  # the built-in aliases are registered first
+    saved = dict(loaders._LOCAL_MODELS)
+    yield
+    loaders._LOCAL_MODELS.clear()
+    loaders._LOCAL_MODELS.update(saved)
+
+
+def test_toy_is_a_local_alias_the_toy_world_registers() -> None:
+    import caso_cli.toyworld as toy
+    from caso_cli.models.loaders import local_model_dir, local_model_names, toy_model_dir
+
+    assert "toy" in local_model_names()
+    assert local_model_dir("toy") == toy.MODEL_DIR == toy_model_dir()
+    assert local_model_dir("stable-diffusion-v1-5/stable-diffusion-v1-5") is None
+    loaders_src = Path(__file__).resolve().parent.parent / "caso_cli" / "models" / "loaders.py"
+    assert '"toyworld"' not in loaders_src.read_text()  # the toy model's folder is the toy world's business
+
+
+def test_a_registered_alias_loads_and_wins_over_a_folder_of_that_name(tiny_model_dir, tmp_path, monkeypatch,
+                                                                       restore_aliases) -> None:
+    from caso_cli.models.loaders import local_model_dir, register_local_model
+
+    register_local_model("tiny", tiny_model_dir)
+    (tmp_path / "tiny").mkdir()  # an empty folder named like the alias in the working directory
+    monkeypatch.chdir(tmp_path)
+    sd = load_model("tiny", cpu_runtime())
+    assert sd.name == "tiny" and sd.resolution == 32 and sd.token_dim == 16
+    register_local_model("later", lambda: tmp_path / "gone")  # resolved at load time
+    assert local_model_dir("later") == tmp_path / "gone"
+    with pytest.raises(ModelLoadError, match=r"^the later model is missing from this installation"):
+        load_model("later", cpu_runtime())
+    for bad in ("", "a/b", "two words"):
+        with pytest.raises(ValueError, match="one word"):
+            register_local_model(bad, tmp_path)

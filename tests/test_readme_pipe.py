@@ -35,14 +35,15 @@ def test_readme_pipe_example_runs_as_printed(tmp_path) -> None:
     save_embedding("toy-mustache", torch.randn(2, d, generator=torch.Generator().manual_seed(0)),
                    {"classes": ["no_mustache", "mustache"], "model": "toy", "text_encoder_hash": text_encoder_hash(te)})
     # a second attribute with its classifier, for --hold all (the demo saves every toy attribute this way)
-    from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, file_digest, save_classifier
+    from caso_cli.fileio import file_sha256
+    from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
 
     meta = ClassifierMeta(classes=["no_smile", "smile"], backbone="small-cnn", input_size=32, mean=[0.5] * 3,
                           std=[0.5] * 3, backbone_config={"widths": [8, 8]})
     clf = save_classifier(AttributeClassifier(SmallCNN(2, (8, 8)), meta), tmp_path / "smile.safetensors")
     save_embedding("toy-smile", torch.randn(2, d, generator=torch.Generator().manual_seed(1)),
                    {"classes": ["no_smile", "smile"], "model": "toy", "text_encoder_hash": text_encoder_hash(te),
-                    "classifier": {"path": str(clf), "sha256": file_digest(clf)}})
+                    "classifier": {"path": str(clf), "sha256": file_sha256(clf)}})
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     lines = _examples()
     assert any("| caso edit -" in line for line in lines)

@@ -115,8 +115,15 @@ def learn_cmd(
         raise UsageError(f"give one --name per --classifier (got {len(classifier)} classifiers and {len(name)} "
                          "names)")
     together = tuple(zip(name[1:], classifier[1:], strict=True))
-    if batch_size < 1 or steps < 1 or (epochs is not None and epochs <= 0) or lr <= 0:
-        raise UsageError("--batch-size and --steps must be at least 1, --epochs and --lr positive")
+    t_low, t_high = parse_t_train(t_train)
+    config = LearnConfig(t_train=t_low, t_train_max=t_high, train_scale=train_scale, lambda_rec=lambda_rec,
+                         lambda_keep=lambda_keep, augment=augment, lr=lr, batch_size=batch_size, steps=steps,
+                         epochs=epochs, init_word=init_word, seed=seed, checkpoint_every=checkpoint_every,
+                         check_samples=check_samples, restarts=restarts)
+    for field_name, problem in config.problems():  # every option before any model or image is loaded
+        raise UsageError(f"--{field_name.replace('_', '-')} {problem}")
+    if lr <= 0:
+        raise UsageError(f"--lr must be positive, got {lr:g}")
     if num_processes < 1:
         raise UsageError("--num-processes must be at least 1")
     if num_processes > 1:
@@ -127,11 +134,6 @@ def learn_cmd(
         check_job(EmbedJob(data=data, classifier=classifier[0], name=name[0], force=force, together=together))
         hand_off_to_accelerate(ctx, num_processes, device)
         return
-    t_low, t_high = parse_t_train(t_train)
-    config = LearnConfig(t_train=t_low, t_train_max=t_high, train_scale=train_scale, lambda_rec=lambda_rec,
-                         lambda_keep=lambda_keep, augment=augment, lr=lr, batch_size=batch_size, steps=steps,
-                         epochs=epochs, init_word=init_word, seed=seed, checkpoint_every=checkpoint_every,
-                         check_samples=check_samples, restarts=restarts)
     job = EmbedJob(data=data, classifier=classifier[0], name=name[0], together=together, model=model,
                    model_config=model_config, size=size, max_images=max_images, device=device, dtype=dtype,
                    force=force, resume=resume, grad_checkpointing=grad_checkpointing, compile=compile_)

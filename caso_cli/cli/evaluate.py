@@ -22,8 +22,8 @@ def eval_cmd(
     = None,
     target: Annotated[str | None, typer.Option("--target", help="Class the edits should land in: success is the "
                                                "share of edits the classifier puts there.")] = None,
-    oracle: Annotated[str | None, typer.Option("--oracle", help="'toy': per-attribute change rates read by the "
-                                               "toy world's pixel oracle (32x32 toy faces).")] = None,
+    oracle: Annotated[str | None, typer.Option("--oracle", help="A registered oracle's per-attribute change rates; "
+                                               "'toy': the toy world's pixel oracle (32x32 toy faces).")] = None,
     weights: Annotated[list[str] | None, typer.Option("--weights", help="A weight file, a folder of them, or a hub "
                                                       "id already in your cache (repeatable; never downloaded): "
                                                       "VGG16 + LPIPS heads give LPIPS, FID's InceptionV3 gives "

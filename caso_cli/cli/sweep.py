@@ -36,8 +36,8 @@ def parse_scales(text: str) -> list[float]:
         a, b = parse_scale(parts[0], "--scales start"), parse_scale(parts[1], "--scales stop")
         try:
             n = int(parts[2])
-        except ValueError:
-            raise UsageError(f"--scales count must be an integer, got {parts[2]!r}") from None
+        except ValueError as exc:
+            raise UsageError(f"--scales count must be an integer, got {parts[2]!r}") from exc
         if not 2 <= n <= 64:
             raise UsageError(f"--scales count must be between 2 and 64, got {n}")
         return [a + (b - a) * i / (n - 1) for i in range(n)]
@@ -200,7 +200,7 @@ def demo_cmd(
     import dataclasses
 
     from caso_cli.attrs import parse_scale
-    from caso_cli.pipelines.demo import DemoConfig, run_demo
+    from caso_cli.toyworld.demo import DemoConfig, run_demo
 
     config = DemoConfig(attr=attr, scale=parse_scale(scale, "--scale"), seed=seed, hold=hold)
     if steps is not None:

@@ -26,8 +26,8 @@ def _parse_hair(text: str) -> tuple[float, float, float]:
     parts = [p.strip() for p in text.split(",")]
     try:
         weights = [float(p) for p in parts]
-    except ValueError:
-        raise UsageError(f"--hair-probs: expected three numbers like 1,1,1, got {text!r}") from None
+    except ValueError as exc:
+        raise UsageError(f"--hair-probs: expected three numbers like 1,1,1, got {text!r}") from exc
     if len(weights) != 3 or min(weights) < 0 or sum(weights) <= 0:
         raise UsageError(f"--hair-probs: expected three non-negative weights (black,blond,red), got {text!r}")
     total = sum(weights)
@@ -153,9 +153,9 @@ def oracle_cmd(
 @app.command("path")
 def path_cmd() -> None:
     """Print the folder of the shipped toy model (a standard diffusers pipeline folder)."""
-    from caso_cli.models.loaders import toy_model_dir
+    from caso_cli.toyworld import MODEL_DIR
 
-    typer.echo(str(toy_model_dir()))
+    typer.echo(str(MODEL_DIR))
 
 
 @app.command("sample")

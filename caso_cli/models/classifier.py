@@ -9,7 +9,6 @@ Only safetensors are read: loading a classifier never runs code from the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +87,7 @@ class _VGG16(nn.Module):
         except Exception as exc:  # missing, or built for another torch (fails at import with RuntimeError)
             raise UsageError("the vgg16 backbone needs a torchvision that matches your torch: pip install "
                              f"'caso[vgg]' ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-                             ) from None
+                             ) from exc
         # ImageNet weights come from torchvision's cache ($TORCH_HOME), fetched there on first use.
         self.model = vgg16(weights=VGG16_Weights.IMAGENET1K_V1 if pretrained else None)
         self.model.classifier[6] = nn.Linear(4096, num_classes)
@@ -155,9 +154,9 @@ def build_backbone(meta: ClassifierMeta, pretrained: bool = False) -> nn.Module:
 
                 if "trust_remote_code" in str(exc):
                     raise ModelLoadError(f"could not load image classifier {source!r}: it needs its own Python "
-                                         "code (trust_remote_code), which caso does not run") from None
+                                         "code (trust_remote_code), which caso does not run") from exc
                 raise ModelLoadError(f"could not load image classifier {source!r}: "
-                                     f"{str(exc).strip().splitlines()[0]}") from None
+                                     f"{str(exc).strip().splitlines()[0]}") from exc
             meta.backbone_config = {"hf_config": model.config.to_dict()}
         else:
             cfg_dict = dict(meta.backbone_config["hf_config"])
@@ -171,23 +170,17 @@ def build_backbone(meta: ClassifierMeta, pretrained: bool = False) -> nn.Module:
 def save_classifier(clf: AttributeClassifier, path: str | Path) -> Path:
     """Write weights + metadata to one safetensors file, atomically."""
     import dataclasses
-    import os
-    import tempfile
 
     from safetensors.torch import save_file
+
+    from caso_cli.fileio import atomic_path
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in clf.backbone.state_dict().items()}
     meta = json.dumps(dataclasses.asdict(clf.meta))
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={META_KEY: meta})
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata={META_KEY: meta})
     return out
 
 
@@ -204,14 +197,14 @@ def read_classifier_meta(path: str | Path) -> ClassifierMeta:
         with safe_open(str(p), framework="pt") as fh:
             raw = (fh.metadata() or {}).get(META_KEY)
     except Exception as exc:  # safetensors raises its own error types
-        raise InputError(f"{p}: not a safetensors classifier file ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{p}: not a safetensors classifier file ({str(exc).splitlines()[0]})") from exc
     if raw is None:
         raise InputError(f"{p}: a safetensors file without caso classifier metadata")
     try:
         data = json.loads(raw)
         meta = ClassifierMeta(**data)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"{p}: corrupt classifier metadata ({exc})") from None
+        raise InputError(f"{p}: corrupt classifier metadata ({exc})") from exc
     if meta.schema_version > SCHEMA_VERSION:
         raise InputError(f"{p}: written by a newer caso (schema {meta.schema_version}); upgrade caso")
     if len(meta.classes) < 2 or len(meta.mean) != 3 or len(meta.std) != 3:
@@ -230,16 +223,7 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Att
         backbone.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise InputError(f"{path}: weights do not fit the {meta.backbone} architecture "
-                         f"({str(exc).splitlines()[0]})") from None
+                         f"({str(exc).splitlines()[0]})") from exc
     clf = AttributeClassifier(backbone, meta).to(device).eval()
     clf.requires_grad_(False)
     return clf
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file, hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -2,7 +2,8 @@
 
 ``--model`` (or ``$CASO_MODEL``) may be:
 
-* ``toy``: the small toy-world model shipped inside caso (offline, CPU friendly);
+* a local alias (:func:`register_local_model`), such as ``toy``: the small toy-world model shipped
+  inside caso (offline, CPU friendly), which :mod:`caso_cli.toyworld` registers;
 * a local diffusers folder (``model_index.json`` with ``vae/``, ``unet/``, ``text_encoder/``,
   ``tokenizer/``, ``scheduler/``);
 * a single-file checkpoint (``.safetensors``; ``.ckpt`` only with ``allow_pickle``), with
@@ -17,7 +18,9 @@ in eval mode, with gradients off. Every failure is a :class:`ModelLoadError`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +31,6 @@ if TYPE_CHECKING:
     from caso_cli.runtime import Runtime
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-TOY_MODEL = "toy"
 COMPONENTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
 
 
@@ -37,9 +39,61 @@ def default_model() -> str:
     return os.environ.get("CASO_MODEL") or DEFAULT_MODEL
 
 
+# ---- local aliases: short --model names for diffusers folders on this machine ----------------
+
+_LOCAL_MODELS: dict[str, Callable[[], Path]] = {}
+#: Modules that register local aliases when imported; imported on the first lookup.
+BUILTIN_PROVIDERS = ("caso_cli.toyworld",)
+_providers_loaded = False
+
+
+def _load_providers() -> None:
+    global _providers_loaded
+    if not _providers_loaded:
+        _providers_loaded = True
+        for module in BUILTIN_PROVIDERS:
+            import_module(module)
+
+
+def register_local_model(name: str, folder: str | Path | Callable[[], Path]) -> None:
+    """Let ``--model name`` (and ``load_model(name, ...)``) load the diffusers folder ``folder``.
+
+    ``folder`` may be a callable returning the folder, resolved at load time. An alias is looked up
+    before paths and hub ids, so it wins over a folder of the same name in the working directory;
+    a name with a ``/`` would shadow hub ids and is refused. Registering a name again replaces it.
+    """
+    _load_providers()  # built-in aliases first, so that a user's registration of the same name wins
+    if not name or "/" in name or "\\" in name or any(ch.isspace() for ch in name):
+        raise ValueError(f"a local model alias must be one word without slashes, got {name!r}")
+    if callable(folder):
+        _LOCAL_MODELS[name] = folder
+    else:
+        fixed = Path(folder).expanduser()
+        _LOCAL_MODELS[name] = lambda: fixed
+
+
+def local_model_names() -> list[str]:
+    """The registered local aliases, sorted."""
+    _load_providers()
+    return sorted(_LOCAL_MODELS)
+
+
+def local_model_dir(name: str) -> Path | None:
+    """The folder registered as ``name``, or None when ``name`` is not a local alias."""
+    _load_providers()
+    factory = _LOCAL_MODELS.get(name)
+    return None if factory is None else Path(factory())
+
+
 def toy_model_dir() -> Path:
-    """The folder of the toy-world model shipped in the package."""
-    return Path(__file__).resolve().parent.parent / "toyworld" / "model"
+    """The folder of the toy-world model shipped in the package (the local alias ``toy``).
+
+    Kept for older callers; :data:`caso_cli.toyworld.MODEL_DIR` is the same folder.
+    """
+    folder = local_model_dir("toy")
+    if folder is None:
+        raise ModelLoadError("no local model 'toy' is registered")
+    return folder
 
 
 @dataclass
@@ -151,7 +205,7 @@ def _finish(parts: dict[str, Any], runtime: Runtime, name: str) -> StableDiffusi
     try:
         schedule = schedule_from_config(parts["scheduler"])
     except ValueError as exc:
-        raise ModelLoadError(f"{name}: {exc}") from None
+        raise ModelLoadError(f"{name}: {exc}") from exc
     for key in ("vae", "unet", "text_encoder"):
         parts[key] = _freeze(parts[key], runtime)
     if runtime.channels_last:
@@ -218,18 +272,18 @@ def _load_single_file(path: Path, runtime: Runtime, config: str | None, allow_pi
     except component_errors as exc:
         first = str(getattr(exc, "message", None) or exc).strip().splitlines()[0]
         raise ModelLoadError(f"{path}: {first} Is it a Stable Diffusion checkpoint in the original (LDM) "
-                             f"layout that matches {configs}?") from None
-    except LocalEntryNotFoundError:
+                             f"layout that matches {configs}?") from exc
+    except LocalEntryNotFoundError as exc:
         what = f"model {config!r}" if config else "the model this checkpoint looks like"
         raise ModelLoadError(
             f"{path}: the configs of {what} are not in the local Hugging Face cache"
             + (" and HF_HUB_OFFLINE is set" if _offline() else "")
-            + "; pass --model-config with a local diffusers folder of the same model") from None
+            + "; pass --model-config with a local diffusers folder of the same model") from exc
     except RuntimeError as exc:
         if "meta" not in str(exc):
             raise
         raise ModelLoadError(f"{path}: the checkpoint lacks weights that {configs} call for; is it the same "
-                             "model?") from None
+                             "model?") from exc
     parts = {
         "vae": pipe.vae,
         "unet": pipe.unet,
@@ -259,10 +313,10 @@ def load_model(model: str | None, runtime: Runtime, config: str | None = None,
     name = model or default_model()
     quiet_libraries()
     try:
-        if name == TOY_MODEL:
-            folder = toy_model_dir()
+        folder = local_model_dir(name)
+        if folder is not None:
             if not (folder / "model_index.json").is_file():
-                raise ModelLoadError(f"the toy model is missing from this installation ({folder})")
+                raise ModelLoadError(f"the {name} model is missing from this installation ({folder})")
             return _finish(_load_components(str(folder), runtime, local_only=True), runtime, name)
         path = Path(name).expanduser()
         if path.is_dir():
@@ -277,13 +331,13 @@ def load_model(model: str | None, runtime: Runtime, config: str | None = None,
             raise ModelLoadError(f"{name}: no such model file or folder")
         try:
             parts = _load_components(name, runtime, local_only=True)
-        except OSError:
+        except OSError as exc:
             if _offline():
-                raise ModelLoadError(_how_to_get(name)) from None
+                raise ModelLoadError(_how_to_get(name)) from exc
             try:
                 parts = _load_components(name, runtime, local_only=False)
-            except OSError:
-                raise ModelLoadError(_how_to_get(name)) from None
+            except OSError as exc:
+                raise ModelLoadError(_how_to_get(name)) from exc
         return _finish(parts, runtime, name)
     except (ModelLoadError, UsageError):
         raise
@@ -291,7 +345,7 @@ def load_model(model: str | None, runtime: Runtime, config: str | None = None,
         if "out of memory" in str(exc).lower():
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"could not load model {name!r}: {first}") from None
+        raise ModelLoadError(f"could not load model {name!r}: {first}") from exc
 
 
 def enable_grad_checkpointing(sd: StableDiffusion, enable: bool = True) -> None:

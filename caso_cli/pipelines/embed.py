@@ -55,8 +55,9 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
                   status: Any = None) -> tuple[list[Path], LearnResult, list[dict[str, Any]]]:
     """Learn and save; returns each registry entry's path (in token order), the result and the stored metadata."""
     from caso_cli.datasets import digest_files, image_paths
+    from caso_cli.fileio import file_sha256
     from caso_cli.imageio import fit_image, load_image, to_tensor
-    from caso_cli.models.classifier import file_digest, load_classifier
+    from caso_cli.models.classifier import load_classifier
     from caso_cli.models.loaders import compile_unet, enable_grad_checkpointing, load_model
     from caso_cli.paths import user_dir
     from caso_cli.registry import save_embedding, text_encoder_hash
@@ -108,7 +109,7 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
             "model": sd.name,
             "text_encoder_hash": te_hash,
             "image_size": size,
-            "classifier": {"path": str(Path(path).resolve()), "sha256": file_digest(path),
+            "classifier": {"path": str(Path(path).resolve()), "sha256": file_sha256(path),
                            "backbone": clf.meta.backbone, "val_accuracy": clf.meta.metrics.get("val_accuracy")},
             **({"learned_with": [n for n, _ in pairs if n != name]} if len(pairs) > 1 else {}),
             "hyperparameters": {**asdict(config), "betas": list(config.betas)},

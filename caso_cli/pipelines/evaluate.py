@@ -1,10 +1,11 @@
-"""``caso eval``: measure edits against their originals (PSNR, SSIM, classifier, toy oracle, feature distances).
+"""``caso eval``: measure edits against their originals (PSNR, SSIM, classifier, an oracle, feature distances).
 
 Every metric is an entry of :attr:`EvalResult.metrics`: ``{"available": true, ...numbers}`` or
 ``{"available": false, "reason": "..."}``. Nothing is downloaded: metrics that need backbone
 weights (LPIPS, FID, KID, Inception Score) are computed only from weight files the user gives
 (:mod:`caso_cli.backbones`), and distances computed on the classifier's features are named
-``classifier_fd`` and ``classifier_kid``, never FID or KID.
+``classifier_fd`` and ``classifier_kid``, never FID or KID. Oracles (``--oracle NAME``, e.g. the
+toy world's ``toy``) are found by name through :func:`caso_cli.oracles.get_oracle`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from caso_cli.errors import InputError, UsageError
 from caso_cli.pairing import Pairing
 
 SCHEMA_VERSION = 1
-ORACLES = ("toy",)
 BACKBONE_METRICS = ("lpips", "fid", "kid", "inception_score")
 
 
@@ -38,7 +38,7 @@ class PairRecord:
     lpips: float | None = None
     clf_orig: str | None = None  # classifier's class for the original
     clf_edit: str | None = None
-    oracle_orig: dict[str, str] | None = None  # toy attribute -> class name
+    oracle_orig: dict[str, str] | None = None  # the oracle's reading: attribute -> class name
     oracle_edit: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -60,6 +60,7 @@ class EvalResult:
     classes: list[str] = field(default_factory=list)  # classifier classes, when one was given
     features_orig: np.ndarray | None = None  # (N, D) classifier features, for the report's plot
     features_edit: np.ndarray | None = None
+    oracle_attributes: list[str] = field(default_factory=list)  # the attributes the oracle reads, when one was given
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary: metrics, counts, and one row per pair."""
@@ -73,8 +74,11 @@ def check_config(config: EvalConfig) -> None:
     """Refuse inconsistent options before any image is read."""
     if config.target is not None and config.classifier is None:
         raise UsageError("--target needs --classifier")
-    if config.oracle is not None and config.oracle not in ORACLES:
-        raise UsageError(f"unknown --oracle {config.oracle!r} (known: {', '.join(ORACLES)})")
+    if config.oracle is not None:
+        from caso_cli.oracles import oracle_names
+
+        if config.oracle not in oracle_names():
+            raise UsageError(f"unknown --oracle {config.oracle!r} (known: {', '.join(oracle_names()) or 'none'})")
     if config.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     for spec in config.weights:
@@ -203,31 +207,6 @@ def _classify(clf: Any, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
     return np.stack(feats).astype(np.float64), np.stack(probs).astype(np.float64)
 
 
-def _read_toy(images: list[np.ndarray], paths: list[Path]) -> list[dict[str, str]]:
-    from caso_cli.toyworld import oracle
-    from caso_cli.toyworld.render import IMAGE_SIZE
-
-    for im, p in zip(images, paths, strict=True):
-        if im.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
-            raise InputError(f"{p}: --oracle toy reads {IMAGE_SIZE}x{IMAGE_SIZE} toy faces, this image is "
-                             f"{im.shape[1]}x{im.shape[0]}")
-    rows = oracle.read_attributes(np.stack(images)).to_dicts()
-    return [{k: str(r[k]) for k in ("mustache", "glasses", "smile", "hair", "face_found")} for r in rows]
-
-
-def _oracle_summary(pairs: list[PairRecord]) -> dict[str, Any]:
-    from caso_cli.toyworld.render import ATTRIBUTES
-
-    n = len(pairs)
-    changed = {a: round(sum(p.oracle_orig[a] != p.oracle_edit[a] for p in pairs) / n, 4)  # type: ignore[index]
-               for a in ATTRIBUTES}
-    edits = {a: {c: round(sum(p.oracle_edit[a] == c for p in pairs) / n, 4) for c in ATTRIBUTES[a]}  # type: ignore[index]
-             for a in ATTRIBUTES}
-    found = sum(p.oracle_edit["face_found"] == "True" for p in pairs) / n  # type: ignore[index]
-    return {"available": True, "name": "toy", "changed": changed, "edit_classes": edits,
-            "edit_face_found": round(found, 4)}
-
-
 def _classifier_summary(config: EvalConfig, classes: list[str], p_orig: np.ndarray,
                         p_edit: np.ndarray) -> dict[str, Any]:
     po, pe = p_orig.argmax(axis=1), p_edit.argmax(axis=1)
@@ -258,9 +237,13 @@ def evaluate(pairing: Pairing, config: EvalConfig,
              progress: Callable[[int, int], None] | None = None) -> EvalResult:
     """Measure every (original, edit) pair of ``pairing``; ``progress(done, total)`` after each batch."""
     from caso_cli import metrics as M
-    from caso_cli.toyworld.quality import psnr
 
     check_config(config)
+    oracle = None
+    if config.oracle is not None:
+        from caso_cli.oracles import get_oracle
+
+        oracle = get_oracle(config.oracle)
     clf = None
     if config.classifier is not None:
         from caso_cli.models.classifier import load_classifier
@@ -281,8 +264,8 @@ def evaluate(pairing: Pairing, config: EvalConfig,
             try:
                 s = M.ssim(a, b)
             except ValueError as exc:
-                raise InputError(f"{e}: {exc}") from None
-            records.append(PairRecord(o, e, psnr(a[None], b[None]), s, fitted))
+                raise InputError(f"{e}: {exc}") from exc
+            records.append(PairRecord(o, e, M.psnr(a[None], b[None]), s, fitted))
         batch = records[start:]
         lp = nets.lpips([a for a, _, _ in loaded], [b for _, b, _ in loaded])
         if lp is not None:
@@ -296,9 +279,9 @@ def evaluate(pairing: Pairing, config: EvalConfig,
             probs.append((po, pe))
             for r, i, j in zip(batch, po.argmax(1), pe.argmax(1), strict=True):
                 r.clf_orig, r.clf_edit = clf.classes[i], clf.classes[j]
-        if config.oracle == "toy":
-            ro = _read_toy([a for a, _, _ in loaded], [o for o, _ in chunk])
-            re_ = _read_toy([b for _, b, _ in loaded], [e for _, e in chunk])
+        if oracle is not None:
+            ro = oracle.read([a for a, _, _ in loaded], [o for o, _ in chunk])
+            re_ = oracle.read([b for _, b, _ in loaded], [e for _, e in chunk])
             for r, x, y in zip(batch, ro, re_, strict=True):
                 r.oracle_orig, r.oracle_edit = x, y
         if progress is not None:
@@ -317,7 +300,12 @@ def evaluate(pairing: Pairing, config: EvalConfig,
     else:
         why = _unavailable("no --classifier given")
         metrics.update(classifier=why, classifier_fd=why, classifier_kid=why)
-    metrics["oracle"] = _oracle_summary(records) if config.oracle == "toy" else _unavailable("no --oracle given")
+    if oracle is not None:
+        result.oracle_attributes = list(oracle.attributes)
+        metrics["oracle"] = oracle.summary([r.oracle_orig for r in records],  # type: ignore[misc]
+                                           [r.oracle_edit for r in records])  # type: ignore[misc]
+    else:
+        metrics["oracle"] = _unavailable("no --oracle given")
     metrics.update(nets.metrics(config, [r.lpips for r in records if r.lpips is not None]))
     return result
 
@@ -352,8 +340,8 @@ def parse_threshold(text: str) -> tuple[str, float]:
         if not sep or not name.strip():
             raise ValueError
         return name.strip(), float(value)
-    except ValueError:
-        raise UsageError(f"--fail-under {text!r}: expected METRIC=NUMBER, e.g. psnr=30") from None
+    except ValueError as exc:
+        raise UsageError(f"--fail-under {text!r}: expected METRIC=NUMBER, e.g. psnr=30") from exc
 
 
 def missed_thresholds(metrics: dict[str, dict[str, Any]], thresholds: list[tuple[str, float]]) -> list[str]:

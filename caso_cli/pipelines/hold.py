@@ -141,7 +141,8 @@ def _from_target(w: Scale) -> Scale:
 def embedding_classifier(emb: Embedding, device: torch.device | str = "cpu") -> AttributeClassifier:
     """The classifier an embedding was learned with, from the path its entry records, checked by sha256."""
     from caso_cli.errors import InputError
-    from caso_cli.models.classifier import file_digest, load_classifier
+    from caso_cli.fileio import file_sha256
+    from caso_cli.models.classifier import load_classifier
 
     rec = emb.meta.get("classifier") or {}
     path = rec.get("path")
@@ -151,7 +152,7 @@ def embedding_classifier(emb: Embedding, device: torch.device | str = "cpu") -> 
     if not Path(path).is_file():
         raise InputError(f"embedding {emb.name!r}: its classifier {path} is missing (moved or deleted?); put it "
                          "back, or leave this attribute out of the held ones")
-    if rec.get("sha256") and file_digest(path) != rec["sha256"]:
+    if rec.get("sha256") and file_sha256(path) != rec["sha256"]:
         raise InputError(f"embedding {emb.name!r}: its classifier {path} changed since the embedding was learned "
                          "(sha256 differs)")
     return load_classifier(path, device)

@@ -8,7 +8,6 @@ fingerprint), the size, the grid and the number of inverted steps.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,8 +58,9 @@ class InversionCache:
     def put(self, image: Image.Image, z_t: torch.Tensor) -> None:
         from safetensors.torch import save_file
 
+        from caso_cli.fileio import atomic_path
+
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{self.key(image)}.safetensors"
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"z_t": z_t.detach().float().cpu().contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file({"z_t": z_t.detach().float().cpu().contiguous()}, str(tmp))

@@ -101,9 +101,9 @@ class Checkpoint:
 
     def save(self, step: int, vectors: torch.Tensor, opt: torch.optim.Optimizer, gen: torch.Generator,
              history: list[dict[str, float]], fingerprint: dict[str, Any]) -> None:
-        import os
-
         from safetensors.torch import save_file
+
+        from caso_cli.fileio import atomic_path, atomic_write
 
         self.folder.mkdir(parents=True, exist_ok=True)
         state = opt.state.get(vectors, {})
@@ -111,13 +111,11 @@ class Checkpoint:
         for key in ("exp_avg", "exp_avg_sq"):
             if key in state:
                 tensors[key] = state[key].detach().cpu().contiguous()
-        tmp = self.folder / "state.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, self.folder / "state.safetensors")
+        with atomic_path(self.folder / "state.safetensors") as tmp:
+            save_file(tensors, str(tmp))
         info = {"step": step, "adam_step": float(state.get("step", 0)), "history": history, "fingerprint": fingerprint}
-        tmp_json = self.folder / "state.json.tmp"
-        tmp_json.write_text(json.dumps(info))
-        os.replace(tmp_json, self.folder / "state.json")
+        with atomic_write(self.folder / "state.json", "w") as fh:
+            fh.write(json.dumps(info))
 
     def load(self, vectors: torch.Tensor, opt: torch.optim.Optimizer, gen: torch.Generator,
              fingerprint: dict[str, Any]) -> tuple[int, list[dict[str, float]]]:
@@ -266,16 +264,13 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
     pairs = torch.tensor([(a, c) for a, size in enumerate(sizes) for c in range(size)])  # (attribute, class)
     k = len(pairs)
     n = images.shape[0]
+    config.check()
     if n < 1:
         raise UsageError("no training images")
     t_hi = config.t_train if config.t_train_max is None else config.t_train_max
     if not 0 <= config.t_train <= t_hi < sd.schedule.num_train_timesteps:
         shown = config.t_train if config.t_train_max is None else f"{config.t_train}:{t_hi}"
         raise UsageError(f"--t-train must lie in 0..{sd.schedule.num_train_timesteps - 1}, low first; got {shown}")
-    if config.together_form not in ("null", "delta"):
-        raise UsageError(f"the together form must be null or delta, got {config.together_form!r}")
-    if config.augment < 0:
-        raise UsageError(f"--augment must be 0 or more pixels, got {config.augment}")
     rank, world = sd.runtime.rank, sd.runtime.world_size
     if config.batch_size < world:
         raise UsageError(f"--batch-size {config.batch_size} is smaller than the {world} processes; each process "
@@ -355,6 +350,8 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
     except KeyboardInterrupt:
         if checkpoint is None:
             raise
+        # `from None` (here and below) is deliberate: the KeyboardInterrupt's traceback only says where
+        # Ctrl-C landed, which explains nothing about the error.
         if not sd.runtime.is_main:  # the main process writes the checkpoint
             raise Interrupted(f"interrupted after step {len(history)}") from None
         # Save the state after the last completed step, so --resume redoes the unfinished one exactly.
@@ -414,9 +411,7 @@ def learn_checked(sd: StableDiffusion, classifier: AttributeClassifier | list[At
     (vectors of one attribute are used one at a time, so they can come from different runs). Run r > 0 keeps
     its checkpoint in ``run<r>`` under the first run's folder. Attributes learned together (several classifiers)
     are used side by side, so they come from one run: they are checked, never restarted."""
-    if config.check_samples < 0 or config.restarts < 0:
-        raise UsageError(f"--check-samples and --restarts must be 0 or more, got {config.check_samples} and "
-                         f"{config.restarts}")
+    config.check()
     if not config.check_samples:
         return learn_embedding(sd, classifier, images, config, checkpoint, resume, progress)
     if isinstance(classifier, list) and len(classifier) > 1:  # learned together: one run, each attribute checked

@@ -13,7 +13,7 @@ counterfactual ("best possible": an edit comes out of the VAE decoder, so it can
 to the counterfactual than D(E(counterfactual)) on average).
 
 PSNR is the **mean over images of the per-image PSNR** (dB, peak 255, per-image MSE over all
-pixels and channels), as :func:`caso_cli.toyworld.quality.psnr` computes it. That function floors
+pixels and channels), as :func:`caso_cli.metrics.psnr` computes it. That function floors
 the MSE at 1e-10, so an image identical to its reference scores :data:`PSNR_IDENTICAL`
 (about 148.1 dB) rather than inf and means stay finite; one such image in a batch still
 dominates the mean, so score only faces whose class the edit changes (not faces already of the
@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from caso_cli.errors import UsageError
-from caso_cli.metrics import ssim
+from caso_cli.metrics import psnr, ssim
 from caso_cli.toyworld import render as R
 
-#: PSNR (dB) of an image against itself: quality.psnr's MSE floor of 1e-10 at peak 255.
+#: PSNR (dB) of an image against itself: metrics.psnr's MSE floor of 1e-10 at peak 255.
 PSNR_IDENTICAL = 10 * math.log10(255.0**2 / 1e-10)
 
 
@@ -80,8 +80,6 @@ def counterfactual_scores(edits: np.ndarray, originals: np.ndarray, counterfactu
     ``vae_psnr``, ``vae_ssim`` (the "best possible" edit through this VAE). Higher is closer.
     Identical images score :data:`PSNR_IDENTICAL` dB and SSIM 1 (see the module docstring).
     """
-    from caso_cli.toyworld.quality import psnr  # quality imports the pipelines (torch); only needed here
-
     cf = _check("counterfactual", counterfactual)
     if len(cf) == 0:
         raise ValueError("no images to score")
@@ -97,7 +95,6 @@ def counterfactual_scores(edits: np.ndarray, originals: np.ndarray, counterfactu
 
 def vae_reconstruction(sd: Any, images: np.ndarray) -> np.ndarray:
     """uint8 (N, H, W, 3) D(E(images)): the model's VAE round trip (posterior mean, as caso encodes)."""
-    from caso_cli.pipelines.generate import decode_latents, encode_images
-    from caso_cli.toyworld.measure import to_uint8, to_unit
+    from caso_cli.toyworld import sample as S  # the pipelines (torch): only needed here
 
-    return to_uint8(decode_latents(sd, encode_images(sd, to_unit(np.asarray(images)))))
+    return S.decode(sd, S.encode(sd, np.asarray(images)))

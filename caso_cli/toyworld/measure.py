@@ -15,10 +15,12 @@ import torch
 
 from caso_cli.conditioning import encode_vectors
 from caso_cli.config import EditConfig
+from caso_cli.metrics import psnr
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import class_conditions, decode_latents, encode_images, samples_per_class
 from caso_cli.toyworld import oracle
 from caso_cli.toyworld import render as R
+from caso_cli.toyworld.sample import to_uint8, to_unit  # also measure.to_uint8 / measure.to_unit for callers
 
 
 def class_value(attr: str, cls: str) -> int:
@@ -33,16 +35,6 @@ def class_value(attr: str, cls: str) -> int:
     elif c in names:
         return names.index(c)
     raise ValueError(f"class {cls!r} is not a class of toy attribute {attr!r}")
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
-def to_unit(images: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def generation_accuracy(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, n_per_class: int = 32,
@@ -102,8 +94,6 @@ def edit_scores(before: np.ndarray, after: np.ndarray, attr: str, target: int,
 
     ``readings`` are the oracle's readings of ``before`` when the caller has them already.
     """
-    from caso_cli.toyworld.quality import psnr  # quality imports this module
-
     rb = readings if readings is not None else oracle.read_attributes(before)
     ra = oracle.read_attributes(after)
     return {"n": len(before), "success": float(np.mean(getattr(ra, attr) == target)),
@@ -155,8 +145,6 @@ def guided_reconstruction(sd: Any, vectors: torch.Tensor, classes: list[str], at
 
     Per variant: ``kept_all`` (every attribute reads as before) and ``psnr`` (dB vs the input).
     """
-    from caso_cli.toyworld.quality import psnr
-
     z_t = invert_latents(sd, encode_images(sd, to_unit(images)), config)
     before = oracle.read_attributes(images)
     own = getattr(before, attr)

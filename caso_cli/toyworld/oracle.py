@@ -61,12 +61,17 @@ Assumptions and limits:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from caso_cli.toyworld import render as R
+
+if TYPE_CHECKING:
+    from caso_cli.oracles import Oracle
 
 # ---- constants; thresholds are documented where they are defined -------------------------
 
@@ -482,3 +487,30 @@ def score_ranges(images: np.ndarray, params: R.FaceParams) -> dict[str, tuple[fl
         out[name] = (float(s[y == 0].min()), float(s[y == 0].max()),
                      float(s[y == 1].min()), float(s[y == 1].max()))
     return out
+
+
+# ---- ``caso eval --oracle toy`` ------------------------------------------------------------
+
+
+def eval_read(images: list[np.ndarray], paths: Sequence[object]) -> list[dict[str, str]]:
+    """Readings of uint8 (32, 32, 3) toy faces for ``caso eval``: class names of each attribute and ``face_found``
+    (as strings); an image of another size is an :class:`caso_cli.errors.InputError` naming its path."""
+    from caso_cli.errors import InputError
+
+    for im, p in zip(images, paths, strict=True):
+        if im.shape != (R.IMAGE_SIZE, R.IMAGE_SIZE, 3):
+            raise InputError(f"{p}: --oracle toy reads {R.IMAGE_SIZE}x{R.IMAGE_SIZE} toy faces, this image is "
+                             f"{im.shape[1]}x{im.shape[0]}")
+    rows = read_attributes(np.stack(images)).to_dicts()
+    return [{k: str(r[k]) for k in (*R.ATTRIBUTES, "face_found")} for r in rows]
+
+
+def _face_found_rate(edits: list[dict[str, str]]) -> dict[str, float]:
+    return {"edit_face_found": round(sum(r["face_found"] == "True" for r in edits) / len(edits), 4)}
+
+
+def eval_oracle() -> Oracle:
+    """The toy world's pixel oracle as a :class:`caso_cli.oracles.Oracle` (registered as ``toy``)."""
+    from caso_cli.oracles import Oracle
+
+    return Oracle(name="toy", attributes=R.ATTRIBUTES, read=eval_read, extra=_face_found_rate)

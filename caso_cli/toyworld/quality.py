@@ -11,6 +11,7 @@
     the other attributes change.
 
 Every function takes the loaded model ``sd`` and seeds; all random numbers are seeded.
+PSNR is :func:`caso_cli.metrics.psnr` (still importable from here as ``quality.psnr``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from caso_cli.config import EditConfig
+from caso_cli.metrics import psnr
 from caso_cli.toyworld import captions as C
 from caso_cli.toyworld import oracle
 from caso_cli.toyworld import render as R
@@ -27,13 +29,6 @@ from caso_cli.toyworld import sample as S
 
 TARGETS = {"vae_all": 0.99, "present": 0.90, "absent_max": 0.10, "hair": 0.90, "inversion_all": 0.97}
 TEST_SEED = 90_000  # faces for measurements come from seeds far from the training seeds
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean per-image PSNR (dB) between uint8 image batches."""
-    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-    mse = np.maximum(d.reshape(len(a), -1).mean(axis=1), 1e-10)
-    return float(np.mean(10 * np.log10(255.0**2 / mse)))
 
 
 def _round(d: dict[str, Any], nd: int = 4) -> dict[str, Any]:

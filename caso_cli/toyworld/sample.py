@@ -17,10 +17,21 @@ from caso_cli.conditioning import encode_prompts
 from caso_cli.config import EditConfig
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import decode_latents, encode_images, generate_latents
-from caso_cli.toyworld.measure import to_uint8, to_unit
 
 if TYPE_CHECKING:
     import torch
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def to_unit(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1]."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def encode(sd: Any, images: np.ndarray) -> torch.Tensor:

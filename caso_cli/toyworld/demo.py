@@ -1,4 +1,8 @@
-"""The offline end-to-end demo on the toy world: data -> classifier -> embedding -> edits, judged by the oracle."""
+"""The offline end-to-end demo on the toy world: data -> classifier -> embedding -> edits, judged by the oracle.
+
+``caso demo`` runs it. It uses caso as a library user would: the public pipelines, the toy model through its
+local alias ``toy`` and the toy world's pixel oracle.
+"""
 
 from __future__ import annotations
 
@@ -99,9 +103,10 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
     edit can also run with the other attributes held; the sheet then shows both edits.
     """
     from caso_cli.datasets import load_labelled
+    from caso_cli.fileio import file_sha256
     from caso_cli.grid import image_grid
     from caso_cli.imageio import save_png
-    from caso_cli.models.classifier import file_digest, save_classifier
+    from caso_cli.models.classifier import save_classifier
     from caso_cli.models.loaders import load_model
     from caso_cli.pipelines.classifier_fit import fit_classifier
     from caso_cli.pipelines.edit import edit_latents, invert_latents
@@ -110,8 +115,9 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
     from caso_cli.pipelines.learn import learn_embedding
     from caso_cli.registry import save_embedding, text_encoder_hash
     from caso_cli.runtime import cpu_runtime
-    from caso_cli.toyworld import measure, oracle
+    from caso_cli.toyworld import MODEL_NAME, oracle
     from caso_cli.toyworld.render import ATTRIBUTES, BINARY_ATTRIBUTES, render_faces, write_dataset
+    from caso_cli.toyworld.sample import to_uint8, to_unit
 
     say = status or (lambda _m: None)
     if config.attr not in BINARY_ATTRIBUTES:
@@ -134,19 +140,19 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
     seconds["classifier"] = time.monotonic() - t
 
     t = time.monotonic()
-    sd = load_model("toy", cpu_runtime())
+    sd = load_model(MODEL_NAME, cpu_runtime())
     train, _ = render_faces(config.n_train, config.seed + 1)
     together = f" together with {', '.join(a for a in attrs if a != config.attr)}" if config.hold else ""
     say(f"learning the {config.attr} embedding{together} from {config.n_train} faces "
         f"({config.learn.total_steps(config.n_train)} steps)")
-    result = learn_embedding(sd, [clfs[a] for a in attrs], measure.to_unit(train), config.learn)
+    result = learn_embedding(sd, [clfs[a] for a in attrs], to_unit(train), config.learn)
     vectors = dict(zip(attrs, result.per_attribute(), strict=True))
     names = {a: (name if a == config.attr and name else f"toy-{a}") for a in attrs}
     for attr in attrs:
         save_embedding(names[attr], vectors[attr], {
-            "classes": clfs[attr].classes, "attr": attr, "model": "toy",
+            "classes": clfs[attr].classes, "attr": attr, "model": MODEL_NAME,
             "text_encoder_hash": text_encoder_hash(sd.text_encoder),
-            "classifier": {"path": str(clf_files[attr].resolve()), "sha256": file_digest(clf_files[attr]),
+            "classifier": {"path": str(clf_files[attr].resolve()), "sha256": file_sha256(clf_files[attr]),
                            "backbone": clfs[attr].meta.backbone, "val_accuracy": accuracy[attr]},
             **({"learned_with": [names[a] for a in attrs if a != attr]} if config.hold else {}),
             "hyperparameters": {**config.learn.__dict__, "betas": list(config.learn.betas)},
@@ -156,14 +162,14 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
 
     t = time.monotonic()
     faces, _ = render_faces(config.n_edit, config.seed + 2)
-    x = measure.to_unit(faces)
+    x = to_unit(faces)
     before = oracle.read_attributes(faces)
     has = getattr(before, config.attr) == 1
     k = clfs[config.attr].classes.index(config.attr)
     signed = torch.where(torch.from_numpy(has), -config.scale, config.scale).float()
     z_t = invert_latents(sd, encode_images(sd, x), config.edit)
     cond = class_conditions(sd, vectors[config.attr])[k:k + 1]
-    edited = measure.to_uint8(decode_latents(sd, edit_latents(sd, z_t, cond, signed, config.edit)))
+    edited = to_uint8(decode_latents(sd, edit_latents(sd, z_t, cond, signed, config.edit)))
     plain = _rates(before, oracle.read_attributes(edited), config.attr, has)
     rows = [faces, edited]
     held_rates = None
@@ -179,7 +185,7 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
             term = EditTerm(Token(names[config.attr], vectors[config.attr]), k, sign * setting.scale)
             contrast = hold_contrast(sd, [term], held, read_classes(held, x[mask]), source_classes([term], x[mask]),
                                      setting.form)
-            edited_h[todo] = measure.to_uint8(decode_latents(sd, edit_latents(sd, z_h, contrast, 0.0, cfg_h)))
+            edited_h[todo] = to_uint8(decode_latents(sd, edit_latents(sd, z_h, contrast, 0.0, cfg_h)))
         held_rates = _rates(before, oracle.read_attributes(edited_h), config.attr, has)
         rows.append(edited_h)
     seconds["edit"] = time.monotonic() - t
