@@ -149,3 +149,27 @@ def test_a_registered_alias_loads_and_wins_over_a_folder_of_that_name(tiny_model
     for bad in ("", "a/b", "two words"):
         with pytest.raises(ValueError, match="one word"):
             register_local_model(bad, tmp_path)
+
+
+def test_an_uncached_hub_model_with_the_hub_unreachable_fails_at_once_naming_the_offline_model(monkeypatch) -> None:
+    """No silent retries: when the model is not cached and the hub does not answer, no download is attempted."""
+    from caso_cli.errors import ModelLoadError
+    from caso_cli.models import loaders
+    from caso_cli.runtime import cpu_runtime
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens, refused at once
+    assert loaders.hub_endpoint() == ("127.0.0.1", 9) and not loaders.hub_reachable()
+    real = loaders._load_components
+
+    def components(source, runtime, local_only):
+        assert local_only, "a download was attempted although the hub is unreachable"
+        return real(source, runtime, local_only)
+
+    monkeypatch.setattr(loaders, "_load_components", components)
+    with pytest.raises(ModelLoadError) as info:
+        loaders.load_model("someone/not-cached", cpu_runtime())
+    assert str(info.value) == (
+        "model 'someone/not-cached' is not in the local Hugging Face cache and the hub (127.0.0.1:9) is unreachable; "
+        "download it with `hf download someone/not-cached` on a machine with network access, or pass a local "
+        "diffusers folder or .safetensors file with --model (offline: --model toy)")

@@ -34,6 +34,9 @@ DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 COMPONENTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
 
 
+HUB_TIMEOUT = 2.0  # seconds to wait for the hub before saying it is unreachable
+
+
 def default_model() -> str:
     """``$CASO_MODEL`` if set, else the Stable Diffusion 1.5 hub id."""
     return os.environ.get("CASO_MODEL") or DEFAULT_MODEL
@@ -197,6 +200,10 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    import warnings
+
+    # diffusers passes a deprecated argument to huggingface_hub on every lookup; the warning says nothing to a user
+    warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category=UserWarning)
 
 
 def _finish(parts: dict[str, Any], runtime: Runtime, name: str) -> StableDiffusion:
@@ -300,11 +307,32 @@ def _load_single_file(path: Path, runtime: Runtime, config: str | None, allow_pi
     return parts
 
 
-def _how_to_get(model: str) -> str:
-    return (f"model {model!r} is not in the local Hugging Face cache"
-            + (" and HF_HUB_OFFLINE is set" if _offline() else " and could not be downloaded")
-            + f"; download it with `hf download {model}` on a machine with network access, "
-            "or pass a local diffusers folder or .safetensors file with --model")
+def _how_to_get(model: str, why: str | None = None) -> str:
+    if why is None:
+        why = "HF_HUB_OFFLINE is set" if _offline() else "could not be downloaded"
+    aliases = local_model_names()
+    return (f"model {model!r} is not in the local Hugging Face cache and {why}; download it with "
+            f"`hf download {model}` on a machine with network access, or pass a local diffusers folder or "
+            ".safetensors file with --model" + (f" (offline: --model {aliases[0]})" if aliases else ""))
+
+
+def hub_endpoint() -> tuple[str, int]:
+    """Host and port of the Hugging Face hub (``HF_ENDPOINT`` or huggingface.co)."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co")
+    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+
+
+def hub_reachable(timeout: float = HUB_TIMEOUT) -> bool:
+    """Whether a TCP connection to the hub opens within ``timeout`` seconds (no retries)."""
+    import socket
+
+    try:
+        with socket.create_connection(hub_endpoint(), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def load_model(model: str | None, runtime: Runtime, config: str | None = None,
@@ -334,6 +362,9 @@ def load_model(model: str | None, runtime: Runtime, config: str | None = None,
         except OSError as exc:
             if _offline():
                 raise ModelLoadError(_how_to_get(name)) from exc
+            if not hub_reachable():  # say so at once instead of five silent retries of each file
+                host, port = hub_endpoint()
+                raise ModelLoadError(_how_to_get(name, f"the hub ({host}:{port}) is unreachable")) from exc
             try:
                 parts = _load_components(name, runtime, local_only=False)
             except OSError as exc:
