@@ -194,6 +194,22 @@ def test_a_scale_beyond_what_models_can_use_warns_once_and_still_edits(embedding
     assert code == 0 and "Warning: scale" not in err
 
 
+def test_photos_far_larger_than_the_model_say_so_once(embedding, photos, tmp_path, capsys) -> None:
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(2):
+        Image.new("RGB", (512, 384), (20, 90 * i, 50)).save(big / f"b{i}.png")
+    code, _, err = run_main(["edit", str(big), str(photos[0]), "--attr", "mustache", "--out", str(tmp_path / "o"),
+                             *FAST], capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("Warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "Warning: 2 input(s) were shrunk 12x or more to the model's 32 px (e.g. 512x384)"), err
+    code, _, err = run_main(["edit", str(photos[1]), "--attr", "mustache", "--out", str(tmp_path / "o"), *FAST],
+                            capsys)
+    assert code == 0 and "Warning" not in err
+
+
 def test_option_errors_before_loading_a_model(embedding, photos, tmp_path, capsys) -> None:
     cases = [
         (["--attr", "mustache", "--scale", "nan"], "--scale must be finite"),

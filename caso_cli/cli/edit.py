@@ -129,8 +129,13 @@ def run_batch(inputs: list[str], job: EditJob, model: ModelChoice, *, recursive:
     rt = sd.runtime
     counts = {"ok": 0, "skipped": 0, "error": 0}
     total = shard_size(len(items), rt.rank, rt.world_size)
+    side = job.size or sd.resolution
+    shrunk: list[tuple[int, int]] = []
     with Progress(job.kind or "edit", total) as bar, _interrupt_says(counts, total, job.kind):
         for rec in run_edit_job(sd, job, items):
+            size_in = rec.info.get("input_size")
+            if size_in and min(size_in) >= SHRINK_WARNING * side:
+                shrunk.append(size_in)
             counts[rec.status] += 1
             bar.update(sum(counts.values()))
             if rec.status == "error":
@@ -143,6 +148,11 @@ def run_batch(inputs: list[str], job: EditJob, model: ModelChoice, *, recursive:
                             **({"held": rec.info.get("held", {}), "hold_form": job.hold_form} if job.hold else {})})
             elif rec.status == "ok" or (quiet and rec.status == "skipped"):
                 typer.echo(rec.output)
+    if shrunk:  # e.g. photos through the 32-px toy model: say it once
+        w, h = shrunk[0]
+        info(f"Warning: {len(shrunk)} input(s) were shrunk {min(w, h) // side}x or more to the model's {side} px "
+             f"(e.g. {w}x{h}); model {sd.name!r} works at {sd.resolution} px, so fine detail is lost "
+             "(pass --model for a model made for such images, or --size)")
     info((f"process {rt.rank + 1}/{rt.world_size}: " if rt.world_size > 1 else "")
          + f"{counts['ok']} {'reconstructed' if job.kind else 'edited'}, {counts['skipped']} skipped, "
          f"{counts['error']} failed" + (f"; outputs in {job.out_dir}" if counts["ok"] else ""))
@@ -163,6 +173,7 @@ def _interrupt_says(counts: dict[str, int], total: int, kind: str) -> Iterator[N
                           f"{counts['error']} failed); rerun the same command with --skip-existing to resume") from None
 
 
+SHRINK_WARNING = 8  # warn when inputs are this many times the model's side or more
 USEFUL_SCALE = 15.0  # beyond it edits stop being images (measured on the toy model: docs/editing.md)
 
 

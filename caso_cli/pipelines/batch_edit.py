@@ -214,7 +214,9 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
                     rec.status, rec.error = "error", f"{out}: exists (use --overwrite or --skip-existing)"
                 continue
             try:
-                images.append(fit_image(load_image(item.path), size, job.fit))
+                image = load_image(item.path)
+                rec.info["input_size"] = image.size  # (w, h) before fitting to the model's size
+                images.append(fit_image(image, size, job.fit))
             except CasoError as exc:
                 rec.status, rec.error = "error", str(exc)
                 continue
