@@ -20,7 +20,7 @@ from caso_cli.cli.edit import (
     warn_scales,
 )
 from caso_cli.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelConfigOpt, ModelOpt, SeedOpt
-from caso_cli.cli.output import info, print_json
+from caso_cli.cli.output import Progress, info, print_json
 from caso_cli.config import EditConfig, ModelChoice
 from caso_cli.errors import InputError, UsageError
 
@@ -205,7 +205,9 @@ def demo_cmd(
     config = DemoConfig(attr=attr, scale=parse_scale(scale, "--scale"), seed=seed, hold=hold)
     if steps is not None:
         config = dataclasses.replace(config, learn=dataclasses.replace(config.learn, steps=steps))
-    result = run_demo(out, config, force=force, status=info)
+    with Progress("learn", config.learn.total_steps(config.n_train)) as bar:
+        result = run_demo(out, config, force=force, status=info,
+                          progress=lambda r: bar.update(r["step"], f"loss {r['loss']:.3f}"))
     if json_out:
         print_json(result.as_dict())
         return

@@ -96,7 +96,8 @@ def _rates(before: Any, after: Any, attr: str, has: np.ndarray) -> Rates:
 
 
 def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: bool = False,
-             status: Callable[[str], None] | None = None) -> DemoResult:
+             status: Callable[[str], None] | None = None,
+             progress: Callable[[dict[str, Any]], None] | None = None) -> DemoResult:
     """Render, fit, learn, edit; write a before/after sheet and the embeddings (registry names ``toy-<attr>``).
 
     With ``config.hold`` every toy attribute gets a classifier and the embeddings are learned together, so that the
@@ -145,7 +146,7 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
     together = f" together with {', '.join(a for a in attrs if a != config.attr)}" if config.hold else ""
     say(f"learning the {config.attr} embedding{together} from {config.n_train} faces "
         f"({config.learn.total_steps(config.n_train)} steps)")
-    result = learn_embedding(sd, [clfs[a] for a in attrs], to_unit(train), config.learn)
+    result = learn_embedding(sd, [clfs[a] for a in attrs], to_unit(train), config.learn, progress=progress)
     vectors = dict(zip(attrs, result.per_attribute(), strict=True))
     names = {a: (name if a == config.attr and name else f"toy-{a}") for a in attrs}
     for attr in attrs:
