@@ -38,18 +38,7 @@ import torch
 
 def timed(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
     """Median wall time of ``fn`` over ``repeat`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(timed_together([fn], repeat, warmup)[0])
 
 
 def timed_together(fns: list[Callable[[], object]], repeat: int, warmup: int = 1) -> list[list[float]]:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caso_cli.errors import UsageError
+from caso_cli.plugins import Lookup
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,24 +62,14 @@ class Oracle:
         return out
 
 
-_FACTORIES: dict[str, Callable[[], Oracle]] = {}
+#: name -> factory; the toy world registers ``toy`` when first looked up
+_FACTORIES: Lookup[Callable[[], Oracle]] = Lookup(("caso_cli.toyworld",))
 _BUILT: dict[str, Oracle] = {}
-#: Modules that register oracles when imported; imported on the first lookup.
-BUILTIN_PROVIDERS = ("caso_cli.toyworld",)
-_providers_loaded = False
-
-
-def _load_providers() -> None:
-    global _providers_loaded
-    if not _providers_loaded:
-        _providers_loaded = True
-        for module in BUILTIN_PROVIDERS:
-            import_module(module)
 
 
 def register_oracle(name: str, factory: Callable[[], Oracle]) -> None:
     """Make ``factory()`` the oracle called ``name`` (replacing one of that name); it is called on first use."""
-    _load_providers()  # built-in oracles first, so that a user's registration of the same name wins
+    _FACTORIES.load()  # built-in oracles first, so that a user's registration of the same name wins
     if not name or any(ch.isspace() for ch in name):
         raise ValueError(f"an oracle name must be a non-empty word, got {name!r}")
     _FACTORIES[name] = factory
@@ -88,14 +78,12 @@ def register_oracle(name: str, factory: Callable[[], Oracle]) -> None:
 
 def oracle_names() -> list[str]:
     """The registered oracle names, sorted."""
-    _load_providers()
-    return sorted(_FACTORIES)
+    return sorted(_FACTORIES.load())
 
 
 def get_oracle(name: str) -> Oracle:
     """The oracle called ``name``; an unknown name is a :class:`UsageError` listing the known ones."""
-    _load_providers()
-    if name not in _FACTORIES:
+    if name not in _FACTORIES.load():
         raise UsageError(f"unknown oracle {name!r} (known: {', '.join(oracle_names()) or 'none'})")
     if name not in _BUILT:
         _BUILT[name] = _FACTORIES[name]()

@@ -20,11 +20,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caso_cli.errors import ModelLoadError, UsageError
+from caso_cli.plugins import Lookup
 
 if TYPE_CHECKING:
     from caso_cli.diffusion import Schedule
@@ -44,18 +44,8 @@ def default_model() -> str:
 
 # ---- local aliases: short --model names for diffusers folders on this machine ----------------
 
-_LOCAL_MODELS: dict[str, Callable[[], Path]] = {}
-#: Modules that register local aliases when imported; imported on the first lookup.
-BUILTIN_PROVIDERS = ("caso_cli.toyworld",)
-_providers_loaded = False
-
-
-def _load_providers() -> None:
-    global _providers_loaded
-    if not _providers_loaded:
-        _providers_loaded = True
-        for module in BUILTIN_PROVIDERS:
-            import_module(module)
+#: alias -> its folder; the toy world registers ``toy`` when first looked up
+_LOCAL_MODELS: Lookup[Callable[[], Path]] = Lookup(("caso_cli.toyworld",))
 
 
 def register_local_model(name: str, folder: str | Path | Callable[[], Path]) -> None:
@@ -65,7 +55,7 @@ def register_local_model(name: str, folder: str | Path | Callable[[], Path]) -> 
     before paths and hub ids, so it wins over a folder of the same name in the working directory;
     a name with a ``/`` would shadow hub ids and is refused. Registering a name again replaces it.
     """
-    _load_providers()  # built-in aliases first, so that a user's registration of the same name wins
+    _LOCAL_MODELS.load()  # built-in aliases first, so that a user's registration of the same name wins
     if not name or "/" in name or "\\" in name or any(ch.isspace() for ch in name):
         raise ValueError(f"a local model alias must be one word without slashes, got {name!r}")
     if callable(folder):
@@ -77,14 +67,12 @@ def register_local_model(name: str, folder: str | Path | Callable[[], Path]) -> 
 
 def local_model_names() -> list[str]:
     """The registered local aliases, sorted."""
-    _load_providers()
-    return sorted(_LOCAL_MODELS)
+    return sorted(_LOCAL_MODELS.load())
 
 
 def local_model_dir(name: str) -> Path | None:
     """The folder registered as ``name``, or None when ``name`` is not a local alias."""
-    _load_providers()
-    factory = _LOCAL_MODELS.get(name)
+    factory = _LOCAL_MODELS.load().get(name)
     return None if factory is None else Path(factory())
 
 
