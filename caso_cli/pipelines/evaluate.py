@@ -24,6 +24,8 @@ from caso_cli.pairing import Pairing
 
 SCHEMA_VERSION = 1
 BACKBONE_METRICS = ("lpips", "fid", "kid", "inception_score")
+#: every metric an evaluation can report (available or not), so that --fail-under names are checked up front
+METRICS = ("psnr", "ssim", "classifier", "classifier_fd", "classifier_kid", "oracle", *BACKBONE_METRICS)
 
 
 @dataclass
@@ -339,9 +341,12 @@ def parse_threshold(text: str) -> tuple[str, float]:
     try:
         if not sep or not name.strip():
             raise ValueError
-        return name.strip(), float(value)
+        threshold = name.strip(), float(value)
     except ValueError as exc:
         raise UsageError(f"--fail-under {text!r}: expected METRIC=NUMBER, e.g. psnr=30") from exc
+    if threshold[0].split(".")[0] not in METRICS:
+        raise UsageError(f"--fail-under: unknown metric {threshold[0]!r} (metrics: {', '.join(METRICS)})")
+    return threshold
 
 
 def missed_thresholds(metrics: dict[str, dict[str, Any]], thresholds: list[tuple[str, float]]) -> list[str]:
