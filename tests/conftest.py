@@ -1,10 +1,36 @@
-"""Shared fixtures: a temporary CASO_HOME, offline hub, tiny seeded models on the CPU."""
+"""Shared fixtures: a temporary CASO_HOME, offline hub, tiny seeded models on the CPU.
+
+The session runs torch at one CPU thread (``$CASO_THREADS`` to choose another count): on 2 cores that another
+process also uses, torch's default count collapses (measured: tests/test_learn.py took 70-72 s at the default 2 threads
+against 15-19 s at one thread; on idle cores 2 threads gain little, 13-15 s against 15-16 s), and a fixed count also
+keeps the learned bits the same from run to run (see :func:`caso_cli.runtime.pin_threads`). Tests that start another
+python set its OMP_NUM_THREADS themselves.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+TEST_THREADS = 1  # torch's CPU threads in the test session unless $CASO_THREADS says otherwise
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from caso_cli.errors import UsageError
+    from caso_cli.runtime import THREADS_ENV, pin_threads
+
+    try:
+        pin_threads(None if os.environ.get(THREADS_ENV, "").strip() else TEST_THREADS)
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    import torch
+
+    return f"torch CPU threads: {torch.get_num_threads()} (tests/conftest.py; CASO_THREADS=N for another count)"
 
 
 @pytest.fixture(autouse=True)

@@ -42,6 +42,7 @@ def _signed(x) -> torch.Tensor:
     return torch.from_numpy(x).float() / 127.5 - 1
 
 
+@pytest.mark.slow
 def test_lpips_matches_the_lpips_package(nets) -> None:
     assert nets.lpips is not None and "vgg16-397923af.pth" in nets.sources["lpips"]
     with torch.no_grad():
@@ -76,6 +77,7 @@ def test_inception_logits_match_torch_fidelity_unbiased_logits(nets) -> None:
     assert logits.sum(1).tolist() == pytest.approx(FIDELITY_LOGITS_SUM, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_missing_and_wrong_weights_are_explained(weights_dir, tmp_path) -> None:
     only_vgg = load_backbones([str(weights_dir / "vgg16-397923af.pth")])
     assert only_vgg.lpips is None and only_vgg.inception is None

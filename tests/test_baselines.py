@@ -87,6 +87,7 @@ def _full(sd, z0):
     return cfg, z_T, rec
 
 
+@pytest.mark.slow
 def test_pipelines_use_the_documented_schedulers(toy) -> None:
     _, sega, ledits, _, _ = toy
     assert type(sega.scheduler).__name__ == "DDIMScheduler" and sega.safety_checker is None
@@ -94,6 +95,7 @@ def test_pipelines_use_the_documented_schedulers(toy) -> None:
     assert ledits.scheduler.config.algorithm_type == "sde-dpmsolver++" and ledits.scheduler.config.solver_order == 2
 
 
+@pytest.mark.slow
 def test_prompt_edit_shapes_and_scale_zero_is_reconstruction(toy) -> None:
     sd, _, _, faces, z0 = toy
     cfg, z_T, rec = _full(sd, z0)
@@ -104,6 +106,7 @@ def test_prompt_edit_shapes_and_scale_zero_is_reconstruction(toy) -> None:
     assert np.abs(x.astype(int) - to_uint8(decode_latents(sd, rec)).astype(int)).max() > 10  # the prompt acts
 
 
+@pytest.mark.slow
 def test_sega_zero_edit_guidance_is_caso_null_reconstruction(toy) -> None:
     sd, sega, _, _, z0 = toy
     _, z_T, rec = _full(sd, z0)
@@ -112,6 +115,7 @@ def test_sega_zero_edit_guidance_is_caso_null_reconstruction(toy) -> None:
     assert torch.allclose(z, rec, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_sega_warmup_over_every_step_leaves_the_reconstruction(toy) -> None:
     sd, sega, _, _, z0 = toy
     _, z_T, rec = _full(sd, z0)
@@ -121,6 +125,7 @@ def test_sega_warmup_over_every_step_leaves_the_reconstruction(toy) -> None:
                               rec, atol=1e-2)
 
 
+@pytest.mark.slow
 def test_sega_without_threshold_momentum_or_warmup_is_prompt_editing(toy) -> None:
     """Threshold 0 keeps every latent element, so SEGA reduces to CFG with the edit prompt (reverse: -w)."""
     sd, sega, _, _, z0 = toy
@@ -136,6 +141,7 @@ def test_sega_without_threshold_momentum_or_warmup_is_prompt_editing(toy) -> Non
     assert (thresholded - rec).abs().mean() < (add - rec).abs().mean()
 
 
+@pytest.mark.slow
 def test_ledits_zero_guidance_is_the_unedited_result_and_guidance_acts(toy) -> None:
     sd, _, ledits, faces, z0 = toy
     B.ledits_invert(ledits, faces, STEPS, skip=0.15, seed=0)
@@ -152,6 +158,7 @@ def test_ledits_zero_guidance_is_the_unedited_result_and_guidance_acts(toy) -> N
     assert x.shape == faces.shape and x.dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_sweeps_return_one_scored_row_per_setting_and_direction(toy) -> None:
     from caso_cli.toyworld import oracle
 
@@ -172,6 +179,7 @@ def test_sweeps_return_one_scored_row_per_setting_and_direction(toy) -> None:
     assert {r["method"] for r in rows} == {"prompt", "sega", "ledits++"}
 
 
+@pytest.mark.slow
 def test_caso_curve_rows_from_edit_rates(toy) -> None:
     sd, _, _, faces, _ = toy
     vectors = torch.randn(2, sd.token_dim, generator=torch.Generator().manual_seed(0)) * 0.01

@@ -51,6 +51,7 @@ def test_missing_model_is_one_line_exit_4(capsys) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_debug_shows_traceback(monkeypatch) -> None:
     env = {**os.environ, "CASO_DEBUG": "1", "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-m", "caso_cli", "model", "info", "--model", "nobody/not-here"],
@@ -65,6 +66,7 @@ def test_bad_option_values_are_usage_errors(capsys) -> None:
     assert code == 2 and "No such command" in err
 
 
+@pytest.mark.slow
 def test_model_info_json(tiny_model_dir, capsys) -> None:
     code, out, _ = run_main(["model", "info", "--model", str(tiny_model_dir), "--json", "--device", "cpu"],
                             capsys)

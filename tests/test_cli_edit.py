@@ -56,6 +56,7 @@ def test_edit_writes_named_outputs_with_provenance(embedding, photos, tmp_path, 
     assert "2 edited, 0 skipped, 0 failed" in err
 
 
+@pytest.mark.slow
 def test_existing_outputs_resume_and_errors(embedding, photos, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     args = ["edit", str(photos[0]), "--attr", "mustache=-3", "--out", str(out), *FAST]
@@ -84,6 +85,7 @@ def test_bad_input_is_reported_and_the_rest_go_on(embedding, photos, tmp_path, c
     assert not (out / "broken.mustache.5.png").exists()
 
 
+@pytest.mark.slow
 def test_odd_files_in_a_folder_batch(embedding, tmp_path) -> None:
     """A real `caso edit` process on a folder with a 1x1 image, a symlink loop and a non-UTF-8 file name."""
     import os
@@ -118,6 +120,7 @@ def test_odd_files_in_a_folder_batch(embedding, tmp_path) -> None:
     assert read_png_metadata(os.fsdecode(outputs[1]))["caso:input"].endswith("caf\\xe9.png")
 
 
+@pytest.mark.slow
 def test_stdin_paths_and_multi_attr_names(embedding, photos, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(str(p) for p in photos[:2]) + "\n"))
     out = tmp_path / "out"
@@ -162,6 +165,7 @@ def test_a_folder_edit_includes_an_animated_gif_and_names_a_directory_that_looks
     assert failed[0]["input"] == str(folder / "shot.png") and failed[0]["error"].endswith("not an image file")
 
 
+@pytest.mark.slow
 def test_two_attributes_give_the_same_pixels_in_either_order(embedding, photos, tiny_sd, tmp_path, capsys) -> None:
     """The condition's tokens go in a canonical order, so --attr order changes only the file name..."""
     pixels = []
@@ -181,6 +185,7 @@ def test_two_attributes_give_the_same_pixels_in_either_order(embedding, photos, 
     assert (ab - ba).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 def test_a_scale_beyond_what_models_can_use_warns_once_and_still_edits(embedding, photos, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     code, stdout, err = run_main(["edit", str(photos[0]), "--attr", "mustache", "--scale", "1e6", "--out", str(out),
@@ -194,6 +199,7 @@ def test_a_scale_beyond_what_models_can_use_warns_once_and_still_edits(embedding
     assert code == 0 and "Warning: scale" not in err
 
 
+@pytest.mark.slow
 def test_photos_far_larger_than_the_model_say_so_once(embedding, photos, tmp_path, capsys) -> None:
     big = tmp_path / "big"
     big.mkdir()
@@ -225,6 +231,7 @@ def test_option_errors_before_loading_a_model(embedding, photos, tmp_path, capsy
         assert code in (2, 3) and message in err, (extra, err)
 
 
+@pytest.mark.slow
 def test_start_or_steps_the_models_grid_cannot_take_is_one_line_before_any_input(embedding, tiny_model_dir, photos,
                                                                                  tmp_path, capsys) -> None:
     for extra, message in ((["--start", "1000"], "the start timestep must lie in 1..999 for this model, got 1000"),
@@ -243,6 +250,7 @@ def test_text_encoder_mismatch_is_a_clear_error(tiny_model_dir, photos, tmp_path
     assert code == 2 and "whose text encoder differs" in err
 
 
+@pytest.mark.slow
 def test_interpolate_one_inversion_all_scales(embedding, photos, tmp_path, capsys, monkeypatch) -> None:
     import caso_cli.pipelines.edit as E
 
@@ -263,6 +271,7 @@ def test_interpolate_one_inversion_all_scales(embedding, photos, tmp_path, capsy
     assert Image.open(tmp_path / "s.gif").n_frames == 8
 
 
+@pytest.mark.slow
 def test_reconstruct_unguided_and_guided(embedding, photos, tmp_path, tiny_model_dir, capsys) -> None:
     out = tmp_path / "rec"
     code, stdout, err = run_main(["reconstruct", str(photos[0]), "--out", str(out), "-q", "--model",
@@ -277,6 +286,7 @@ def test_reconstruct_unguided_and_guided(embedding, photos, tmp_path, tiny_model
     assert a != b
 
 
+@pytest.mark.slow
 def test_generate_grid(embedding, tmp_path, capsys) -> None:
     out = tmp_path / "gen.png"
     code, stdout, err = run_main(["generate", "--attr", "mustache", "--n", "3", "--seed", "1", "--out", str(out),
@@ -291,6 +301,7 @@ def test_generate_grid(embedding, tmp_path, capsys) -> None:
     assert Image.open(out).tobytes() == Image.open(again).tobytes()
 
 
+@pytest.mark.slow
 def test_inversion_cache_reuses_inversions_across_runs(embedding, photos, tmp_path, capsys, monkeypatch) -> None:
     import caso_cli.pipelines.batch_edit as B
     from caso_cli.paths import cache_dir
@@ -334,6 +345,7 @@ def nan_unet(monkeypatch):
     monkeypatch.setattr(UNet2DConditionModel, "forward", forward)
 
 
+@pytest.mark.slow
 def test_nan_never_writes_an_image(embedding, photos, tmp_path, nan_unet, capsys) -> None:
     out = tmp_path / "out"
     code, stdout, err = run_main(["edit", str(photos[0]), str(photos[1]), "--attr", "mustache", "--out", str(out),

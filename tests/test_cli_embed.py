@@ -19,6 +19,7 @@ def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_fit_learn_list_show_export(toy_data, tiny_model_dir, tmp_path, capsys) -> None:
     clf = tmp_path / "mustache.safetensors"
     code, out, err = run_main(["classifier", "fit", str(toy_data), "--labels", str(toy_data / "list_attr_toy.txt"),

@@ -36,6 +36,7 @@ def test_one_vector_equals_textual_inversion(parts) -> None:
     assert (ours - ref).abs().max().item() <= 1e-6
 
 
+@pytest.mark.slow
 def test_two_vectors_equal_two_token_prompt_and_batch(parts) -> None:
     tok, enc = parts["tokenizer"], parts["text_encoder"]
     g = torch.Generator().manual_seed(1)

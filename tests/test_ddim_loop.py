@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from caso_cli.conditioning import null_condition
@@ -34,6 +35,7 @@ def test_inversion_then_denoising_is_exact_when_eps_does_not_depend_on_z(tiny_sd
     assert _round_trip_error(tiny_sd, z0, eps) < 1e-4
 
 
+@pytest.mark.slow
 def test_round_trip_error_on_tiny_unet_shrinks_with_its_sensitivity(tiny_sd) -> None:
     """On the tiny UNet the only error is eps(z_prev, t) ~ eps(z_t, t) (docs/method.md Eq. 6).
 
@@ -52,6 +54,7 @@ def test_round_trip_error_on_tiny_unet_shrinks_with_its_sensitivity(tiny_sd) -> 
     assert errs[0.001] < 0.2 * errs[0.01]
 
 
+@pytest.mark.slow
 def test_fixed_point_refinement_shrinks_the_round_trip_error(tiny_sd) -> None:
     """Refining each inversion step (z_t <- invert_step(z_prev, eps(z_t, t))) removes most of the
     eps(z_prev, t) ~ eps(z_t, t) error, and costs exactly one more model call per step and refinement."""
@@ -73,6 +76,7 @@ def test_fixed_point_refinement_shrinks_the_round_trip_error(tiny_sd) -> None:
     assert errs[3] <= errs[1] + 1e-6, errs
 
 
+@pytest.mark.slow
 def test_partial_inversion_uses_the_same_timesteps(tiny_sd) -> None:
     z0 = _latent(tiny_sd)
     seen_up, seen_down = [], []

@@ -25,6 +25,7 @@ def test_num_steps_from_start_fraction() -> None:
     assert EditConfig(steps=50, start=0.001).num_steps() == 1
 
 
+@pytest.mark.slow
 def test_batched_scales_equal_separate_edits(tiny_sd) -> None:
     z0, cond = _setup(tiny_sd)
     cfg = EditConfig(steps=10, start=0.5)
@@ -40,6 +41,7 @@ def test_batched_scales_equal_separate_edits(tiny_sd) -> None:
     assert torch.nn.functional.cosine_similarity(d_neg.flatten(), d_pos.flatten(), dim=0) < 0
 
 
+@pytest.mark.slow
 def test_single_step_guides_once(tiny_sd) -> None:
     z0, cond = _setup(tiny_sd)
     cfg = EditConfig(steps=10, start=0.5, single_step=True)

@@ -54,6 +54,7 @@ def test_user_error_is_one_line_without_debug(case, tmp_path, capsys, monkeypatc
 
 
 @pytest.mark.parametrize(("case", "cause"), [("classifier", "SafetensorError"), ("embedding", "JSONDecodeError")])
+@pytest.mark.slow
 def test_debug_traceback_shows_the_cause(case, cause, tmp_path) -> None:
     args = (["classifier", "show", str(_garbage_classifier(tmp_path))] if case == "classifier"
             else ["embed", "show", _corrupt_entry()[0]])

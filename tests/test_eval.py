@@ -215,8 +215,10 @@ def test_fail_under(toy, capsys) -> None:
     assert code == 1 and err.count("\n") == 1 and err.startswith("Error: --fail-under missed: ssim ")
     code, _, err = run_main([*base, "--fail-under", "lpips.mean=0.5"], capsys)
     assert code == 1 and "lpips.mean unavailable (needs backbone weights" in err
-    code, _, err = run_main([*base, "--fail-under", "nonsense=1"], capsys)
-    assert code == 2 and "unknown metric 'nonsense'" in err
+    code, out, err = run_main([*base, "--fail-under", "nonsense=1"], capsys)
+    assert code == 2 and out == "" and err.strip().splitlines() == [  # refused before any image is read
+        "Error: --fail-under: unknown metric 'nonsense' (metrics: psnr, ssim, classifier, classifier_fd, "
+        "classifier_kid, oracle, lpips, fid, kid, inception_score)"]
     code, _, err = run_main([*base, "--fail-under", "psnr"], capsys)
     assert code == 2 and "METRIC=NUMBER" in err
 
@@ -234,6 +236,7 @@ def test_weights_never_downloaded(toy, tmp_path: Path, capsys) -> None:
     assert "VGG16" in m["lpips"]["reason"] and "LPIPS v0.1 heads" in m["lpips"]["reason"]
 
 
+@pytest.mark.slow
 def test_backbone_metrics_from_weight_files(toy, tmp_path: Path, capsys) -> None:
     """LPIPS per pair, FID/KID between the sets and IS of the edits, each recomputed here from the networks."""
     import torch

@@ -28,6 +28,7 @@ def images() -> torch.Tensor:
     return torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
 
 
+@pytest.mark.slow
 def test_grad_checkpointing_recomputes_and_learns_the_same_vectors(tiny_sd, classifier, images) -> None:
     cfg = LearnConfig(steps=5, batch_size=4, checkpoint_every=0, seed=2)
     plain = learn_embedding(tiny_sd, classifier, images, cfg).vectors
@@ -113,6 +114,7 @@ def test_compile_is_opt_in_and_compiles_the_unet_in_place(tiny_model_dir, monkey
     assert called == [True]
 
 
+@pytest.mark.slow
 def test_learn_reports_peak_memory(tiny_model_dir, tmp_path, capsys) -> None:
     import json
 

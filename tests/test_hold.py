@@ -140,6 +140,7 @@ def _photos(tmp_path: Path) -> list[Path]:
 FAST = ["--steps", "4", "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_edit_hold_records_the_classes_read(registry, tmp_path, capsys) -> None:
     photos = _photos(tmp_path)
     out = tmp_path / "out"
@@ -163,6 +164,7 @@ def test_edit_hold_records_the_classes_read(registry, tmp_path, capsys) -> None:
     assert meta["caso:hold_form"] == "auto"
 
 
+@pytest.mark.slow
 def test_edit_hold_errors(registry, tmp_path, capsys) -> None:
     photos = _photos(tmp_path)
     base = ["edit", str(photos[0]), "--attr", "mustache", "--out", str(tmp_path / "o"), *FAST]
@@ -194,6 +196,7 @@ def test_per_latent_scales_match_one_latent_at_a_time(tiny_sd) -> None:
                 assert torch.allclose(batch[i:i + 1], one, atol=1e-4), (form, w)
 
 
+@pytest.mark.slow
 def test_interpolate_hold_reads_once_and_records(registry, tmp_path, capsys) -> None:
     photo = _photos(tmp_path)[0]
     out = tmp_path / "sweep.png"

@@ -29,6 +29,7 @@ def _learn(args: list[str], home, **kw) -> subprocess.Popen:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
 
 
+@pytest.mark.slow
 def test_ctrl_c_checkpoints_and_resume_matches(setup, tmp_path) -> None:
     folder, clf, model = setup
     common = [str(folder), "--classifier", str(clf), "--model", str(model), "--steps", "150", "--batch-size", "2",

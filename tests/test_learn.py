@@ -25,6 +25,7 @@ def images() -> torch.Tensor:
     return torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
 
 
+@pytest.mark.slow
 def test_learning_moves_only_the_vectors(tiny_sd, classifier, images) -> None:
     """On random weights the loss barely depends on the vectors; that learning works is measured on the toy model."""
     before = {k: v.clone() for k, v in tiny_sd.unet.state_dict().items()}
@@ -39,6 +40,7 @@ def test_learning_moves_only_the_vectors(tiny_sd, classifier, images) -> None:
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["loss"] > 0 for r in result.history)
 
 
+@pytest.mark.slow
 def test_same_seed_same_vectors(tiny_sd, classifier, images) -> None:
     cfg = LearnConfig(steps=4, batch_size=2, checkpoint_every=0, seed=3)
     a = learn_embedding(tiny_sd, classifier, images, cfg).vectors
@@ -46,6 +48,7 @@ def test_same_seed_same_vectors(tiny_sd, classifier, images) -> None:
     assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_interrupt_then_resume_equals_uninterrupted(tiny_sd, classifier, images, tmp_path) -> None:
     cfg = LearnConfig(steps=8, batch_size=4, checkpoint_every=3, seed=5, init_word="face")
     full = learn_embedding(tiny_sd, classifier, images, cfg)
@@ -168,6 +171,7 @@ def test_keep_term_is_the_guidance_change_on_images_already_of_the_target_class(
     assert torch.equal(none_in_class, base)
 
 
+@pytest.mark.slow
 def test_training_timestep_is_drawn_from_the_range(tiny_sd, classifier, images, monkeypatch) -> None:
     import caso_cli.pipelines.learn as learn
 
@@ -189,6 +193,7 @@ def test_training_timestep_is_drawn_from_the_range(tiny_sd, classifier, images, 
         learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=1, t_train=600, t_train_max=300))
 
 
+@pytest.mark.slow
 def test_generation_check_reads_fixed_samples(tiny_sd, classifier) -> None:
     from caso_cli.pipelines.learn import generation_check
 
@@ -207,6 +212,7 @@ def test_generation_check_reads_fixed_samples(tiny_sd, classifier) -> None:
             assert rates[k] == float((classifier(x).argmax(1) == k).float().mean())
 
 
+@pytest.mark.slow
 def test_restarts_keep_each_class_best_vector_and_stop_once_all_pass(tiny_sd, classifier, images,
                                                                      monkeypatch) -> None:
     import caso_cli.pipelines.learn as learn
@@ -244,6 +250,7 @@ def test_restarts_keep_each_class_best_vector_and_stop_once_all_pass(tiny_sd, cl
             learn.learn_checked(tiny_sd, classifier, images, bad)
 
 
+@pytest.mark.slow
 def test_interrupted_restart_resumes_to_the_uninterrupted_result(tiny_sd, classifier, images, tmp_path,
                                                                  monkeypatch) -> None:
     import caso_cli.pipelines.learn as learn

@@ -30,6 +30,7 @@ def images() -> torch.Tensor:
     return torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
 
 
+@pytest.mark.slow
 def test_conditions_name_every_attribute(tiny_sd, classifiers, images, monkeypatch) -> None:
     """Each image's condition holds one row per attribute: the focus one at its target, the rest as read."""
     seen = []
@@ -57,6 +58,7 @@ def test_conditions_name_every_attribute(tiny_sd, classifiers, images, monkeypat
                 assert int((classes[:, a] == k).sum()) == 4, (a, k)
 
 
+@pytest.mark.slow
 def test_learning_together_is_bit_reproducible(tiny_sd, classifiers, images) -> None:
     cfg = LearnConfig(steps=6, batch_size=2, checkpoint_every=0, seed=3)
     a = learn.learn_embedding(tiny_sd, classifiers, images, cfg).vectors
@@ -66,6 +68,7 @@ def test_learning_together_is_bit_reproducible(tiny_sd, classifiers, images) -> 
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+@pytest.mark.slow
 def test_one_classifier_in_a_list_is_the_single_run(tiny_sd, classifiers, images) -> None:
     cfg = LearnConfig(steps=4, batch_size=2, checkpoint_every=0)
     assert torch.equal(learn.learn_embedding(tiny_sd, classifiers[0], images, cfg).vectors,
@@ -85,6 +88,7 @@ def test_encoding_report_warns_on_drift(tiny_sd, classifiers, images, monkeypatc
                                   "samples of a: smile 0% vs 50% in the data"]
 
 
+@pytest.mark.slow
 def test_embed_learn_together_cli(tmp_path, tiny_model_dir, capsys) -> None:
     from caso_cli.models.classifier import save_classifier
     from caso_cli.registry import load_embedding

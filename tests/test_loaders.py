@@ -46,6 +46,7 @@ def _fake_hub_cache(hf_home: Path, repo: str, folder: Path) -> None:
     (base / "refs" / "main").write_text(sha)
 
 
+@pytest.mark.slow
 def test_hub_id_resolves_through_local_cache(tiny_model_dir, tmp_path) -> None:
     # huggingface_hub reads HF_HOME at import, so the load runs in a fresh process.
     hf_home = tmp_path / "hf"
@@ -92,6 +93,7 @@ def test_corrupt_weights_are_a_load_error(tiny_model_dir, tmp_path) -> None:
     assert str(broken) in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_v_prediction_model(tmp_path) -> None:
     folder = save_pipeline_folder(tiny_components(prediction_type="v_prediction"), tmp_path / "v")
     sd = load_model(str(folder), cpu_runtime())

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -63,6 +64,7 @@ def test_generate_writes_grid_and_frames_with_provenance(tiny_sd, tmp_path) -> N
     assert "caso:start" not in meta  # a generation has no edit start
 
 
+@pytest.mark.slow
 def test_pipelines_import_without_typer() -> None:
     code = ("import sys; import caso_cli.pipelines.interpolate, caso_cli.pipelines.generate, "
             "caso_cli.pipelines.batch_edit; assert 'typer' not in sys.modules, 'typer imported'")

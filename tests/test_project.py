@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -35,6 +37,7 @@ def test_console_script_and_typed_marker() -> None:
     assert (ROOT / "caso_cli" / "py.typed").is_file()
 
 
+@pytest.mark.slow
 def test_library_api_is_lazy_and_complete() -> None:
     import subprocess
     import sys

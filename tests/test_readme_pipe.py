@@ -7,6 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 
 from caso_cli.models.loaders import toy_model_dir
@@ -21,6 +22,7 @@ def _examples() -> list[str]:
     return block.group(1).splitlines()
 
 
+@pytest.mark.slow
 def test_readme_pipe_example_runs_as_printed(tmp_path) -> None:
     """Prepare what `caso demo` leaves behind (toy data, a toy-mustache embedding), then run the lines verbatim."""
     from caso_cli.registry import save_embedding, text_encoder_hash

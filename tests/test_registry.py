@@ -124,6 +124,7 @@ def test_verify_reports_broken_entries(capsys) -> None:
     assert code == 1 and "1 ok, 1 broken" in err
 
 
+@pytest.mark.slow
 def test_concurrent_saves_leave_one_valid_entry(tmp_path) -> None:
     """Four processes save the same name at once: one wins, the others fail with a clear error."""
     import os
@@ -172,6 +173,7 @@ def _entry_value() -> float:
     return float(vectors[0, 0])
 
 
+@pytest.mark.slow
 def test_kill_9_at_every_step_of_a_save_leaves_old_or_new_entry() -> None:
     """A real process replaces an entry and SIGKILLs itself before its k-th fsync/rename/rmtree, for every k."""
     import os
@@ -196,6 +198,7 @@ def test_kill_9_at_every_step_of_a_save_leaves_old_or_new_entry() -> None:
     assert not list(R.registry_dir().glob(".*.old"))
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_of_saves_in_a_loop() -> None:
     import os
     import random

@@ -50,6 +50,7 @@ def _stir_global_rngs() -> None:
     random.random()
 
 
+@pytest.mark.slow
 def test_same_data_seed_and_settings_give_bit_identical_vectors(tiny_sd) -> None:
     clf, images = _classifier(["no_x", "x"], 0), _images()
     state = torch.get_rng_state()
@@ -62,6 +63,7 @@ def test_same_data_seed_and_settings_give_bit_identical_vectors(tiny_sd) -> None
     assert a.history == b.history
 
 
+@pytest.mark.slow
 def test_another_seed_gives_other_vectors(tiny_sd) -> None:
     clf, images = _classifier(["no_x", "x"], 0), _images()
     a = learn_embedding(tiny_sd, clf, images, CFG).vectors
@@ -70,6 +72,7 @@ def test_another_seed_gives_other_vectors(tiny_sd) -> None:
     assert (a - b).abs().max() > 1e-2  # random starting vectors at the table's scale, not rounding
 
 
+@pytest.mark.slow
 def test_learning_several_attributes_together_is_bit_identical(tiny_sd) -> None:
     clfs, images = [_classifier(["no_a", "a"], 0), _classifier(["x", "y", "z"], 1)], _images()
     cfg = LearnConfig(steps=4, batch_size=3, checkpoint_every=0, seed=2, augment=1)

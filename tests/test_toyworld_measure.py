@@ -23,6 +23,7 @@ def test_uint8_round_trip() -> None:
     assert (measure.to_uint8(measure.to_unit(images)) == images).all()
 
 
+@pytest.mark.slow
 def test_generation_and_edit_rates_shapes(tiny_sd) -> None:
     vectors = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
     classes = ["no_mustache", "mustache"]
@@ -45,6 +46,7 @@ def test_generation_and_edit_rates_shapes(tiny_sd) -> None:
             assert rates[key]["kept"] <= min(each.values()) + 1e-9
 
 
+@pytest.mark.slow
 def test_order_invariance_and_guided_reconstruction(tiny_sd) -> None:
     images, _ = render_faces(3, seed=4)
     cfg = EditConfig(steps=3, start=1.0)

@@ -60,6 +60,7 @@ def test_load_model_toy(toy_sd) -> None:
     assert not any(p.requires_grad for p in toy_sd.unet.parameters())
 
 
+@pytest.mark.slow
 def test_vae_reconstruction_keeps_attributes(toy_sd) -> None:
     from caso_cli.toyworld.quality import TARGETS, vae_quality
 
@@ -75,6 +76,7 @@ def prompt_res(toy_sd) -> dict:
     return prompt_quality(toy_sd, n_per_prompt=10, seed=654_321, steps=50, scale=5.0)
 
 
+@pytest.mark.slow
 def test_prompts_control_absences_smile_and_hair(prompt_res) -> None:
     from caso_cli.toyworld import render as R
     from caso_cli.toyworld.quality import TARGETS
@@ -87,6 +89,7 @@ def test_prompts_control_absences_smile_and_hair(prompt_res) -> None:
         assert res[f"hair_{colour}"] >= TARGETS["hair"], (colour, res)
 
 
+@pytest.mark.slow
 def test_prompts_add_mustache_and_glasses(prompt_res) -> None:
     from caso_cli.toyworld.quality import TARGETS
 
@@ -94,6 +97,7 @@ def test_prompts_add_mustache_and_glasses(prompt_res) -> None:
         assert prompt_res[f"{name}_present"] >= TARGETS["present"], (name, prompt_res)
 
 
+@pytest.mark.slow
 def test_null_inversion_reconstructs(toy_sd) -> None:
     from caso_cli.toyworld.quality import TARGETS, inversion_quality
 
@@ -101,6 +105,7 @@ def test_null_inversion_reconstructs(toy_sd) -> None:
     assert res["all"] >= TARGETS["inversion_all"], res
 
 
+@pytest.mark.slow
 def test_sampling_is_seeded(toy_sd) -> None:
     from caso_cli.toyworld.sample import sample
 
@@ -110,6 +115,7 @@ def test_sampling_is_seeded(toy_sd) -> None:
     assert np.abs(a[:1].astype(int) - b.astype(int)).max() <= 1  # same noise; batch size may round
 
 
+@pytest.mark.slow
 def test_training_cli_smoke(tmp_path: Path) -> None:
     """A few steps of both stages produce a loadable pipeline folder (not a useful model)."""
     from caso_cli.models.loaders import load_model

@@ -21,6 +21,7 @@ def fresh() -> tuple[np.ndarray, R.FaceParams]:
     return R.render_faces(2000, seed=FRESH_SEED)
 
 
+@pytest.mark.slow
 def test_agreement_on_fresh_clean_renders(fresh) -> None:
     images, params = fresh
     readings = O.read_attributes(images)
@@ -38,6 +39,7 @@ def test_agreement_on_fresh_clean_renders(fresh) -> None:
 
 
 @pytest.mark.parametrize("blur, noise, shift", [(0.7, 8.0, 12.0), (0.8, 0.0, 0.0)])
+@pytest.mark.slow
 def test_agreement_under_blur_noise_and_colour_shift(fresh, blur: float, noise: float, shift: float) -> None:
     images, params = fresh
     degraded = O.degrade(images, seed=1, blur=blur, noise=noise, shift=shift)
@@ -59,6 +61,7 @@ def test_thresholds_sit_inside_the_clean_class_gaps() -> None:
             assert min(thr - max0, min1 - thr) > 0.2, name  # wide margins for the four attributes
 
 
+@pytest.mark.slow
 def test_reads_pixels_not_labels_counterfactual_flips() -> None:
     params = R.sample_params(100, seed=31)
     for attr in ("mustache", "glasses", "smile"):
