@@ -186,8 +186,8 @@ def warn_scales(scales: list[float]) -> None:
              "images break down into noise (docs/editing.md)")
 
 
-def check_edit_options(size: int | None, fit: str, batch_size: int, hold_form: str) -> None:
-    """The option checks of edit and reconstruct, before anything is read or loaded."""
+def check_edit_options(size: int | None, fit: str = "crop", batch_size: int = 1, hold_form: str = "auto") -> None:
+    """The option checks of the image commands (each passes those it has), before anything is read or loaded."""
     from caso_cli.imageio import FIT_MODES
     from caso_cli.pipelines.hold import FORMS
 

@@ -88,7 +88,7 @@ def interpolate_cmd(
     warn_scales(values)
     attrs = resolve_attrs([attr], 1.0)
     config = edit_config(steps, start, False, inversion_refine)
-    check_edit_options(size, "crop", 1, hold_form)
+    check_edit_options(size, hold_form=hold_form)
     job = SweepJob(source=input, attr=attrs[0], scales=tuple(values), out=out, config=config, gif=gif, frames=frames,
                    size=size, hold=tuple(held_hint(hold or [], attrs)), hold_form=hold_form, overwrite=overwrite)
     for path in (out, gif):
@@ -130,7 +130,7 @@ def reconstruct_cmd(
     attrs = resolve_attrs([attr], parse_scale(scale, "--scale")) if attr else []
     warn_scales([a.scale for a in attrs])
     config = edit_config(steps, start, False, inversion_refine)
-    check_edit_options(size, "crop", batch_size, "auto")
+    check_edit_options(size, batch_size=batch_size)
     job = EditJob(attrs=attrs, out_dir=out, config=config, size=size, batch_size=batch_size, overwrite=overwrite,
                   skip_existing=skip_existing, kind="recon")
     run_batch(inputs, job, ModelChoice(model, model_config, device, dtype), recursive=recursive, quiet=quiet,
@@ -166,8 +166,7 @@ def generate_cmd(
     warn_scales([w])
     attrs = resolve_attrs(attr, w)
     edit_config(steps, "1", False)  # the --steps check
-    if size is not None and (size < 8 or size % 8):
-        raise UsageError(f"--size must be a positive multiple of 8, got {size}")
+    check_edit_options(size)
     _refuse_existing(out, overwrite)
     job = GenerateJob(attrs=attrs, out=out, n=n, scale=w, steps=steps, seed=seed, size=size, frames=frames,
                       overwrite=overwrite)
