@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from caso_cli.conditioning import encode_prompts
 from caso_cli.config import EditConfig, LearnConfig
 from caso_cli.models.classifier import load_classifier, save_classifier
 from caso_cli.models.loaders import load_model, toy_model_dir
@@ -169,7 +168,7 @@ def edit(sd: Any, pipes: tuple[Any, Any], method: str, faces: Faces, todo: np.nd
         caps = [caption(**{a: (target if a == attr else int(getattr(r, a)[i])) for a in ATTRIBUTES})
                 for i in np.nonzero(todo)[0]]
         with torch.no_grad():
-            z = edit_latents(sd, z_t, encode_prompts(sd.text_encoder, sd.tokenizer, caps), w, cfg)
+            z = edit_latents(sd, z_t, sd.family.encode_prompts(caps), w, cfg)
     elif method == "sega":
         warmup = round((1 - start) * steps)
         z = B.sega_edit(pipes[0], faces.z_t[1.0][mask], B.attribute_prompt(attr, 1), steps, reverse=target == 0,

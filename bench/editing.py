@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from caso_cli.conditioning import encode_vectors
 from caso_cli.config import EditConfig, LearnConfig
 from caso_cli.models.loaders import load_model
 from caso_cli.pipelines.edit import edit_latents, invert_latents
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     scales = torch.linspace(-6, 6, 7)
     k = cm.index("mustache")
     with torch.no_grad():
-        cond = encode_vectors(sd.text_encoder, sd.tokenizer, vm[k:k + 1])
+        cond = sd.family.encode_vectors(vm[k:k + 1])
     n = min(16, len(faces))
     scores = []
     for i in range(n):

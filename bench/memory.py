@@ -7,7 +7,9 @@ Prints one JSON object per measurement: name, peak_rss_mb, target, and for the e
 ratio = peak(100 images) / peak(10 images).
 (a) learn_rss: `caso embed learn` on 100 toy faces with the toy model (target < 2048 MB), with
     caso's own peak_memory_mb; on a GPU, `--learn-model sd15-random --learn-size 512 --learn-batch 2
-    --device cuda --skip-edit` measures the issue's SD 1.5 target (CUDA peak < 10 GB);
+    --device cuda --skip-edit` measures the issue's SD 1.5 target (CUDA peak < 10 GB), and
+    `--learn-model sdxl-random --learn-size 1024 --learn-batch 1 --device cuda --grad-checkpointing
+    --skip-edit` SDXL's (fp16 on CUDA by default);
 (b) edit_10_rss, edit_100_rss, edit_streams: `caso edit` on a folder of 10, then 100 toy faces
     brought to --size 128 (a kept image costs about 0.2 MB per float tensor of it, so keeping every
     input and output would show as tens of MB), with 2 DDIM steps (memory does not grow with the
@@ -27,6 +29,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import RANDOM_MODELS, random_model_folder  # noqa: E402 - bench/ is not a package
 
 WRAPPER = ("import resource, subprocess, sys; "
            "r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True); "
@@ -52,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer learn steps")
     ap.add_argument("--size", type=int, default=128, help="edit image side (default 128)")
-    ap.add_argument("--learn-model", default="toy", help="toy (default), sd15-random (SD 1.5 shapes, random "
-                                                         "weights: use a GPU), or any --model value")
+    ap.add_argument("--learn-model", default="toy", help="toy (default), sd15-random / sdxl-random (SD 1.5 or SDXL "
+                                                         "shapes, random weights: use a GPU), sdxl-tiny, or any "
+                                                         "--model value")
     ap.add_argument("--learn-size", type=int, help="learn image side (default: the model's resolution)")
     ap.add_argument("--learn-batch", type=int, default=8, help="learn batch size (default 8)")
     ap.add_argument("--grad-checkpointing", action="store_true", help="learn with --grad-checkpointing")
@@ -74,16 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         (ten / p.name).symlink_to(p)
 
     model = args.learn_model
-    if model == "sd15-random":
-        from caso_cli.models.build import SD15, build_components, save_pipeline_folder
-
-        model = str(save_pipeline_folder(build_components(SD15), work / "sd15-random"))
+    if model in RANDOM_MODELS:
+        model = random_model_folder(model, str(work))
     # A random small-cnn classifier and a random embedding: memory does not depend on what they learned.
     setup = (
         "import sys, torch\n"
         "from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier\n"
         "from caso_cli.models.loaders import load_model\n"
-        "from caso_cli.registry import save_embedding, text_encoder_hash\n"
+        "from caso_cli.registry import save_embedding\n"
         "from caso_cli.runtime import cpu_runtime\n"
         "torch.manual_seed(0)\n"
         "meta = ClassifierMeta(classes=['no_x', 'x'], backbone='small-cnn', input_size=32, mean=[0.5] * 3,"
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "save_classifier(AttributeClassifier(SmallCNN(2), meta), sys.argv[1])\n"
         "sd = load_model('toy', cpu_runtime())\n"
         "save_embedding('x', torch.randn(2, sd.token_dim), {'classes': ['no_x', 'x'], 'model': 'toy',"
-        " 'text_encoder_hash': text_encoder_hash(sd.text_encoder)})\n"
+        " 'text_encoder_hash': sd.family.encoder_hash()})\n"
     )
     clf = work / "clf.safetensors"
     subprocess.run([sys.executable, "-c", setup, str(clf)], env=env, check=True, capture_output=True)

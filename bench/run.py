@@ -2,13 +2,15 @@
 
     python bench/run.py --quick            # the toy model on the CPU (about a minute)
     python bench/run.py --model sd15-random --size 512   # SD 1.5 shapes, random weights (use a GPU)
+    python bench/run.py --model sdxl-tiny --quick          # a tiny SDXL on the CPU; sdxl-random: SDXL's shapes (GPU)
 
 Prints one JSON object per measurement: name, ours_s, ref_s, ratio, target.
 (a) learn_vs_official: a CASO learn step vs an official-style step that first runs a 50-step
     DDIM inversion and then the same guided step (ratio = ref / ours, target >= 10);
 (b) learn_vs_floor: the learn step vs the sum of its unavoidable passes timed alone (null UNet
-    forward without grad, conditional UNet forward+backward, VAE decoder forward+backward,
-    classifier forward+backward) (ratio = ours / floor, target <= 1.25);
+    forward without grad, text encoder(s) forward+backward into the vectors, conditional UNet
+    forward+backward, VAE decoder forward+backward, classifier forward+backward) (ratio = ours /
+    floor, target <= 1.25);
 (c) interpolate_vs_separate: 7 scales from one inversion, batched, vs 7 separate edits;
 (d) batch8_vs_single: one batch-8 edit vs 8 single-image edits;
 (e) help_vs_python: `caso --help` vs `python -c pass` (process start-up);
@@ -32,6 +34,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -64,24 +68,35 @@ def report(name: str, ours: float, ref: float, ratio: float, target: str) -> Non
                       "target": target}), flush=True)
 
 
+RANDOM_MODELS = ("sd15-random", "sdxl-tiny", "sdxl-random")  # built here from configs, random weights
+
+
+def random_model_folder(model: str, root: str) -> str:
+    """A diffusers folder of SD 1.5's shapes, a tiny SDXL, or SDXL's shapes, with random weights."""
+    from caso_cli.models.build import SD15, SDXL, TINY_XL, build_components, build_sdxl_components, save_pipeline_folder
+
+    parts = {"sd15-random": lambda: build_components(SD15), "sdxl-tiny": lambda: build_sdxl_components(TINY_XL),
+             "sdxl-random": lambda: build_sdxl_components(SDXL)}[model]()
+    return str(save_pipeline_folder(parts, Path(root) / model))
+
+
 def load(model: str, size: int | None):
-    from caso_cli.models.build import SD15, build_components, save_pipeline_folder
     from caso_cli.models.loaders import load_model
     from caso_cli.runtime import make_runtime
 
     runtime = make_runtime()
-    if model == "sd15-random":
+    if model in RANDOM_MODELS:
         import tempfile
 
-        folder = save_pipeline_folder(build_components(SD15), tempfile.mkdtemp(prefix="caso-sd15-"))
-        return load_model(str(folder), runtime), size or 512
+        model = random_model_folder(model, tempfile.mkdtemp(prefix="caso-bench-"))
     sd = load_model(model, runtime)
     return sd, size or sd.resolution
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="toy", help="toy (default), sd15-random, or any --model value")
+    ap.add_argument("--model", default="toy", help="toy (default), sd15-random, sdxl-tiny, sdxl-random (random "
+                                                   "weights of those shapes), or any --model value")
     ap.add_argument("--size", type=int, help="image side (default: the model's resolution)")
     ap.add_argument("--batch", type=int, default=2, help="learn batch size")
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -95,7 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     if only - rows:
         ap.error(f"--only: unknown rows {', '.join(sorted(only - rows))} (known: {', '.join(sorted(rows))})")
 
-    from caso_cli.conditioning import encode_vectors, null_condition
     from caso_cli.config import EditConfig, LearnConfig
     from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN
     from caso_cli.pipelines.edit import edit_latents, invert_latents
@@ -116,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     targets = torch.arange(b, device=dev) % 2
     vectors = torch.randn(2, sd.token_dim, generator=g).to(dev).requires_grad_(True)
     with torch.no_grad():
-        c_null = null_condition(sd.text_encoder, sd.tokenizer)
+        c_null = sd.family.null_condition()
 
     def learn_step() -> None:
         loss, _ = caso_loss(sd, clf, vectors, z0, targets, noise, c_null, cfg)
@@ -139,11 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     from caso_cli.diffusion import add_noise
     t = cfg.t_train
     z_t = add_noise(z0, noise, sd.schedule.abar(t)).to(sd.unet.dtype)
-    cond = encode_vectors(sd.text_encoder, sd.tokenizer, vectors[targets].detach().unsqueeze(1))
+    cond = sd.family.encode_vectors(vectors[targets].detach().unsqueeze(1))
 
     def null_fwd() -> None:
         with torch.no_grad():
             predict_eps(sd, z_t, t, c_null)
+
+    def text_fwd_bwd() -> None:  # the vectors' gradient flows back through the text encoder(s)
+        c = sd.family.encode_vectors(vectors[targets].unsqueeze(1))
+        sum(t_.float().sum() for t_ in (c.hidden, *c.extra.values())).backward()
+        vectors.grad = None
 
     z_req = z_t.detach().clone().requires_grad_(True)
 
@@ -165,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "learn_vs_floor" in only:
         ours = ours if ours is not None else timed(learn_step, repeat)
-        floor = sum(timed(fn, repeat) for fn in (null_fwd, cond_fwd_bwd, vae_fwd_bwd, clf_fwd_bwd))
+        floor = sum(timed(fn, repeat) for fn in (null_fwd, text_fwd_bwd, cond_fwd_bwd, vae_fwd_bwd, clf_fwd_bwd))
         report("learn_vs_floor", ours, floor, ours / floor, "<= 1.25")
 
     # (c) interpolate: one inversion + one 7-wide batch vs 7 separate edits.
@@ -216,15 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def edit_vs_floor(sd, size: int, cond: torch.Tensor, repeat: int, toy: bool) -> tuple[float, float, float]:
+def edit_vs_floor(sd, size: int, cond: Any, repeat: int, toy: bool) -> tuple[float, float, float]:
     """One edit (encode, invert, guided denoise, decode; EditConfig's defaults) against its floor: its UNet and VAE
     calls, each kind timed alone in a plain loop of as many calls on the same shapes, summed.
 
     Returns the median edit seconds, the median floor seconds and the median over rounds of the round's
     edit / floor (each round times the edit and the floor's parts back to back, so load drift cancels).
     """
-    from caso_cli.conditioning import null_condition
     from caso_cli.config import EditConfig
+    from caso_cli.families import Condition
     from caso_cli.pipelines.edit import edit_latents, invert_latents
     from caso_cli.pipelines.generate import decode_latents, encode_images
 
@@ -244,10 +263,10 @@ def edit_vs_floor(sd, size: int, cond: torch.Tensor, repeat: int, toy: bool) -> 
         decode_latents(sd, edit_latents(sd, z_t, cond, 5.0, cfg))
 
     with torch.no_grad():
-        c_null = null_condition(sd.text_encoder, sd.tokenizer)
+        c_null = sd.family.null_condition()
         x_dev = x.to(dev, sd.vae.dtype)
         z = encode_images(sd, x)
-        z2, c2 = torch.cat([z, z]), torch.cat([c_null, cond])
+        z2, c2 = torch.cat([z, z]), Condition.cat([c_null, cond])
     t = sd.schedule.grid(cfg.steps)[cfg.steps - n]  # the start timestep; a UNet call costs the same at any t
 
     @torch.no_grad()
@@ -256,11 +275,11 @@ def edit_vs_floor(sd, size: int, cond: torch.Tensor, repeat: int, toy: bool) -> 
 
     @torch.no_grad()
     def unet_inversion() -> object:  # null condition, batch 1: one call per step and per refinement
-        return [sd.unet(z, t, encoder_hidden_states=c_null).sample for _ in range(n * (1 + cfg.inversion_refine))]
+        return [sd.unet(z, t, **c_null.unet_kwargs()).sample for _ in range(n * (1 + cfg.inversion_refine))]
 
     @torch.no_grad()
     def unet_guided() -> object:  # null and edit condition in one batch-2 call per step
-        return [sd.unet(z2, t, encoder_hidden_states=c2).sample for _ in range(n)]
+        return [sd.unet(z2, t, **c2.unet_kwargs()).sample for _ in range(n)]
 
     @torch.no_grad()
     def vae_decode() -> object:

@@ -12,7 +12,7 @@ from caso_cli.errors import UsageError
 if TYPE_CHECKING:
     from caso_cli.registry import Embedding
 
-_SPEC_RE = re.compile(r"^(?P<name>[^:=\s]+)(?::(?P<cls>[^=\s]+))?(?:=(?P<scale>[^=\s]+))?$")
+_SPEC_RE = re.compile(r"^(?P<name>[^:=\s]+)(?::(?P<cls>[^:=\s]+))?(?:=(?P<scale>[^=\s]+))?$")
 
 
 @dataclass(frozen=True)

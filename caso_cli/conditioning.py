@@ -1,4 +1,5 @@
-"""Text-encoder conditions built from learned token vectors (docs/method.md §1).
+"""CLIP text-encoder outputs for learned token vectors and prompts (docs/method.md §1); the families
+(:mod:`caso_cli.families`) wrap them into UNet conditions.
 
 A condition for learned vectors ``e_1..e_m`` is the text encoder's output for the
 token sequence ``[BOS, e_1..e_m, EOS, pad...]``, padded exactly as the model's own
@@ -10,6 +11,7 @@ textual-inversion embedding.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -70,6 +72,12 @@ def encode_vectors(text_encoder: Any, tokenizer: Any, vectors: torch.Tensor) -> 
 
     ``vectors`` is (m, d) or (B, m, d); the result is (B, L, D). Gradients flow into ``vectors``.
     """
+    return vector_output(text_encoder, tokenizer, vectors)[0]
+
+
+def vector_output(text_encoder: Any, tokenizer: Any, vectors: torch.Tensor, hidden_states: bool = False) -> Any:
+    """The encoder's whole output for ``[BOS, e_1..e_m, EOS, ...]`` (last hidden states, pooled or projected
+    embedding, and with ``hidden_states`` every layer's), for families that read more than the last layer."""
     if vectors.dim() == 2:
         vectors = vectors.unsqueeze(0)
     d = text_encoder.get_input_embeddings().weight.shape[1]
@@ -78,15 +86,28 @@ def encode_vectors(text_encoder: Any, tokenizer: Any, vectors: torch.Tensor) -> 
     device = text_encoder.get_input_embeddings().weight.device
     ids = placeholder_ids(tokenizer, vectors.shape[1]).to(device).expand(vectors.shape[0], -1)
     with _replace_token_rows(text_encoder, vectors):
-        return text_encoder(input_ids=ids)[0]
+        return text_encoder(input_ids=ids, output_hidden_states=hidden_states)
 
 
 def encode_prompts(text_encoder: Any, tokenizer: Any, prompts: list[str]) -> torch.Tensor:
     """Conditions for ordinary text prompts (B, L, D), as Stable Diffusion pipelines encode them."""
+    return prompt_output(text_encoder, tokenizer, prompts)[0]
+
+
+def prompt_output(text_encoder: Any, tokenizer: Any, prompts: list[str], hidden_states: bool = False) -> Any:
+    """The encoder's whole output for ``prompts`` (see :func:`vector_output`)."""
     device = text_encoder.get_input_embeddings().weight.device
-    return text_encoder(input_ids=prompt_ids(tokenizer, prompts).to(device))[0]
+    return text_encoder(input_ids=prompt_ids(tokenizer, prompts).to(device), output_hidden_states=hidden_states)
 
 
 def null_condition(text_encoder: Any, tokenizer: Any) -> torch.Tensor:
     """The null condition c_null = T("") (1, L, D) (docs/method.md §1)."""
     return encode_prompts(text_encoder, tokenizer, [""])
+
+
+def table_hash(text_encoder: Any) -> str:
+    """Identifies a text encoder by its token-embedding table (16 hex digits of sha256)."""
+    import torch
+
+    weight = text_encoder.get_input_embeddings().weight.detach().to("cpu", torch.float32).contiguous()
+    return hashlib.sha256(weight.numpy().tobytes()).hexdigest()[:16]

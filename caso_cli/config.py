@@ -81,7 +81,7 @@ class LearnConfig:
         if not self.lr >= 0:  # 0 is allowed: the starting vectors (a learning rate of 0 moves nothing)
             out.append(("lr", f"must be 0 or more, got {self.lr:g}"))
         for name, value in (("augment", self.augment), ("check_samples", self.check_samples),
-                            ("restarts", self.restarts)):
+                            ("restarts", self.restarts), ("checkpoint_every", self.checkpoint_every)):
             if value < 0:
                 out.append((name, f"must be 0 or more, got {value}"))
         if self.together_form not in ("null", "delta"):
@@ -89,9 +89,10 @@ class LearnConfig:
         return out
 
     def check(self) -> None:
-        """Raise a UsageError naming the first unusable setting (see :meth:`problems`)."""
-        for name, problem in self.problems():
-            raise UsageError(f"{name} {problem}")
+        """Raise a UsageError naming every unusable setting and its value (see :meth:`problems`)."""
+        problems = self.problems()
+        if problems:
+            raise UsageError("; ".join(f"{name} {problem}" for name, problem in problems))
 
     def total_steps(self, n_images: int) -> int:
         if self.epochs is None:

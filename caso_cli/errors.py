@@ -35,6 +35,11 @@ class InputError(CasoError):
     exit_code = EXIT_INPUT
 
 
+class OutputExists(InputError):
+    """An output is in the way and replacing it was not asked for; the message speaks of the library's value
+    (``overwrite=True``), the CLI says its flag instead."""
+
+
 class ModelLoadError(CasoError):
     """A model or its weights could not be found or loaded."""
 

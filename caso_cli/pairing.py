@@ -4,11 +4,17 @@ By name, an edit ``<name>.<ext>`` belongs to the original whose stem equals ``<n
 prefix of it up to a dot: ``000.mustache.5.png`` and ``000.recon.png`` (what ``caso edit`` and
 ``caso reconstruct`` write) both pair with ``000.jpg``. When several stems fit, the longest
 wins. One original may have many edits; each edit is one pair.
+
+Each edit also belongs to an :class:`EditGroup`, the edit it comes from (embeddings, classes, scales), read
+from the ``caso:*`` PNG text chunks caso writes (:mod:`caso_cli.pipelines.provenance`) and, where those are
+missing, from the file name ``<stem>[.recon].<attr[+attr]>.<scale[,scale]>.png``: ``caso eval`` reports per
+group, so that ``x.mustache.5.png`` and ``x.mustache.-5.png`` are not mixed into one success rate.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,3 +101,86 @@ def pair_from_csv(csv_path: Path, orig: Path, edit: Path) -> Pairing:
             raise InputError(f"{csv_path}:{n}: empty 'orig' or 'edit'")
         pairs.append((o_root / o, e_root / e))
     return Pairing(pairs)
+
+
+# ---- edit groups -----------------------------------------------------------------------------------
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_EDIT_NAME_RE = re.compile(rf"^(?:(?P<kind>recon)(?:\.|$))?"
+                           rf"(?:(?P<attrs>[^.]+)\.(?P<scales>{_NUMBER}(?:,{_NUMBER})*))?$")
+
+
+@dataclass(frozen=True)
+class EditGroup:
+    """The edit a file comes from: the embeddings (from a file name: the ``--attr`` labels), the class of each
+    (``None`` where not recorded) and the scale of each as written (``()`` where there is none)."""
+
+    names: tuple[str, ...] = ()
+    classes: tuple[str | None, ...] = ()
+    scales: tuple[str, ...] = ()
+    kind: str = ""  # "recon" for caso reconstruct's outputs
+    source: str = "none"  # where it was read: "provenance" (caso:* PNG chunks), "file name", or "none"
+
+    @property
+    def label(self) -> str:
+        """``toy-mustache:mustache=5``, ``smile=-2.5+glasses=3``, ``recon``; ``ungrouped`` when nothing is known."""
+        scales: tuple[str | None, ...] = self.scales or (None,) * len(self.names)
+        parts = [n + (f":{c}" if c else "") + (f"={s}" if s is not None else "")
+                 for n, c, s in zip(self.names, self.classes, scales, strict=True)]
+        text = " ".join([self.kind] * bool(self.kind) + ["+".join(parts)] * bool(parts))
+        return text or "ungrouped"
+
+    def scale_values(self) -> tuple[float, ...] | None:
+        """The scales as numbers, one per name; ``None`` when they are not known."""
+        try:
+            return tuple(float(s) for s in self.scales) if self.scales else None
+        except ValueError:
+            return None
+
+
+def _split(text: str | None, n: int) -> tuple[str, ...] | None:
+    parts = tuple(p.strip() for p in (text or "").split(","))
+    return parts if text and len(parts) == n and all(parts) else None
+
+
+def edit_group(orig: Path, edit: Path) -> EditGroup:
+    """The :class:`EditGroup` of ``edit`` (paired with ``orig``): its ``caso:embeddings``, ``caso:classes`` and
+    ``caso:scales`` PNG chunks where it has them, the rest from its file name after ``orig``'s stem."""
+    names: tuple[str, ...] = ()
+    classes: tuple[str | None, ...] = ()
+    scales: tuple[str, ...] = ()
+    kind, source = "", "none"
+    rest = edit.stem[len(orig.stem) + 1:] if edit.stem.startswith(orig.stem + ".") else ""
+    m = _EDIT_NAME_RE.match(rest) if rest else None
+    if m and (m["kind"] or m["attrs"]):
+        kind, source = m["kind"] or "", "file name"
+        if m["attrs"]:
+            names = tuple(m["attrs"].split("+"))
+            classes = (None,) * len(names)
+            written = tuple(m["scales"].split(","))
+            scales = written * len(names) if len(written) == 1 else written if len(written) == len(names) else ()
+    elif rest:
+        names, classes, source = (rest,), (None,), "file name"
+    meta = _png_text(edit)
+    found = tuple(p.strip() for p in (meta.get("caso:embeddings") or "").split(","))
+    if all(found):
+        source = "provenance"
+        if found != names:
+            names, classes, scales = found, (None,) * len(found), scales if len(scales) == len(found) else ()
+        classes = _split(meta.get("caso:classes"), len(names)) or classes
+        scales = _split(meta.get("caso:scales"), len(names)) or scales
+    return EditGroup(names, classes, scales, kind, source)
+
+
+def _png_text(path: Path) -> dict[str, str]:
+    """The text chunks before the image data of PNG ``path`` (where caso writes them), without decoding the pixels;
+    ``{}`` for another format or a file that cannot be read (eval reads the image itself later and reports that)."""
+    if path.suffix.lower() != ".png":
+        return {}
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return {str(k): v for k, v in im.info.items() if isinstance(v, str)} if im.format == "PNG" else {}
+    except Exception:  # noqa: BLE001  # any unreadable file: no provenance here, eval's own read reports it
+        return {}

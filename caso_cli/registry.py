@@ -1,11 +1,12 @@
 """The local embedding registry: one folder per learned embedding under ``<user dir>/embeddings``.
 
 An entry ``<name>/`` holds ``embedding.safetensors`` (one tensor ``embedding`` of shape
-K x d: row k is the token vector of class k) and ``meta.json`` (schema_version, name,
-classes, token names, model, text-encoder hash, classifier, hyperparameters, data digest,
-dates, metrics, the embedding file's sha256). Entries are written into a temporary folder
-(files fsynced) and renamed into place under a lock, so a reader sees the old entry or the new
-one, never half of one. Replacing an entry takes two renames (old entry aside, new one in);
+K x d: row k is the token vector of class k) and ``meta.json`` (:class:`EmbeddingMeta`: schema_version,
+name, classes, token names, model family, model, text-encoder hash, classifier, hyperparameters, data
+digest, dates, metrics, the embedding file's sha256; entries of schema 1 read as family ``sd``).
+Entries are written into a temporary folder (files fsynced) and renamed into place under a lock,
+so a reader sees the old entry or the new one, never half of one. Replacing an entry takes two renames
+(old entry aside, new one in);
 a save killed between them leaves the old entry aside in ``.<name>.*.old/``, from where the
 next access to the registry puts it back. Hidden ``.*.tmp`` folders of killed saves are ignored.
 Exports are textual-inversion files that any Stable Diffusion tool loads.
@@ -13,15 +14,14 @@ Exports are textual-inversion files that any Stable Diffusion tool loads.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +32,7 @@ from caso_cli.fileio import atomic_path, file_sha256, fsync_dir
 if TYPE_CHECKING:
     import torch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: records the model family (schema 1 entries are SD 1.x/2.x)
 EMBEDDING_FILE = "embedding.safetensors"
 META_FILE = "meta.json"
 TENSOR_KEY = "embedding"
@@ -61,12 +61,64 @@ def token_name(cls: str) -> str:
     return "<" + re.sub(r"[^a-z0-9_]+", "_", cls.lower()).strip("_") + ">"
 
 
-def text_encoder_hash(text_encoder: Any) -> str:
-    """Identifies a text encoder by its token-embedding table (16 hex digits of sha256)."""
-    import torch
+@dataclass
+class ClassifierRecord:
+    """The classifier an embedding was learned with: where it is and its sha256, so that it can be read again."""
 
-    weight = text_encoder.get_input_embeddings().weight.detach().to("cpu", torch.float32).contiguous()
-    return hashlib.sha256(weight.numpy().tobytes()).hexdigest()[:16]
+    path: str | None = None
+    sha256: str | None = None
+    backbone: str | None = None
+    val_accuracy: float | None = None
+
+
+@dataclass
+class EmbeddingMeta:
+    """An entry's meta.json, typed. Keys this version does not know are kept in ``extra`` and written back."""
+
+    classes: list[str]  # class k names row k
+    name: str = ""
+    tokens: list[str] = field(default_factory=list)  # textual-inversion token of each class
+    token_dim: int = 0  # width of one vector
+    family: str = "sd"  # model family (caso_cli.families) the vectors were learned for
+    widths: list[int] = field(default_factory=list)  # each text encoder's part of a vector (default [token_dim])
+    model: str | None = None  # what --model named when learning
+    text_encoder_hash: str | None = None  # the family's encoder hash at learning time
+    attr: str | None = None  # the classifier's attribute
+    classifier: ClassifierRecord | None = None
+    learned_with: list[str] = field(default_factory=list)  # entries learned together with this one
+    imported_from: list[str] = field(default_factory=list)  # textual-inversion files it was built from
+    image_size: int | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created: str | None = None
+    caso_version: str | None = None
+    sha256: str | None = None  # of embedding.safetensors
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> EmbeddingMeta:
+        """Read a meta.json record (any schema up to this version's); wrong types raise ``ValueError``."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values = {"schema_version": 1, **{k: v for k, v in record.items() if k in known}}
+        if int(values["schema_version"]) > SCHEMA_VERSION:
+            raise ValueError(f"schema {values['schema_version']} is newer than this caso reads ({SCHEMA_VERSION}); "
+                             "upgrade caso")
+        if not isinstance(values.get("classes"), list) or not all(isinstance(c, str) for c in values["classes"]):
+            raise ValueError(f"classes must be a list of names, got {values.get('classes')!r}")
+        rec = values.get("classifier")
+        if isinstance(rec, Mapping):
+            rec = ClassifierRecord(**{k: v for k, v in rec.items() if k in {f.name for f in fields(ClassifierRecord)}})
+        elif rec is not None:
+            raise ValueError(f"classifier must be a record, got {rec!r}")
+        values["classifier"] = rec
+        return cls(**values, extra={k: v for k, v in record.items() if k not in known})
+
+    def to_json(self) -> dict[str, Any]:
+        """The meta.json record: known fields (empty optional ones left out), then the kept unknown keys."""
+        out = {k: v for k, v in asdict(self).items() if k != "extra" and v not in (None, [], {})}
+        return {**out, **self.extra}
 
 
 @dataclass
@@ -75,11 +127,11 @@ class Embedding:
 
     name: str
     vectors: torch.Tensor  # (K, d) float32
-    meta: dict[str, Any]
+    meta: EmbeddingMeta
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta["classes"])
+        return list(self.meta.classes)
 
     def index(self, cls: str) -> int:
         """Row of class ``cls`` (case-insensitive), with a helpful error."""
@@ -123,30 +175,34 @@ def _recover(root: Path) -> None:
             _restore_set_aside(root)
 
 
-def save_embedding(name: str, vectors: torch.Tensor, meta: dict[str, Any], force: bool = False) -> Path:
-    """Write an entry atomically; an existing entry is replaced only with ``force``."""
+def save_embedding(name: str, vectors: torch.Tensor, meta: EmbeddingMeta | Mapping[str, Any],
+                   force: bool = False) -> Path:
+    """Write an entry atomically; an existing entry is replaced only with ``force``.
+
+    ``meta`` is an :class:`EmbeddingMeta` or its meta.json keys (at least ``classes``); the name, tokens, width,
+    schema, date and file hash are filled in here.
+    """
     from safetensors.torch import save_file
 
     validate_name(name)
+    record = meta.to_json() if isinstance(meta, EmbeddingMeta) else dict(meta)
+    typed = EmbeddingMeta.from_json({"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **record,
+                                     "schema_version": SCHEMA_VERSION, "name": name})
     root = registry_dir()
     final = root / name
-    if vectors.dim() != 2 or vectors.shape[0] != len(meta["classes"]):
-        raise ValueError(f"vectors must be (K, d) with K = {len(meta['classes'])} classes, got {tuple(vectors.shape)}")
+    if vectors.dim() != 2 or vectors.shape[0] != len(typed.classes):
+        raise ValueError(f"vectors must be (K, d) with K = {len(typed.classes)} classes, got {tuple(vectors.shape)}")
+    typed.tokens = [token_name(c) for c in typed.classes]
+    typed.token_dim = int(vectors.shape[1])
+    typed.widths = typed.widths or [typed.token_dim]
+    if sum(typed.widths) != typed.token_dim:
+        raise ValueError(f"widths {typed.widths} do not add up to the vectors' {typed.token_dim}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
     try:
         emb_path = tmp / EMBEDDING_FILE
         save_file({TENSOR_KEY: vectors.detach().to("cpu").float().contiguous()}, str(emb_path))
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        full = {
-            "schema_version": SCHEMA_VERSION,
-            "name": name,
-            "tokens": [token_name(c) for c in meta["classes"]],
-            "token_dim": int(vectors.shape[1]),
-            "created": now,
-            **meta,
-            "sha256": file_sha256(emb_path),
-        }
-        (tmp / META_FILE).write_text(json.dumps(full, indent=2, default=str) + "\n")
+        typed.sha256 = file_sha256(emb_path)
+        (tmp / META_FILE).write_text(json.dumps(typed.to_json(), indent=2, default=str) + "\n")
         for f in tmp.iterdir():
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())
@@ -183,7 +239,7 @@ def _entry(name: str) -> Path:
 
 
 def read_meta(name: str) -> dict[str, Any]:
-    """An entry's meta.json."""
+    """An entry's meta.json as stored (:func:`load_embedding` gives it typed)."""
     path = _entry(name) / META_FILE
     try:
         return json.loads(path.read_text())
@@ -196,16 +252,19 @@ def load_embedding(name: str) -> Embedding:
     from safetensors.torch import load_file
 
     path = _entry(name)
-    meta = read_meta(name)
+    try:
+        meta = EmbeddingMeta.from_json(read_meta(name))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path / META_FILE}: {exc}") from exc
     emb_path = path / EMBEDDING_FILE
-    if meta.get("sha256") and file_sha256(emb_path) != meta["sha256"]:
+    if meta.sha256 and file_sha256(emb_path) != meta.sha256:
         raise InputError(f"{emb_path}: does not match its recorded sha256 (corrupted?)")
     try:
         vectors = load_file(str(emb_path))[TENSOR_KEY]
     except Exception as exc:  # safetensors raises its own error types
         raise InputError(f"{emb_path}: unreadable ({str(exc).splitlines()[0]})") from exc
-    if vectors.dim() != 2 or vectors.shape[0] != len(meta.get("classes", [])):
-        raise InputError(f"{emb_path}: shape {tuple(vectors.shape)} does not fit classes {meta.get('classes')}")
+    if vectors.dim() != 2 or vectors.shape[0] != len(meta.classes):
+        raise InputError(f"{emb_path}: shape {tuple(vectors.shape)} does not fit classes {meta.classes}")
     return Embedding(name=name, vectors=vectors, meta=meta)
 
 
@@ -236,38 +295,59 @@ def remove(name: str) -> None:
 def export(name: str, out_dir: str | Path, fmt: str = "diffusers", overwrite: bool = False) -> list[Path]:
     """Write one textual-inversion file per class: ``<token>.safetensors``.
 
-    ``diffusers``: ``{"<token>": (d,)}``, loadable with ``pipe.load_textual_inversion(file)``.
+    The tensors are the layout of the entry's model family (:meth:`caso_cli.families.Family.export_tensors`);
+    for SD 1.x/2.x, ``diffusers``: ``{"<token>": (d,)}``, loadable with ``pipe.load_textual_inversion(file)``;
     ``a1111``: ``{"emb_params": (1, d)}``, the safetensors layout AUTOMATIC1111 and ComfyUI read;
     the file name (without suffix) is the token there.
     """
     from safetensors.torch import save_file
 
+    from caso_cli.families import family_named
+
     if fmt not in ("diffusers", "a1111"):
         raise UsageError(f"unknown export format {fmt!r} (diffusers or a1111)")
     emb = load_embedding(name)
+    try:
+        family = family_named(emb.meta.family)
+    except KeyError as exc:
+        raise InputError(f"embedding {name!r}: {exc.args[0]}") from exc
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for k, token in enumerate(emb.meta["tokens"]):
+    for k, token in enumerate(emb.meta.tokens):
         stem = token.strip("<>") if fmt == "a1111" else token
         path = out / f"{stem}.safetensors"
         if path.exists() and not overwrite:
             raise InputError(f"{path}: exists (use --overwrite)")
         vec = emb.vectors[k].contiguous()
-        tensors = {token: vec} if fmt == "diffusers" else {"emb_params": vec.unsqueeze(0)}
+        tensors = family.export_tensors(token, vec, fmt, emb.meta.widths or [emb.meta.token_dim])
         try:
             with atomic_path(path, overwrite=overwrite) as tmp:
                 save_file(tensors, str(tmp), metadata={"caso_embedding": name, "class": emb.classes[k],
-                                                       "model": str(emb.meta.get("model", ""))})
+                                                       "model": emb.meta.model or ""})
         except FileExistsError as exc:  # appeared while writing
             raise InputError(f"{path}: exists (use --overwrite)") from exc
         written.append(path)
     return written
 
 
-def read_textual_inversion(path: str | Path) -> tuple[str, torch.Tensor]:
-    """(class name, vector (d,)) from a one-token textual-inversion safetensors file of either format."""
+@dataclass(frozen=True)
+class TIFile:
+    """What one textual-inversion file holds: a class name, one vector, and the family whose layout it has."""
+
+    label: str
+    vector: torch.Tensor  # (d,) float32: the text encoders' parts side by side
+    family: str
+    widths: list[int]
+
+
+def read_textual_inversion(path: str | Path) -> TIFile:
+    """One token's vector from a textual-inversion safetensors file in any layout a family reads (SD 1.x/2.x:
+    diffusers' ``{"<token>": (d,)}`` or A1111's ``{"emb_params": (1, d)}``; SDXL: ``clip_l`` + ``clip_g``).
+    The class is the token name, or the file name where the layout has none."""
     from safetensors.torch import load_file
+
+    from caso_cli.families import families
 
     p = Path(path)
     if p.suffix.lower() != ".safetensors":
@@ -276,15 +356,19 @@ def read_textual_inversion(path: str | Path) -> tuple[str, torch.Tensor]:
         state = load_file(str(p))
     except Exception as exc:  # safetensors raises its own error types
         raise InputError(f"{p}: unreadable ({str(exc).splitlines()[0]})") from exc
-    if len(state) != 1:
-        raise InputError(f"{p}: expected one tensor, found {len(state)} ({', '.join(list(state)[:4])})")
-    key, tensor = next(iter(state.items()))
-    if tensor.dim() == 2 and tensor.shape[0] == 1:
-        tensor = tensor[0]
-    if tensor.dim() != 1:
-        raise InputError(f"{p}: holds {tuple(tensor.shape)}; caso imports one vector per file")
-    label = key if key != "emb_params" else p.stem
-    return label.strip("<>"), tensor.float()
+    for family in families():
+        try:
+            found = family.read_file_tensors(state)
+        except ValueError as exc:
+            raise InputError(f"{p}: {exc}") from exc
+        if found is None:
+            continue
+        key, tensor, widths = found
+        if tensor.dim() != 1:
+            raise InputError(f"{p}: holds {tuple(tensor.shape)}; caso imports one vector per file")
+        return TIFile((key or p.stem).strip("<>"), tensor.float(), family.name, widths)
+    raise InputError(f"{p}: expected one tensor (or clip_l and clip_g), found {len(state)} "
+                     f"({', '.join(list(state)[:4])})")
 
 
 def import_files(paths: list[str | Path], name: str, meta: dict[str, Any] | None = None,
@@ -294,12 +378,13 @@ def import_files(paths: list[str | Path], name: str, meta: dict[str, Any] | None
 
     if len(paths) < 2:
         raise UsageError("an embedding needs one file per class, at least 2")
-    pairs = [read_textual_inversion(p) for p in paths]
-    dims = {v.shape[0] for _, v in pairs}
-    if len(dims) != 1:
-        raise InputError(f"the files hold vectors of different sizes: {sorted(dims)}")
-    classes = [c for c, _ in pairs]
+    files = [read_textual_inversion(p) for p in paths]
+    layouts = {(f.family, *f.widths) for f in files}
+    if len(layouts) != 1:
+        raise InputError(f"the files hold vectors of different sizes or models: {sorted(layouts)}")
+    classes = [f.label for f in files]
     if len(set(classes)) != len(classes):
         raise InputError(f"two files carry the same class name: {classes}")
-    info = {"classes": classes, "imported_from": [str(Path(p).resolve()) for p in paths], **(meta or {})}
-    return save_embedding(name, torch.stack([v for _, v in pairs]), info, force=force)
+    info = {"classes": classes, "family": files[0].family, "widths": files[0].widths,
+            "imported_from": [str(Path(p).resolve()) for p in paths], **(meta or {})}
+    return save_embedding(name, torch.stack([f.vector for f in files]), info, force=force)

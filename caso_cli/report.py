@@ -149,15 +149,17 @@ def _row_table(values: dict[str, Any]) -> str:
     return f'<table class="sub"><tr>{head}</tr><tr>{"".join(_cell(v) for v in values.values())}</tr></table>'
 
 
-def _values(entry: dict[str, Any]) -> str:
+def _values(entry: dict[str, Any], nested: bool = False) -> str:
     """The numbers of one metric: its plain numbers in a row, each nested dict below under its key (a dict of
-    numbers as a row, a dict of such dicts as one sub-row per key, e.g. per attribute then per class)."""
-    numbers = {k: v for k, v in entry.items() if _is_number(v)}
+    numbers as a row, a dict of such dicts as one sub-row per key, e.g. per attribute then per class). Below the
+    top level (``nested``: e.g. one edit group) words join the numbers' row; at the top they are notes."""
+    numbers = {k: v for k, v in entry.items() if _is_number(v) or (nested and not isinstance(v, dict))}
     parts = [_row_table(numbers)] if numbers else []
     for key, value in entry.items():
         if not isinstance(value, dict):
             continue
-        if value and all(isinstance(v, dict) for v in value.values()):
+        if value and all(isinstance(v, dict) and not any(isinstance(x, dict) for x in v.values())
+                         for v in value.values()):
             rows = "".join(
                 f'<tr><th class="l">{html.escape(str(k))}</th>'
                 + "".join(f'<td><span class="c">{html.escape(str(c))}</span> {html.escape(format_number(x))}</td>'
@@ -167,7 +169,7 @@ def _values(entry: dict[str, Any]) -> str:
         elif value and all(not isinstance(v, dict) for v in value.values()):
             body = _row_table(value)
         elif value:
-            body = _values(value)
+            body = _values(value, nested=True)
         else:
             body = f'<span class="na">{MISSING}</span>'
         parts.append(f'<div class="k">{html.escape(str(key))}</div>{body}')

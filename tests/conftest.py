@@ -59,6 +59,24 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_xl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SDXL saved as a diffusers folder (random weights, seed 0, force_zeros_for_empty_prompt)."""
+    from caso_cli.models.build import save_pipeline_folder
+    from tests.tiny import tiny_xl_components
+
+    return save_pipeline_folder(tiny_xl_components(), tmp_path_factory.mktemp("tiny_xl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_xl(tiny_xl_dir: Path):
+    """The tiny SDXL loaded through caso's own loader, fp32 on the CPU."""
+    from caso_cli.models.loaders import load_model
+    from caso_cli.runtime import cpu_runtime
+
+    return load_model(str(tiny_xl_dir), cpu_runtime())
+
+
+@pytest.fixture(scope="session")
 def tiny_sd(tiny_model_dir: Path):
     """The tiny model loaded through caso's own loader, fp32 on the CPU."""
     from caso_cli.models.loaders import load_model

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from caso_cli.config import EditConfig
+from caso_cli.families import Condition
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import decode_latents, encode_images
 from caso_cli.toyworld import baselines as B
@@ -83,7 +84,7 @@ def toy():
 def _full(sd, z0):
     cfg = EditConfig(steps=STEPS, start=1.0)
     z_T = invert_latents(sd, z0, cfg)
-    rec = edit_latents(sd, z_T, torch.zeros(1, 77, sd.text_encoder.config.hidden_size), 0.0, cfg)
+    rec = edit_latents(sd, z_T, Condition(torch.zeros(1, 77, sd.text_encoder.config.hidden_size)), 0.0, cfg)
     return cfg, z_T, rec
 
 

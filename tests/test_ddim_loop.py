@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from caso_cli.conditioning import null_condition
+from caso_cli.families import Condition
 from caso_cli.pipelines.ddim import denoise, invert
 from caso_cli.pipelines.guidance import guided_eps, predict_eps
 
@@ -47,7 +47,7 @@ def test_round_trip_error_on_tiny_unet_shrinks_with_its_sensitivity(tiny_sd) -> 
     """
     z0 = _latent(tiny_sd)
     with torch.no_grad():
-        null = null_condition(tiny_sd.text_encoder, tiny_sd.tokenizer)
+        null = tiny_sd.family.null_condition()
     errs = {k: _round_trip_error(tiny_sd, z0, lambda z, t, i, k=k: k * predict_eps(tiny_sd, z, t, null))
             for k in (0.01, 0.001)}
     assert errs[0.001] < 1e-2
@@ -60,7 +60,7 @@ def test_fixed_point_refinement_shrinks_the_round_trip_error(tiny_sd) -> None:
     eps(z_prev, t) ~ eps(z_t, t) error, and costs exactly one more model call per step and refinement."""
     z0 = _latent(tiny_sd)
     with torch.no_grad():
-        null = null_condition(tiny_sd.text_encoder, tiny_sd.tokenizer)
+        null = tiny_sd.family.null_condition()
     calls = []
 
     def eps(z, t, i):
@@ -81,7 +81,7 @@ def test_partial_inversion_uses_the_same_timesteps(tiny_sd) -> None:
     z0 = _latent(tiny_sd)
     seen_up, seen_down = [], []
     with torch.no_grad():
-        null = null_condition(tiny_sd.text_encoder, tiny_sd.tokenizer)
+        null = tiny_sd.family.null_condition()
         zt = invert(lambda z, t, i: seen_up.append(t) or predict_eps(tiny_sd, z, t, null), z0, tiny_sd.schedule,
                     50, num_steps=20)
         back = denoise(lambda z, t, i: seen_down.append(t) or predict_eps(tiny_sd, z, t, null), zt,
@@ -94,7 +94,7 @@ def test_partial_inversion_uses_the_same_timesteps(tiny_sd) -> None:
 def test_guided_eps_matches_two_separate_calls(tiny_sd) -> None:
     z = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(2)
-    c_null, c = torch.randn(1, 77, 16, generator=g), torch.randn(1, 77, 16, generator=g)
+    c_null, c = Condition(torch.randn(1, 77, 16, generator=g)), Condition(torch.randn(1, 77, 16, generator=g))
     with torch.no_grad():
         ours = guided_eps(tiny_sd, z, 401, c_null, c, 5.0)
         e0, e1 = predict_eps(tiny_sd, z, 401, c_null), predict_eps(tiny_sd, z, 401, c)

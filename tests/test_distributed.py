@@ -94,11 +94,11 @@ def test_folder_edits_are_sharded_without_collisions(tiny_sd, tmp_path) -> None:
     from caso_cli.config import EditConfig
     from caso_cli.inputs import expand_inputs
     from caso_cli.pipelines.batch_edit import EditJob, run_edit_job, shard
-    from caso_cli.registry import save_embedding, text_encoder_hash
+    from caso_cli.registry import save_embedding
 
     assert [*shard(range(7), 1, 3)] == [1, 4] and [*shard(range(3), 0, 1)] == [0, 1, 2]
     save_embedding("m", torch.randn(2, 16, generator=torch.Generator().manual_seed(0)),
-                   {"classes": ["no_m", "m"], "text_encoder_hash": text_encoder_hash(tiny_sd.text_encoder)})
+                   {"classes": ["no_m", "m"], "text_encoder_hash": tiny_sd.family.encoder_hash()})
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(5):

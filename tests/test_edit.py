@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from caso_cli.conditioning import encode_vectors
 from caso_cli.config import EditConfig
 from caso_cli.errors import UsageError
 from caso_cli.pipelines.edit import edit_latents, invert_latents
@@ -15,7 +14,7 @@ def _setup(sd):
     g = torch.Generator().manual_seed(0)
     z0 = torch.randn(2, 4, 16, 16, generator=g) * 0.5
     with torch.no_grad():
-        cond = encode_vectors(sd.text_encoder, sd.tokenizer, torch.randn(1, 16, generator=g))
+        cond = sd.family.encode_vectors(torch.randn(1, 16, generator=g))
     return z0, cond
 
 

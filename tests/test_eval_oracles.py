@@ -81,7 +81,10 @@ def test_a_user_oracle_runs_in_caso_eval(tmp_path: Path, restore_oracles) -> Non
     assert result.metrics["oracle"] == {"available": True, "name": "bright",
                                         "changed": {"bright": 0.0, "red": 0.5},
                                         "edit_classes": {"bright": {"no": 0.5, "yes": 0.5},
-                                                         "red": {"no": 0.0, "yes": 1.0}}}
+                                                         "red": {"no": 0.0, "yes": 1.0}},
+                                        # one edit group, "x" (from the file names), that names no attribute
+                                        "groups": {"x": {"n": 2, "target": None,
+                                                         "changed": {"bright": 0.0, "red": 0.5}}}}
     assert result.oracle_attributes == ["bright", "red"] and result.pairs[0].oracle_edit == {"bright": "no",
                                                                                               "red": "yes"}
     assert "red: no → yes" in render_report(result)

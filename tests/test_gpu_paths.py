@@ -60,7 +60,6 @@ def test_attention_uses_pytorch_sdpa(tiny_sd) -> None:
 
 
 def test_channels_last_gives_the_same_noise_prediction(tiny_model_dir, tiny_sd) -> None:
-    from caso_cli.conditioning import null_condition
     from caso_cli.pipelines.guidance import predict_eps
 
     sd_cl = load_model(str(tiny_model_dir), dataclasses.replace(cpu_runtime(), channels_last=True))
@@ -68,7 +67,7 @@ def test_channels_last_gives_the_same_noise_prediction(tiny_model_dir, tiny_sd) 
     assert not tiny_sd.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        c = null_condition(tiny_sd.text_encoder, tiny_sd.tokenizer)
+        c = tiny_sd.family.null_condition()
         assert torch.allclose(predict_eps(sd_cl, z, 401, c), predict_eps(tiny_sd, z, 401, c), atol=1e-5)
 
 

@@ -9,14 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from caso_cli.conditioning import encode_vectors, null_condition
 from caso_cli.errors import InputError, UsageError
 from caso_cli.fileio import file_sha256
 from caso_cli.imageio import read_png_metadata
 from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
 from caso_cli.pipelines.guidance import Contrast, guided_eps, predict_eps
 from caso_cli.pipelines.hold import EditTerm, Token, held_embeddings, hold_contrast, read_classes
-from caso_cli.registry import save_embedding, text_encoder_hash
+from caso_cli.registry import save_embedding
 from tests.test_cli import run_main
 
 
@@ -34,9 +33,9 @@ def _token(name: str, k: int, seed: int) -> Token:
 
 def test_contrast_is_cfg_in_one_call(tiny_sd) -> None:
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    c_null = null_condition(tiny_sd.text_encoder, tiny_sd.tokenizer)
+    c_null = tiny_sd.family.null_condition()
     with torch.no_grad():
-        c = encode_vectors(tiny_sd.text_encoder, tiny_sd.tokenizer, torch.randn(1, 16))
+        c = tiny_sd.family.encode_vectors(torch.randn(1, 16))
         want = guided_eps(tiny_sd, z, 500, c_null, c, 3.0)
         got = Contrast([c_null, c], 0, [(3.0, 1, 0)]).eps(tiny_sd, z, 500)
     assert torch.allclose(got, want, atol=1e-5)
@@ -57,9 +56,9 @@ def test_hold_contrast_forms(tiny_sd, form, w) -> None:
 
         def cond(m_class: int, i: int) -> torch.Tensor:  # tokens in name order: h, m, s
             rows = torch.stack([held[1].vectors[read[i, 1]], edit.vectors[m_class], held[0].vectors[read[i, 0]]])
-            return encode_vectors(tiny_sd.text_encoder, tiny_sd.tokenizer, rows)
+            return tiny_sd.family.encode_vectors(rows)
 
-        null = null_condition(tiny_sd.text_encoder, tiny_sd.tokenizer)
+        null = tiny_sd.family.null_condition()
         for i in range(2):
             e_null, e_src, e_tgt = (predict_eps(tiny_sd, z[i:i + 1], 300, c) for c in (null, cond(0, i), cond(1, i)))
             if w > 0:
@@ -97,7 +96,7 @@ def test_read_classes_is_each_classifiers_argmax() -> None:
 @pytest.fixture()
 def registry(tiny_sd, tiny_model_dir, tmp_path) -> dict[str, Path]:
     """mustache (edited), smile and hair (held), each with its classifier file; 'orphan' without one."""
-    te = text_encoder_hash(tiny_sd.text_encoder)
+    te = tiny_sd.family.encoder_hash()
     files = {}
     for seed, (name, classes) in enumerate([("mustache", ["no_mustache", "mustache"]),
                                             ("smile", ["no_smile", "smile"]), ("hair", ["black", "blond", "red"])]):

@@ -74,7 +74,7 @@ def test_ctrl_c_during_edit_says_how_far_it_got_and_skip_existing_resumes(tiny_s
                                                                           monkeypatch) -> None:
     from PIL import Image
 
-    from caso_cli.registry import save_embedding, text_encoder_hash
+    from caso_cli.registry import save_embedding
 
     home = tmp_path / "home"
     folder = tmp_path / "in"
@@ -83,7 +83,7 @@ def test_ctrl_c_during_edit_says_how_far_it_got_and_skip_existing_resumes(tiny_s
         Image.new("RGB", (32, 32), (6 * i, 90, 160)).save(folder / f"p{i:02d}.png")
     monkeypatch.setenv("CASO_HOME", str(home))
     save_embedding("m", torch.randn(2, 16), {"classes": ["no_m", "m"], "model": str(tiny_model_dir),
-                                             "text_encoder_hash": text_encoder_hash(tiny_sd.text_encoder)})
+                                             "text_encoder_hash": tiny_sd.family.encoder_hash()})
     out = tmp_path / "out"
     cmd = ["edit", str(folder), "--attr", "m", "--out", str(out), "--steps", "10", "-b", "1", "--device", "cpu"]
     part = _caso(cmd, home)

@@ -139,7 +139,6 @@ def test_nan_loss_stops_with_a_numerical_error(tiny_sd, classifier, images, monk
 
 def test_keep_term_is_the_guidance_change_on_images_already_of_the_target_class(tiny_sd, classifier, images) -> None:
     """lambda_keep adds mean_i [label_i == k_i] * ||zhat0_w - zhat0_null||^2, computed here by hand."""
-    from caso_cli.conditioning import encode_vectors, null_condition
     from caso_cli.diffusion import add_noise, predict_x0
     from caso_cli.pipelines.generate import encode_images
     from caso_cli.pipelines.guidance import predict_eps
@@ -149,7 +148,7 @@ def test_keep_term_is_the_guidance_change_on_images_already_of_the_target_class(
     vectors = torch.randn(2, 16, generator=torch.Generator().manual_seed(2))
     targets, labels = torch.tensor([0, 1, 1, 0]), torch.tensor([0, 0, 1, 1])  # items 0 and 2 already have the class
     noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(3))
-    c_null = null_condition(tiny_sd.text_encoder, tiny_sd.tokenizer)
+    c_null = tiny_sd.family.null_condition()
     plain = LearnConfig(train_scale=4.0)
     base, _ = caso_loss(tiny_sd, classifier, vectors, z0, targets, noise, c_null, plain)
     kept, _ = caso_loss(tiny_sd, classifier, vectors, z0, targets, noise, c_null,
@@ -162,7 +161,7 @@ def test_keep_term_is_the_guidance_change_on_images_already_of_the_target_class(
     with torch.no_grad():
         eps_null = predict_eps(tiny_sd, z_t, plain.t_train, c_null)
         eps_cond = predict_eps(tiny_sd, z_t, plain.t_train,
-                               encode_vectors(tiny_sd.text_encoder, tiny_sd.tokenizer, vectors[targets].unsqueeze(1)))
+                               tiny_sd.family.encode_vectors(vectors[targets].unsqueeze(1)))
     change = (predict_x0(z_t, eps_null + 4.0 * (eps_cond - eps_null), abar) - predict_x0(z_t, eps_null, abar))
     per_image = change.pow(2).flatten(1).mean(1)
     expected = 10.0 * (per_image[0] + per_image[2]) / 4
@@ -201,13 +200,12 @@ def test_generation_check_reads_fixed_samples(tiny_sd, classifier) -> None:
     rates = generation_check(tiny_sd, classifier, vectors, 3, 5.0, steps=5)
     assert len(rates) == 2 and all(r in (0.0, 1 / 3, 2 / 3, 1.0) for r in rates)
     assert generation_check(tiny_sd, classifier, vectors, 3, 5.0, steps=5) == rates  # same noise every time
-    from caso_cli.conditioning import encode_vectors
     from caso_cli.pipelines.generate import decode_latents, generate_latents
     from caso_cli.pipelines.learn import CHECK_SEED
 
     for k in (0, 1):  # class k: its own vector alone, CFG 5, noise seed CHECK_SEED + k, read by the classifier
-        cond = encode_vectors(tiny_sd.text_encoder, tiny_sd.tokenizer, vectors[k:k + 1, None])
-        x = decode_latents(tiny_sd, generate_latents(tiny_sd, cond.expand(3, -1, -1), CHECK_SEED + k, 5, 5.0))
+        cond = tiny_sd.family.encode_vectors(vectors[k:k + 1, None])
+        x = decode_latents(tiny_sd, generate_latents(tiny_sd, cond.expand(3), CHECK_SEED + k, 5, 5.0))
         with torch.no_grad():
             assert rates[k] == float((classifier(x).argmax(1) == k).float().mean())
 

@@ -103,11 +103,11 @@ def test_embed_learn_together_cli(tmp_path, tiny_model_dir, capsys) -> None:
     rows = [json.loads(line) for line in stdout.splitlines()]
     assert [r["name"] for r in rows] == ["aa", "bb"]  # token order: by name
     a, b = load_embedding("aa"), load_embedding("bb")
-    assert a.meta["learned_with"] == ["bb"] and b.meta["learned_with"] == ["aa"]
-    assert a.meta["classes"] == ["no_x", "x"] and b.meta["classes"] == ["no_b", "b"]
-    assert a.meta["classifier"]["path"] == str(clf_a.resolve())
-    assert set(a.meta["metrics"]["generation_check"]["rates"]) == {"no_x", "x"}
-    assert set(a.meta["metrics"]["encodes"]["data"]) == {"bb"}
+    assert a.meta.learned_with == ["bb"] and b.meta.learned_with == ["aa"]
+    assert a.meta.classes == ["no_x", "x"] and b.meta.classes == ["no_b", "b"]
+    assert a.meta.classifier is not None and a.meta.classifier.path == str(clf_a.resolve())
+    assert set(a.meta.metrics["generation_check"]["rates"]) == {"no_x", "x"}
+    assert set(a.meta.metrics["encodes"]["data"]) == {"bb"}
     code, _, err = run_main(["embed", "learn", str(folder), "-c", str(clf_a), "-n", "aa", "-c", str(clf_b),
                              "--model", str(tiny_model_dir)], capsys)
     assert code == 2 and "one --name per --classifier" in err

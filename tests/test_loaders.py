@@ -101,11 +101,12 @@ def test_v_prediction_model(tmp_path) -> None:
     z = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     c = torch.zeros(1, 77, 16)
     from caso_cli.diffusion import v_to_eps
+    from caso_cli.families import Condition
     from caso_cli.pipelines.guidance import predict_eps
 
     with torch.no_grad():
         v = sd.unet(z, 500, encoder_hidden_states=c).sample
-        assert torch.allclose(predict_eps(sd, z, 500, c), v_to_eps(v, z, sd.schedule.abar(500)))
+        assert torch.allclose(predict_eps(sd, z, 500, Condition(c)), v_to_eps(v, z, sd.schedule.abar(500)))
 
 
 

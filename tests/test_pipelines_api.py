@@ -13,12 +13,12 @@ from PIL import Image
 from caso_cli.attrs import resolve_attrs
 from caso_cli.config import EditConfig
 from caso_cli.imageio import read_png_metadata
-from caso_cli.registry import save_embedding, text_encoder_hash
+from caso_cli.registry import save_embedding
 
 
 def _embedding(tiny_sd) -> None:
     save_embedding("m", torch.randn(2, 16, generator=torch.Generator().manual_seed(0)),
-                   {"classes": ["no_m", "m"], "text_encoder_hash": text_encoder_hash(tiny_sd.text_encoder)})
+                   {"classes": ["no_m", "m"], "text_encoder_hash": tiny_sd.family.encoder_hash()})
 
 
 def test_sweep_edits_every_scale_from_one_inversion_and_matches_single_edits(tiny_sd, tmp_path) -> None:

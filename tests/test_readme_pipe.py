@@ -25,7 +25,8 @@ def _examples() -> list[str]:
 @pytest.mark.slow
 def test_readme_pipe_example_runs_as_printed(tmp_path) -> None:
     """Prepare what `caso demo` leaves behind (toy data, a toy-mustache embedding), then run the lines verbatim."""
-    from caso_cli.registry import save_embedding, text_encoder_hash
+    from caso_cli.conditioning import table_hash
+    from caso_cli.registry import save_embedding
     from caso_cli.toyworld.render import write_dataset
 
     assert (toy_model_dir() / "model_index.json").is_file(), "the toy model must ship with caso"
@@ -35,7 +36,7 @@ def test_readme_pipe_example_runs_as_printed(tmp_path) -> None:
     te = CLIPTextModel.from_pretrained(str(toy_model_dir()), subfolder="text_encoder")
     d = te.get_input_embeddings().weight.shape[1]
     save_embedding("toy-mustache", torch.randn(2, d, generator=torch.Generator().manual_seed(0)),
-                   {"classes": ["no_mustache", "mustache"], "model": "toy", "text_encoder_hash": text_encoder_hash(te)})
+                   {"classes": ["no_mustache", "mustache"], "model": "toy", "text_encoder_hash": table_hash(te)})
     # a second attribute with its classifier, for --hold all (the demo saves every toy attribute this way)
     from caso_cli.fileio import file_sha256
     from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
@@ -44,7 +45,7 @@ def test_readme_pipe_example_runs_as_printed(tmp_path) -> None:
                           std=[0.5] * 3, backbone_config={"widths": [8, 8]})
     clf = save_classifier(AttributeClassifier(SmallCNN(2, (8, 8)), meta), tmp_path / "smile.safetensors")
     save_embedding("toy-smile", torch.randn(2, d, generator=torch.Generator().manual_seed(1)),
-                   {"classes": ["no_smile", "smile"], "model": "toy", "text_encoder_hash": text_encoder_hash(te),
+                   {"classes": ["no_smile", "smile"], "model": "toy", "text_encoder_hash": table_hash(te),
                     "classifier": {"path": str(clf), "sha256": file_sha256(clf)}})
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     lines = _examples()
@@ -53,6 +54,7 @@ def test_readme_pipe_example_runs_as_printed(tmp_path) -> None:
         out = subprocess.run(line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, (line, out.stderr)
         assert "not holding" not in out.stderr and "no other embedding" not in out.stderr, out.stderr
-    edited = sorted(p.name for p in (tmp_path / "edited").iterdir())
+    edited = sorted(p.name for p in (tmp_path / "caso-demo" / "edited").iterdir())
     assert edited == [f"{i:06d}.toy-mustache.5.png" for i in range(10)]
-    assert (tmp_path / "sweep.png").is_file()
+    assert (tmp_path / "caso-demo" / "sweep.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["caso-demo", "smile.safetensors"], "wrote outside caso-demo/"

@@ -22,13 +22,36 @@ def test_save_load_roundtrip_with_metadata() -> None:
     assert (path / R.EMBEDDING_FILE).is_file() and (path / R.META_FILE).is_file()
     emb = R.load_embedding("mustache")
     assert torch.equal(emb.vectors, v)
-    assert emb.meta["tokens"] == ["<no_mustache>", "<mustache>"] and emb.meta["schema_version"] == 1
-    assert emb.meta["token_dim"] == 16 and len(emb.meta["sha256"]) == 64
+    assert emb.meta.tokens == ["<no_mustache>", "<mustache>"] and emb.meta.schema_version == R.SCHEMA_VERSION
+    assert emb.meta.token_dim == 16 and len(emb.meta.sha256 or "") == 64 and emb.meta.family == "sd"
+    assert emb.meta.model == "toy" and R.read_meta("mustache")["family"] == "sd"
     assert emb.index("MUSTACHE") == 1
     with pytest.raises(UsageError, match="no class 'beard'.*no_mustache, mustache"):
         emb.index("beard")
     assert R.list_names() == ["mustache"]
     assert [p.name for p in R.registry_dir().iterdir() if p.name.startswith(".")] == [".lock"]  # no temp leftovers
+
+
+def test_metadata_is_typed_reads_schema_1_entries_and_keeps_unknown_keys() -> None:
+    path = R.save_embedding("old", _vectors(), {"classes": ["no_x", "x"], "text_encoder_hash": "ab" * 8,
+                                                "classifier": {"path": "/c.clf", "sha256": "f" * 64},
+                                                "from_a_plugin": {"kept": True}})
+    record = json.loads((path / R.META_FILE).read_text())
+    record.pop("family")  # as schema 1 entries are: no family
+    record["schema_version"] = 1
+    (path / R.META_FILE).write_text(json.dumps(record))
+    meta = R.load_embedding("old").meta
+    assert meta.family == "sd" and meta.schema_version == 1 and meta.text_encoder_hash == "ab" * 8
+    assert meta.classifier == R.ClassifierRecord(path="/c.clf", sha256="f" * 64)
+    assert meta.extra == {"from_a_plugin": {"kept": True}} and meta.to_json()["from_a_plugin"] == {"kept": True}
+    record["schema_version"] = R.SCHEMA_VERSION + 1
+    (path / R.META_FILE).write_text(json.dumps(record))
+    with pytest.raises(InputError, match="newer than this caso reads"):
+        R.load_embedding("old")
+    record.update(schema_version=1, classes="no_x,x")
+    (path / R.META_FILE).write_text(json.dumps(record))
+    with pytest.raises(InputError, match="classes must be a list"):
+        R.load_embedding("old")
 
 
 def test_existing_entry_needs_force() -> None:

@@ -34,3 +34,11 @@ def learn_inputs(root: Any) -> tuple[Any, Any]:
                           backbone_config={"widths": [8, 8]})
     clf = save_classifier(AttributeClassifier(SmallCNN(2, (8, 8)), meta), root / "c.safetensors")
     return folder, clf
+
+
+def tiny_xl_components(seed: int = 0) -> dict[str, Any]:
+    """vae, unet, text_encoder(_2), tokenizer(_2), scheduler of the TINY_XL (SDXL-shaped) model."""
+    from caso_cli.models.build import TINY_XL, SDXLShape, build_sdxl_components
+
+    shape = SDXLShape(**{**TINY_XL.__dict__, "words": WORDS})
+    return build_sdxl_components(shape, seed=seed, tokenizer_dir=tempfile.mkdtemp(prefix="caso-tok-"))

@@ -10,16 +10,21 @@ import sys
 import typer
 
 from caso_cli import __version__
+from caso_cli.cli.help import CasoTyper
 from caso_cli.errors import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, CasoError
 
-app = typer.Typer(
+app = CasoTyper(
     name="caso",
     help=(
         "Edit images with Stable Diffusion through embeddings learned from a frozen attribute "
         "classifier (CASO, IJCAI 2025).\n\n"
         "Errors are one line on stderr; set CASO_DEBUG=1 for the traceback. "
         "Exit codes: 0 ok, 1 check failed, 2 usage, 3 input, 4 model load, 5 out of memory, "
-        "6 NaN/inf, 130 interrupted."
+        "6 NaN/inf, 130 interrupted (docs/errors.md).\n\n"
+        "Examples:\n\n"
+        "  caso demo      (the whole method on the toy world, offline on the CPU)\n\n"
+        "  caso edit caso-demo/data/images/000000.png --attr toy-mustache --out caso-demo/edited\n\n"
+        "  caso edit --help"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -37,7 +42,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     """caso root options."""

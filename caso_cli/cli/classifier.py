@@ -7,10 +7,13 @@ from typing import Annotated
 
 import typer
 
+from caso_cli.cli.help import CasoTyper
 from caso_cli.cli.options import DeviceOpt, DtypeOpt, JsonOpt, SeedOpt
-from caso_cli.cli.output import Progress, info, print_json
+from caso_cli.cli.output import Progress, info, print_fields, print_json
 
-app = typer.Typer(help="Fit and inspect attribute classifiers.", no_args_is_help=True)
+app = CasoTyper(help="Fit and inspect attribute classifiers.\n\nExamples:\n\n"
+                     "  caso classifier fit pets/ --out species.safetensors\n\n"
+                     "  caso classifier show species.safetensors", no_args_is_help=True)
 
 
 @app.command("fit")
@@ -31,7 +34,7 @@ def fit_cmd(
     input_size: Annotated[int | None, typer.Option(
         "--input-size", help="Input side in pixels [default: 32 small-cnn, the backbone's own]")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="At most this many epochs (early stopping).")] = 30,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 64,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate [default: by backbone and mode]")] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Held out for validation.")] = 0.2,
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop after this long.")] = None,
@@ -87,7 +90,14 @@ def show_cmd(
     path: Annotated[Path, typer.Argument(help="A classifier file.")],
     json_out: JsonOpt = False,
 ) -> None:
-    """Print a classifier file's metadata (classes, backbone, input size, accuracy)."""
+    """Print a classifier file's metadata (classes, backbone, input size, accuracy).
+
+    Examples:
+
+      caso classifier show mustache.safetensors
+
+      caso classifier show caso-demo/mustache.classifier.safetensors --json
+    """
     import dataclasses
 
     from caso_cli.models.classifier import read_classifier_meta
@@ -97,5 +107,4 @@ def show_cmd(
     if json_out:
         print_json(meta)
     else:
-        for key, value in meta.items():
-            typer.echo(f"{key:15} {value}")
+        print_fields(meta)

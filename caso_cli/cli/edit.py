@@ -10,8 +10,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from caso_cli.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelConfigOpt, ModelOpt, SeedOpt
-from caso_cli.cli.output import Progress, info, print_json
+from caso_cli.cli.options import (
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelConfigOpt,
+    ModelOpt,
+    OverwriteOpt,
+    SeedOpt,
+    SizeOpt,
+)
+from caso_cli.cli.output import Progress, info, plural, print_json
 from caso_cli.config import EditConfig, ModelChoice
 from caso_cli.errors import EXIT_CHECK_FAILED, Interrupted, UsageError
 
@@ -37,6 +46,12 @@ HoldFormOpt = Annotated[str, typer.Option(
 RefineOpt = Annotated[int, typer.Option("--inversion-refine", min=0, max=10,
                                         help="Fixed-point refinements per inversion step (0: plain DDIM inversion; "
                                              "each costs one more UNet call per step).")]
+# the batch options of edit and reconstruct
+RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per device batch.")]
+SkipExistingOpt = Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs (resume a stopped "
+                                                                       "run).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only output paths.")]
 
 
 def edit_config(steps: int, start: str, single_step: bool, refine: int = EditConfig.inversion_refine) -> EditConfig:
@@ -66,14 +81,13 @@ def edit_cmd(
     inversion_refine: RefineOpt = EditConfig.inversion_refine,
     hold: HoldOpt = None,
     hold_form: HoldFormOpt = "auto",
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
-    size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
+    recursive: RecursiveOpt = False,
+    size: SizeOpt = None,
     fit: Annotated[str, typer.Option("--fit", help="crop (centre crop), pad (white bars) or stretch.")] = "crop",
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per device batch.")] = 4,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs (resume a "
-                                                                        "stopped run).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only output paths.")] = False,
+    batch_size: BatchSizeOpt = 4,
+    overwrite: OverwriteOpt = False,
+    skip_existing: SkipExistingOpt = False,
+    quiet: QuietOpt = False,
     cache_inversions: Annotated[bool, typer.Option("--cache-inversions", help="Keep inversions on disk (user cache "
                                                                               "dir) for later runs.")] = False,
     json_out: JsonOpt = False,
@@ -138,16 +152,18 @@ def run_batch(inputs: list[str], job: EditJob, model: ModelChoice, *, recursive:
                 shrunk.append(size_in)
             counts[rec.status] += 1
             bar.update(sum(counts.values()))
-            if rec.status == "error":
-                info(f"Error: {rec.error}")
-            if json_out:  # one record per input, whatever happened
-                print_json({"input": rec.input, "output": rec.output, "status": rec.status,
-                            **({"error": rec.error} if rec.status == "error" else {}),
-                            "attr": [a.spec.name for a in job.attrs], "class": [a.cls for a in job.attrs],
-                            "scale": [a.scale for a in job.attrs], "seed": job.seed, "seconds": rec.seconds,
-                            **({"held": rec.info.get("held", {}), "hold_form": job.hold_form} if job.hold else {})})
-            elif rec.status == "ok" or (quiet and rec.status == "skipped"):
-                typer.echo(rec.output)
+            with bar.paused():  # a path never lands inside the bar's line
+                if rec.status == "error":
+                    info(f"Error: {rec.error}")
+                if json_out:  # one record per input, whatever happened
+                    print_json({"input": rec.input, "output": rec.output, "status": rec.status,
+                                **({"error": rec.error} if rec.status == "error" else {}),
+                                "attr": [a.spec.name for a in job.attrs], "class": [a.cls for a in job.attrs],
+                                "scale": [a.scale for a in job.attrs], "seed": job.seed, "seconds": rec.seconds,
+                                **({"held": rec.info.get("held", {}), "hold_form": job.hold_form}
+                                   if job.hold else {})})
+                elif rec.status == "ok" or (quiet and rec.status == "skipped"):
+                    typer.echo(rec.output)
     if shrunk:  # e.g. photos through the 32-px toy model: say it once
         w, h = shrunk[0]
         info(f"Warning: {len(shrunk)} input(s) were shrunk {min(w, h) // side}x or more to the model's {side} px "
@@ -169,8 +185,9 @@ def _interrupt_says(counts: dict[str, int], total: int, kind: str) -> Iterator[N
     except KeyboardInterrupt:
         done = "reconstructed" if kind else "edited"
         # from None: where Ctrl-C landed explains nothing
-        raise Interrupted(f"interrupted after {counts['ok']} of {total} inputs {done} ({counts['skipped']} skipped, "
-                          f"{counts['error']} failed); rerun the same command with --skip-existing to resume") from None
+        raise Interrupted(f"interrupted after {counts['ok']} of {plural(total, 'input')} {done} ({counts['skipped']} "
+                          f"skipped, {counts['error']} failed); rerun the same command with --skip-existing to resume"
+                          ) from None
 
 
 SHRINK_WARNING = 8  # warn when inputs are this many times the model's side or more

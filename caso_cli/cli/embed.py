@@ -7,11 +7,23 @@ from typing import Annotated
 
 import typer
 
-from caso_cli.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelConfigOpt, ModelOpt, SeedOpt
+from caso_cli.cli.help import CasoTyper
+from caso_cli.cli.options import (
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelConfigOpt,
+    ModelOpt,
+    OverwriteOpt,
+    SeedOpt,
+    SizeOpt,
+)
 from caso_cli.cli.output import Progress, info, print_json
 from caso_cli.config import LearnConfig
 
-app = typer.Typer(help="Learn embeddings from a classifier and manage the local registry.", no_args_is_help=True)
+app = CasoTyper(help="Learn embeddings from a classifier and manage the local registry.\n\n"
+                     "Examples:\n\n  caso embed learn faces/ --classifier mustache.safetensors --name mustache\n\n"
+                     "  caso embed list", no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(help="Embedding name in the registry.")]
 
@@ -75,7 +87,7 @@ def learn_cmd(
     init_word: Annotated[str | None, typer.Option("--init-word", help="Start each vector at this (single-token) "
                                                                       "word's embedding [default: random]")] =
     LearnConfig.init_word,
-    size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
+    size: SizeOpt = None,
     max_images: Annotated[int | None, typer.Option("--max-images", help="Use at most this many images.")] = None,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints.")] =
     LearnConfig.checkpoint_every,
@@ -96,6 +108,9 @@ def learn_cmd(
 ) -> None:
     """Learn one embedding vector per classifier class (CASO, docs/method.md §3).
 
+    Several --classifier/--name pairs learn their attributes together: each training condition names every
+    attribute, so each vector carries only its own (the vectors caso edit --hold needs).
+
     Examples:
 
       caso embed learn ffhq_sample/ --classifier mustache.safetensors --name mustache
@@ -103,7 +118,6 @@ def learn_cmd(
       caso embed learn toy/images --classifier hair.safetensors --name hair --model toy --steps 300
 
       caso embed learn faces/ -c mustache.clf -n mustache -c smile.clf -n smile -c glasses.clf -n glasses
-      (together: each training condition names every attribute, so each vector carries only its own; for --hold)
 
       accelerate launch -m caso_cli embed learn faces/ -c smile.safetensors -n smile   (one process per GPU)
     """
@@ -120,10 +134,12 @@ def learn_cmd(
                          lambda_keep=lambda_keep, augment=augment, lr=lr, batch_size=batch_size, steps=steps,
                          epochs=epochs, init_word=init_word, seed=seed, checkpoint_every=checkpoint_every,
                          check_samples=check_samples, restarts=restarts)
-    for field_name, problem in config.problems():  # every option before any model or image is loaded
-        raise UsageError(f"--{field_name.replace('_', '-')} {problem}")
-    if lr <= 0:
-        raise UsageError(f"--lr must be positive, got {lr:g}")
+    # every bad option, each named with its flag and value, before any model or image is loaded
+    problems = [f"--{field.replace('_', '-')} {problem}" for field, problem in config.problems()]
+    if lr == 0:  # the library takes 0 (the starting vectors); a learning run needs more
+        problems.append("--lr must be positive, got 0")
+    if problems:
+        raise UsageError("; ".join(problems))
     if num_processes < 1:
         raise UsageError("--num-processes must be at least 1")
     if num_processes > 1:
@@ -137,11 +153,12 @@ def learn_cmd(
     job = EmbedJob(data=data, classifier=classifier[0], name=name[0], together=together, model=model,
                    model_config=model_config, size=size, max_images=max_images, device=device, dtype=dtype,
                    force=force, resume=resume, grad_checkpointing=grad_checkpointing, compile=compile_)
+    from caso_cli.pipelines.learn import progress_text, tail_text
+
     with Progress(f"learn {'+'.join(name)}", None) as bar:
         entries, _result, metas = run_embed_job(
-            job, config, status=info,
-            progress=lambda r: bar.update(r["step"], (f"run {r['run']}/{r['runs']} " if r.get("runs", 1) > 1 else "")
-                                          + f"loss {r['loss']:.3f} acc {r['accuracy']:.2f}", total=r["total"]))
+            job, config, status=bar.info,
+            progress=lambda r: bar.update(r["step"], progress_text(r), total=r["total"]))
     if not is_main_process():
         return
     for entry, meta in zip(entries, metas, strict=True):
@@ -150,14 +167,17 @@ def learn_cmd(
             print_json({"name": entry.name, "path": str(entry), **m, "classes": meta["classes"]})
             continue
         together_note = f" together with {', '.join(meta['learned_with'])}" if meta.get("learned_with") else ""
-        info(f"learned {entry.name} ({', '.join(meta['classes'])}){together_note} in {m['steps']} steps, "
-             f"{m['seconds']} s; last steps: loss {m['loss']:.3f}, classifier accuracy on estimates "
-             f"{m['accuracy']:.2f}")
         check = m.get("generation_check")
+        t_at = f"t* {t_low}" if t_high is None else f"t {t_low}:{t_high}"
+        info(f"learned {entry.name} ({', '.join(meta['classes'])}){together_note} in {m['steps']} steps, "
+             f"{m['seconds']} s; {tail_text(m, check['runs'] if check and check['runs'] > 1 else None)} (the "
+             f"training loss, and the share of one-step estimates at {t_at} the classifier reads as their target "
+             "class)")
         if check:
             rates = ", ".join(f"{c} {r:.0%}" for c, r in check["rates"].items())
-            info(f"generation check ({check['samples']} samples per class, CFG {check['scale']:g}, "
-                 f"{check['runs']} run{'s' if check['runs'] > 1 else ''}): the classifier reads {rates}"
+            info(f"generation check: of {check['samples']} samples per class generated from noise with its vector "
+                 f"alone (CFG {check['scale']:g}, {check['runs']} run{'s' if check['runs'] > 1 else ''}), the "
+                 f"classifier reads as their class {rates}"
                  + ("" if check["passed"] else " - below 90%: try --restarts, more images or more --steps"))
         for warning in (m.get("encodes") or {}).get("warnings", []):
             info(f"Warning: {warning} (the vector carries more than its class; learn the attributes together "
@@ -222,10 +242,22 @@ def hand_off_to_accelerate(ctx: typer.Context, num_processes: int, device: str) 
 
 @app.command("list")
 def list_cmd(json_out: JsonOpt = False) -> None:
-    """List the embeddings in the registry."""
+    """List the embeddings in the registry: name, classes and the model each was learned for.
+
+    Examples:
+
+      caso embed list
+
+      caso embed list --json | jq -r .name
+    """
     from caso_cli.registry import list_names, read_meta
 
-    for name in list_names():
+    names = list_names()
+    if not names:
+        info("no embeddings in the registry yet (caso embed learn, or caso demo)")
+    elif not json_out:
+        typer.echo(f"{'NAME':24} {'CLASSES':32} MODEL")
+    for name in names:
         meta = read_meta(name)
         if json_out:
             print_json({"name": name, "classes": meta.get("classes"), "model": meta.get("model"),
@@ -236,7 +268,14 @@ def list_cmd(json_out: JsonOpt = False) -> None:
 
 @app.command("show")
 def show_cmd(name: NameArg, json_out: JsonOpt = False) -> None:
-    """Show an embedding's metadata (classes, model, classifier, hyperparameters, data, metrics)."""
+    """Show an embedding's metadata (classes, model, classifier, hyperparameters, data, metrics).
+
+    Examples:
+
+      caso embed show toy-mustache
+
+      caso embed show toy-mustache --json | jq .metrics
+    """
     import json
 
     from caso_cli.registry import read_meta
@@ -250,7 +289,12 @@ def show_cmd(name: NameArg, json_out: JsonOpt = False) -> None:
 
 @app.command("verify")
 def verify_cmd(json_out: JsonOpt = False) -> None:
-    """Check every registry entry's file hash, shape and metadata; exit 1 if any is broken."""
+    """Check every registry entry's file hash, shape and metadata; exit 1 if any is broken.
+
+    Example:
+
+      caso embed verify
+    """
     import sys
 
     from caso_cli.errors import EXIT_CHECK_FAILED
@@ -270,7 +314,14 @@ def verify_cmd(json_out: JsonOpt = False) -> None:
 
 @app.command("rm")
 def rm_cmd(name: NameArg, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False) -> None:
-    """Delete an embedding from the registry."""
+    """Delete an embedding from the registry.
+
+    Examples:
+
+      caso embed rm toy-mustache
+
+      caso embed rm toy-mustache --yes      (no question: for scripts)
+    """
     import sys
 
     from caso_cli.registry import read_meta, remove
@@ -288,7 +339,14 @@ def rm_cmd(name: NameArg, yes: Annotated[bool, typer.Option("--yes", "-y", help=
 
 @app.command("path")
 def path_cmd(name: Annotated[str | None, typer.Argument(help="An embedding (default: the registry).")] = None) -> None:
-    """Print the registry folder, or one embedding's folder."""
+    """Print the registry folder, or one embedding's folder.
+
+    Examples:
+
+      caso embed path
+
+      ls "$(caso embed path toy-mustache)"
+    """
     from caso_cli.registry import read_meta, registry_dir
 
     if name is None:
@@ -304,12 +362,18 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the files (one per class).")],
     fmt: Annotated[str, typer.Option("--format", help="diffusers ({'<token>': vector}) or a1111 "
                                                       "({'emb_params': ...}, token = file name).")] = "diffusers",
-    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Export as textual-inversion files that any Stable Diffusion tool loads.
 
-    Example: caso embed export mustache --out ti/ then in diffusers
-    pipe.load_textual_inversion("ti/<mustache>.safetensors") and prompt "<mustache>".
+    One file per class, named by its token: in diffusers, pipe.load_textual_inversion("ti/<mustache>.safetensors")
+    and prompt "<mustache>".
+
+    Examples:
+
+      caso embed export mustache --out ti/
+
+      caso embed export mustache --out ti/ --format a1111
     """
     from caso_cli.registry import export
 
@@ -324,7 +388,12 @@ def import_cmd(
     model: Annotated[str | None, typer.Option("--model", help="Model the vectors were learned for (recorded).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing embedding.")] = False,
 ) -> None:
-    """Import textual-inversion files (diffusers or A1111 safetensors) as one embedding."""
+    """Import textual-inversion files (diffusers or A1111 safetensors) as one embedding.
+
+    Example:
+
+      caso embed import "ti/<no_mustache>.safetensors" "ti/<mustache>.safetensors" --name mustache2 --model toy
+    """
     from caso_cli.registry import import_files
 
     typer.echo(str(import_files(list(files), name, {"model": model} if model else None, force=force)))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from caso_cli.cli.options import JsonOpt
-from caso_cli.cli.output import Progress, info, print_json
+from caso_cli.cli.output import Progress, info, plural, print_json
 
 
 def eval_cmd(
@@ -88,7 +88,7 @@ def _print_table(metrics: dict[str, dict[str, object]], n_pairs: int) -> None:
 
     from caso_cli.pipelines.evaluate import flat_metrics
 
-    table = Table(title=f"caso eval: {n_pairs} pairs", show_lines=False)
+    table = Table(title=f"caso eval: {plural(n_pairs, 'pair')}", show_lines=False)
     table.add_column("metric", style="bold")
     table.add_column("value")
     flat = flat_metrics(metrics)
@@ -96,7 +96,20 @@ def _print_table(metrics: dict[str, dict[str, object]], n_pairs: int) -> None:
         if not entry.get("available"):
             table.add_row(name, f"unavailable: {entry.get('reason', '')}")
             continue
+        targets = dict(_targets(name, entry))  # what each success rate counts (--target or inferred)
         for key, value in flat.items():
             if key.startswith(name + ".") and key != name:
+                target = targets.pop(key.rsplit(".", 1)[0] + ".target", None) if key.endswith(".success") else None
+                if target is not None:
+                    table.add_row(key.rsplit(".", 1)[0] + ".target", target)
                 table.add_row(key, f"{value:.4g}")
     Console(soft_wrap=False, width=120).print(table)
+
+
+def _targets(prefix: str, entry: dict[str, object]) -> list[tuple[str, str]]:
+    """The ``target`` words of a metric and of its edit groups, by dotted name."""
+    out = [(f"{prefix}.target", str(entry["target"]))] if isinstance(entry.get("target"), str) else []
+    for key, value in entry.items():
+        if isinstance(value, dict):
+            out += _targets(f"{prefix}.{key}", value)
+    return out

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from caso_cli.cli.help import CasoTyper
 from caso_cli.cli.options import AllowPickleOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelConfigOpt, ModelOpt
 from caso_cli.cli.output import print_json
 
-app = typer.Typer(help="Find and inspect Stable Diffusion models.", no_args_is_help=True)
+app = CasoTyper(help="Find and inspect Stable Diffusion models.\n\nExample:\n\n  caso model info --model toy",
+                no_args_is_help=True)
 
 
 @app.command("info")

@@ -8,9 +8,13 @@ from typing import Annotated
 import typer
 
 from caso_cli.cli.edit import (
+    BatchSizeOpt,
     HoldFormOpt,
     HoldOpt,
+    QuietOpt,
+    RecursiveOpt,
     RefineOpt,
+    SkipExistingOpt,
     StartOpt,
     StepsOpt,
     check_edit_options,
@@ -19,8 +23,17 @@ from caso_cli.cli.edit import (
     run_batch,
     warn_scales,
 )
-from caso_cli.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelConfigOpt, ModelOpt, SeedOpt
-from caso_cli.cli.output import Progress, info, print_json
+from caso_cli.cli.options import (
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelConfigOpt,
+    ModelOpt,
+    OverwriteOpt,
+    SeedOpt,
+    SizeOpt,
+)
+from caso_cli.cli.output import Progress, info, plural, print_json
 from caso_cli.config import EditConfig, ModelChoice
 from caso_cli.errors import InputError, UsageError
 
@@ -65,8 +78,8 @@ def interpolate_cmd(
     inversion_refine: RefineOpt = EditConfig.inversion_refine,
     hold: HoldOpt = None,
     hold_form: HoldFormOpt = "auto",
-    size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    size: SizeOpt = None,
+    overwrite: OverwriteOpt = False,
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
@@ -95,7 +108,7 @@ def interpolate_cmd(
         if path is not None:
             _refuse_existing(path, overwrite)
     result = run_sweep(open_model(ModelChoice(model, model_config, device, dtype), attrs), job)
-    info(f"{len(values)} scales from one inversion: {', '.join(result.captions)}")
+    info(f"{plural(len(values), 'scale')} from one inversion: {', '.join(result.captions)}")
     typer.echo(str(result.grid))
 
 
@@ -108,12 +121,12 @@ def reconstruct_cmd(
     start: StartOpt = "1",
     steps: StepsOpt = 50,
     inversion_refine: RefineOpt = EditConfig.inversion_refine,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r")] = False,
-    size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b")] = 4,
-    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only output paths.")] = False,
+    recursive: RecursiveOpt = False,
+    size: SizeOpt = None,
+    batch_size: BatchSizeOpt = 4,
+    overwrite: OverwriteOpt = False,
+    skip_existing: SkipExistingOpt = False,
+    quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
@@ -122,7 +135,11 @@ def reconstruct_cmd(
 ) -> None:
     """Invert images and denoise them back: unguided, or guided by the embedding of their own class (paper §4.3).
 
-    Examples: caso reconstruct cats/ --out rec/      caso reconstruct cats/ --attr species:cat --scale 2 --out rec/
+    Examples:
+
+      caso reconstruct cats/ --out rec/
+
+      caso reconstruct cats/ --attr species:cat --scale 2 --out rec/
     """
     from caso_cli.attrs import parse_scale, resolve_attrs
     from caso_cli.pipelines.batch_edit import EditJob
@@ -144,9 +161,9 @@ def generate_cmd(
     n: Annotated[int, typer.Option("--n", "-n", min=1, max=256, help="Number of images.")] = 8,
     scale: Annotated[str, typer.Option("--scale", "-s", help="Classifier-free guidance scale.")] = "5",
     steps: StepsOpt = 50,
-    size: Annotated[int | None, typer.Option("--size", help="Image side [default: the model's resolution]")] = None,
+    size: SizeOpt = None,
     frames: Annotated[Path | None, typer.Option("--frames", help="Also write each image as a PNG here.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+    overwrite: OverwriteOpt = False,
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     seed: SeedOpt = 0,
@@ -156,7 +173,11 @@ def generate_cmd(
 ) -> None:
     """Generate images from noise guided by learned class embeddings alone (no prompt).
 
-    Example: caso generate --attr species:cat --n 8 --seed 1 --out cats.png
+    Examples:
+
+      caso generate --attr species:cat --n 8 --seed 1 --out cats.png
+
+      caso generate --attr toy-mustache --attr toy-glasses --n 16 --out both.png
     """
     from caso_cli.attrs import parse_scale, resolve_attrs
     from caso_cli.pipelines.batch_edit import open_model
@@ -184,7 +205,9 @@ def demo_cmd(
                                                      "smile.")] = "mustache",
     scale: Annotated[str, typer.Option("--scale", "-s", help="Edit scale: +scale adds, -scale removes.")] = "5",
     steps: Annotated[int | None, typer.Option("--learn-steps", help="Learning steps.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace the registry entry toy-<attr>.")] = True,
+    force: Annotated[bool, typer.Option("--force/--no-force", help="Replace the registry entries toy-<attr> an "
+                                                                  "earlier demo saved (--no-force: stop if one "
+                                                                  "exists).")] = True,
     hold: Annotated[bool, typer.Option("--hold/--no-hold", help="Learn every toy attribute together and also edit "
                                                                 "with the others held (caso edit --hold all).")] = True,
     seed: SeedOpt = 0,
@@ -194,7 +217,13 @@ def demo_cmd(
 
     Renders labelled toy faces, fits a classifier per attribute, learns the embeddings together (saved as
     toy-<attr>), edits held-out faces at +scale and -scale with the embedding alone and with every other attribute
-    held, writes a before/after sheet and prints the oracle's rates side by side.
+    held, writes a before/after sheet and prints the oracle's rates side by side (docs/editing.md).
+
+    Examples:
+
+      caso demo
+
+      caso demo --attr glasses --no-hold --out /tmp/caso-demo
     """
     import dataclasses
 
@@ -204,9 +233,11 @@ def demo_cmd(
     config = DemoConfig(attr=attr, scale=parse_scale(scale, "--scale"), seed=seed, hold=hold)
     if steps is not None:
         config = dataclasses.replace(config, learn=dataclasses.replace(config.learn, steps=steps))
+    from caso_cli.pipelines.learn import progress_text
+
     with Progress("learn", config.learn.total_steps(config.n_train)) as bar:
-        result = run_demo(out, config, force=force, status=info,
-                          progress=lambda r: bar.update(r["step"], f"loss {r['loss']:.3f}"))
+        result = run_demo(out, config, force=force, status=bar.info,
+                          progress=lambda r: bar.update(r["step"], progress_text(r)))
     if json_out:
         print_json(result.as_dict())
         return
@@ -220,7 +251,7 @@ def demo_cmd(
              f"form, w -{config.hold_remove.scale:g})")
     info("seconds: " + ", ".join(f"{k} {v:g}" for k, v in result.seconds.items()))
     info(f"embedding saved as {result.embedding}: try  caso edit {out}/data/images/000000.png --attr "
-         f"{result.embedding}" + (" --hold all" if hold else ""))
+         f"{result.embedding}" + (" --hold all" if hold else "") + f" --out {out}/edited")
     info(f"measure the edits:  caso eval {result.inputs} {result.edits} --oracle toy --classifier "
          f"{out}/{attr}.classifier.safetensors --report {out}/report.html")
     typer.echo(str(result.sheet))

@@ -9,16 +9,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from caso_cli.cli.help import CasoTyper
 from caso_cli.cli.options import JsonOpt
-from caso_cli.cli.output import info, print_json
-from caso_cli.errors import InputError, UsageError
+from caso_cli.cli.output import info, plural, print_json
+from caso_cli.errors import EXIT_CHECK_FAILED, InputError, OutputExists, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
 
-app = typer.Typer(
+app = CasoTyper(
     help="Toy world: 32x32 faces with known attributes (mustache, glasses, smile, hair colour) "
-         "and an oracle that reads them back from pixels.",
+         "and an oracle that reads them back from pixels.\n\n"
+         "Examples:\n\n  caso toyworld render data/toy --n 1000\n\n  caso toyworld oracle data/toy/images/000000.png",
     no_args_is_help=True,
 )
 
@@ -72,7 +74,10 @@ def render_cmd(
     config = R.RenderConfig(p_mustache=p_mustache, p_glasses=p_glasses, p_smile=p_smile,
                             hair_probs=_parse_hair(hair_probs))
     start = time.perf_counter()
-    params = R.write_dataset(out, n, seed, config, overwrite=overwrite)
+    try:
+        params = R.write_dataset(out, n, seed, config, overwrite=overwrite)
+    except OutputExists as exc:  # the library speaks of overwrite=True
+        raise OutputExists(f"{out}: not empty (use --overwrite to replace the files a previous render wrote)") from exc
     took = time.perf_counter() - start
     if grid is not None:
         from PIL import Image
@@ -81,7 +86,7 @@ def render_cmd(
         grid.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(R.make_grid(R.render(first), ncol=8, scale=4)).save(grid)
     hair = " / ".join(f"{(params.hair == k).mean():.0%}" for k in range(3))
-    info(f"wrote {n} faces to {out} in {took:.1f} s: mustache {params.mustache.mean():.0%}, "
+    info(f"wrote {plural(n, 'face')} to {out} in {took:.1f} s: mustache {params.mustache.mean():.0%}, "
          f"glasses {params.glasses.mean():.0%}, smile {params.smile.mean():.0%}, "
          f"hair black/blond/red {hair}")
     typer.echo(str(out))
@@ -123,7 +128,8 @@ def oracle_cmd(
 
     Images must be 32x32; square multiples such as 64x64 are box-downsampled.
 
-    Any other size is refused (exit code 3).
+    Any other size is refused (exit code 3). An image in which no toy face is found is read all the same
+    (face=not-found), reported on stderr, and makes the command exit 1 at the end.
 
     With --json: one object per line (path, attributes, face box, colours, scores).
 
@@ -141,6 +147,7 @@ def oracle_cmd(
     if not paths:
         raise UsageError("no images given")
     batch = np.stack([_load_32(p) for p in paths])
+    faceless = 0
     for path, reading in zip(paths, read_attributes(batch).to_dicts(), strict=True):
         if json_out:
             print_json({"path": path, **reading})
@@ -148,11 +155,24 @@ def oracle_cmd(
             face = "" if reading["face_found"] else "  face=not-found"
             typer.echo(f"{path}  mustache={reading['mustache']} glasses={reading['glasses']} "
                        f"smile={reading['smile']} hair={reading['hair']} eyes={reading['eye_shape']}{face}")
+        if not reading["face_found"]:
+            faceless += 1
+            info(f"Error: {path}: no toy face found, so its readings mean nothing (the oracle reads the toy "
+                 "world's 32x32 faces)")
+    if faceless:
+        sys.exit(EXIT_CHECK_FAILED)
 
 
 @app.command("path")
 def path_cmd() -> None:
-    """Print the folder of the shipped toy model (a standard diffusers pipeline folder)."""
+    """Print the folder of the shipped toy model (a standard diffusers pipeline folder).
+
+    Examples:
+
+      caso toyworld path
+
+      caso model info --model "$(caso toyworld path)"
+    """
     from caso_cli.toyworld import MODEL_DIR
 
     typer.echo(str(MODEL_DIR))
@@ -199,5 +219,5 @@ def sample_cmd(
         else:
             info(f"{prompt!r}: " + "; ".join(f"{a} " + ", ".join(f"{c} {k}" for c, k in v.items())
                                              for a, v in summary.items()))
-    info(f"{len(rows)} samples in {time.monotonic() - t0:.1f} s")
+    info(f"{plural(len(rows), 'sample')} in {time.monotonic() - t0:.1f} s")
     typer.echo(str(out))

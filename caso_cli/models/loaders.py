@@ -11,8 +11,9 @@
 * a Hugging Face hub id such as ``stable-diffusion-v1-5/stable-diffusion-v1-5``, resolved
   through the local Hugging Face cache first; downloaded only when ``HF_HUB_OFFLINE`` is unset.
 
-Only the VAE, UNet, text encoder, tokenizer and scheduler are loaded; all are frozen,
-in eval mode, with gradients off. Every failure is a :class:`ModelLoadError`.
+Only the VAE, UNet, scheduler and the family's text side (:mod:`caso_cli.families`, read from
+``model_index.json``; SD 1.x/2.x: text encoder and tokenizer) are loaded; all are frozen, in eval mode,
+with gradients off. Every failure is a :class:`ModelLoadError`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from caso_cli.plugins import Lookup
 
 if TYPE_CHECKING:
     from caso_cli.diffusion import Schedule
+    from caso_cli.families import Family
     from caso_cli.runtime import Runtime
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -93,12 +95,13 @@ class StableDiffusion:
 
     vae: Any  # diffusers AutoencoderKL
     unet: Any  # diffusers UNet2DConditionModel
-    text_encoder: Any  # transformers CLIPTextModel
-    tokenizer: Any  # transformers CLIPTokenizer
+    text_encoder: Any  # transformers CLIPTextModel (the first, for families with several)
+    tokenizer: Any  # transformers CLIPTokenizer (the first)
     scheduler: Any  # the scheduler as configured by the model (used for its config only)
     schedule: Schedule  # noise schedule and DDIM grid rule
     runtime: Runtime  # device and dtype the components live on
     name: str  # what the user asked for (hub id, path, "toy")
+    family: Family  # the text side: conditions, vector width, encoder hash (caso_cli.families)
     _vae_fp32: Any = field(default=None, repr=False)  # fp32 copy of the VAE, made on first need
 
     def vae_fp32(self) -> Any:
@@ -132,8 +135,8 @@ class StableDiffusion:
 
     @property
     def token_dim(self) -> int:
-        """Size of one input token embedding (768 for SD 1.x, 1024 for SD 2.x)."""
-        return int(self.text_encoder.get_input_embeddings().weight.shape[1])
+        """Width of one learned vector (768 for SD 1.x, 1024 for SD 2.x)."""
+        return self.family.vector_dim
 
     @property
     def prediction_type(self) -> str:
@@ -143,6 +146,7 @@ class StableDiffusion:
         """Facts about the loaded model, for ``caso model info`` and provenance."""
         return {
             "model": self.name,
+            "family": self.family.name,
             "resolution": self.resolution,
             "latent_channels": int(self.vae.config.latent_channels),
             "vae_scale": self.vae_scale,
@@ -153,10 +157,9 @@ class StableDiffusion:
             "num_train_timesteps": self.schedule.num_train_timesteps,
             "device": str(self.runtime.device),
             "dtype": str(self.runtime.dtype).replace("torch.", ""),
-            "parameters": {
-                name: sum(p.numel() for p in getattr(self, name).parameters())
-                for name in ("vae", "unet", "text_encoder")
-            },
+            **self.family.describe(),
+            "parameters": {name: sum(p.numel() for p in module.parameters())
+                           for name, module in {"vae": self.vae, "unet": self.unet, **self.family.modules()}.items()},
         }
 
 
@@ -194,46 +197,88 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category=UserWarning)
 
 
-def _finish(parts: dict[str, Any], runtime: Runtime, name: str) -> StableDiffusion:
+def _finish(parts: dict[str, Any], family: type[Family], runtime: Runtime, name: str) -> StableDiffusion:
     from caso_cli.diffusion import schedule_from_config
 
     try:
         schedule = schedule_from_config(parts["scheduler"])
     except ValueError as exc:
         raise ModelLoadError(f"{name}: {exc}") from exc
-    for key in ("vae", "unet", "text_encoder"):
+    for key in ("vae", "unet", *family(parts).modules()):
         parts[key] = _freeze(parts[key], runtime)
     if runtime.channels_last:
         parts["unet"], parts["vae"] = _channels_last(parts["unet"]), _channels_last(parts["vae"])
-    return StableDiffusion(schedule=schedule, runtime=runtime, name=name, **parts)
+    return StableDiffusion(vae=parts["vae"], unet=parts["unet"], text_encoder=parts["text_encoder"],
+                           tokenizer=parts["tokenizer"], scheduler=parts["scheduler"], schedule=schedule,
+                           runtime=runtime, name=name, family=family(parts))
 
 
-def _load_components(source: str, runtime: Runtime, local_only: bool) -> dict[str, Any]:
-    """Load each component from a diffusers folder or hub id (subfolders)."""
+def _family_of(source: str, local_only: bool) -> type[Family]:
+    """The family named by the model's ``model_index.json`` (a folder's, or a hub id's through the cache)."""
+    import json
+
+    from caso_cli.families import family_for_pipeline, family_names
+
+    index = Path(source) / "model_index.json"
+    if not index.is_file():
+        from huggingface_hub import hf_hub_download
+
+        index = Path(hf_hub_download(source, "model_index.json", local_files_only=local_only))
+    try:
+        class_name = json.loads(index.read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ModelLoadError(f"{source}: unreadable model_index.json ({exc})") from exc
+    family = family_for_pipeline(class_name)
+    if family is None:
+        raise ModelLoadError(f"{source}: a {class_name}, which caso cannot load (model families: "
+                             f"{', '.join(family_names())})")
+    return family
+
+
+def _family_of_checkpoint(path: Path) -> type[Family]:
+    """The family whose original layout a single-file checkpoint has (its tensor names; pickles: SD 1.x/2.x)."""
+    from caso_cli.families import families, family_named
+
+    keys: set[str] = set()
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as fh:
+                keys = set(fh.keys())
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise ModelLoadError(f"{path}: not a readable .safetensors file ({str(exc).splitlines()[0]})") from exc
+    return next((f for f in families() if f.matches_checkpoint(keys)), family_named(None))
+
+
+def _load_components(source: str, runtime: Runtime, local_only: bool) -> tuple[dict[str, Any], type[Family]]:
+    """Load each component from a diffusers folder or hub id (subfolders), and the model's family."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
 
+    family = _family_of(source, local_only)
     common = {"local_files_only": local_only}
     return {
         "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=runtime.dtype, **common),
         "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=runtime.dtype,
                                                      **common),
-        "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder",
-                                                      torch_dtype=runtime.dtype, **common),
-        "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **common),
+        **family.load_text(source, runtime.dtype, local_only),
         "scheduler": DDIMScheduler.from_pretrained(source, subfolder="scheduler", **common),
-    }
+    }, family
 
 
-def _load_single_file(path: Path, runtime: Runtime, config: str | None, allow_pickle: bool) -> dict[str, Any]:
+def _load_single_file(path: Path, runtime: Runtime, config: str | None,
+                      allow_pickle: bool) -> tuple[dict[str, Any], type[Family]]:
     """Load an original-layout (CompVis/LDM, A1111/ComfyUI) checkpoint with diffusers' single-file loader.
 
     ``config`` (a local diffusers folder or a hub id) holds the component configs; without it diffusers
     infers the model from the checkpoint's keys and fetches that model's configs (from the local
-    cache only when offline). The weights of the UNet, VAE and text encoder come from the file.
+    cache only when offline). The weights of the UNet, VAE and text encoders come from the file. The family
+    is the config's (SD 1.x/2.x without one).
     """
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    import diffusers
+    from diffusers import DDIMScheduler
     from huggingface_hub.utils import LocalEntryNotFoundError
+
 
     try:
         from diffusers.loaders.single_file_utils import SingleFileComponentError
@@ -260,10 +305,10 @@ def _load_single_file(path: Path, runtime: Runtime, config: str | None, allow_pi
     kwargs: dict[str, Any] = {"torch_dtype": runtime.dtype,
                               "local_files_only": _offline() or config is not None}
     try:
+        family = _family_of(source, local_only=True) if source else _family_of_checkpoint(path)
+        pipeline = getattr(diffusers, family.pipelines[0])
         # The optional parts are passed as None so that diffusers neither loads nor needs them.
-        pipe = StableDiffusionPipeline.from_single_file(
-            str(path), config=source, safety_checker=None, feature_extractor=None, image_encoder=None,
-            requires_safety_checker=False, **kwargs)
+        pipe = pipeline.from_single_file(str(path), config=source, **family.single_file_extras, **kwargs)
     except component_errors as exc:
         first = str(getattr(exc, "message", None) or exc).strip().splitlines()[0]
         raise ModelLoadError(f"{path}: {first} Is it a Stable Diffusion checkpoint in the original (LDM) "
@@ -279,20 +324,15 @@ def _load_single_file(path: Path, runtime: Runtime, config: str | None, allow_pi
             raise
         raise ModelLoadError(f"{path}: the checkpoint lacks weights that {configs} call for; is it the same "
                              "model?") from exc
-    parts = {
-        "vae": pipe.vae,
-        "unet": pipe.unet,
-        "text_encoder": pipe.text_encoder,
-        "tokenizer": pipe.tokenizer,
-        "scheduler": DDIMScheduler.from_config(pipe.scheduler.config),
-    }
+    parts = {"vae": pipe.vae, "unet": pipe.unet, **family.from_pipeline(pipe),
+             "scheduler": DDIMScheduler.from_config(pipe.scheduler.config)}
     # diffusers builds the models with empty (meta) weights and fills in what the file has: refuse leftovers.
-    empty = [name for name in ("unet", "vae", "text_encoder")
+    empty = [name for name in ("unet", "vae", *family(parts).modules())
              if any(t.is_meta for t in (*parts[name].parameters(), *parts[name].buffers()))]
     if empty:
         raise ModelLoadError(f"{path}: the checkpoint lacks {', '.join(empty)} weights that {configs} "
                              "call for; is it the same model?")
-    return parts
+    return parts, family
 
 
 def _how_to_get(model: str, why: str | None = None) -> str:
@@ -333,20 +373,20 @@ def load_model(model: str | None, runtime: Runtime, config: str | None = None,
         if folder is not None:
             if not (folder / "model_index.json").is_file():
                 raise ModelLoadError(f"the {name} model is missing from this installation ({folder})")
-            return _finish(_load_components(str(folder), runtime, local_only=True), runtime, name)
+            return _finish(*_load_components(str(folder), runtime, local_only=True), runtime, name)
         path = Path(name).expanduser()
         if path.is_dir():
             missing = [c for c in COMPONENTS if not (path / c).is_dir()]
             if missing:
                 raise ModelLoadError(f"{path}: not a diffusers Stable Diffusion folder (missing "
                                      f"{', '.join(missing)})")
-            return _finish(_load_components(str(path), runtime, local_only=True), runtime, name)
+            return _finish(*_load_components(str(path), runtime, local_only=True), runtime, name)
         if path.is_file():
-            return _finish(_load_single_file(path, runtime, config, allow_pickle), runtime, name)
+            return _finish(*_load_single_file(path, runtime, config, allow_pickle), runtime, name)
         if name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt")) or name.count("/") > 1:
             raise ModelLoadError(f"{name}: no such model file or folder")
         try:
-            parts = _load_components(name, runtime, local_only=True)
+            parts, family = _load_components(name, runtime, local_only=True)
         except OSError as exc:
             if _offline():
                 raise ModelLoadError(_how_to_get(name)) from exc
@@ -354,10 +394,10 @@ def load_model(model: str | None, runtime: Runtime, config: str | None = None,
                 host, port = hub_endpoint()
                 raise ModelLoadError(_how_to_get(name, f"the hub ({host}:{port}) is unreachable")) from exc
             try:
-                parts = _load_components(name, runtime, local_only=False)
+                parts, family = _load_components(name, runtime, local_only=False)
             except OSError as exc:
                 raise ModelLoadError(_how_to_get(name)) from exc
-        return _finish(parts, runtime, name)
+        return _finish(parts, family, runtime, name)
     except (ModelLoadError, UsageError):
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:

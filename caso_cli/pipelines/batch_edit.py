@@ -154,7 +154,7 @@ def model_for(attrs: Sequence[ResolvedAttr], model: str | None) -> str | None:
     (the default)."""
     if model is not None:
         return model
-    models = {a.embedding.meta.get("model") for a in attrs} - {None}
+    models = {a.embedding.meta.model for a in attrs} - {None}
     if len(models) > 1:
         raise UsageError(f"the embeddings were learned for different models ({', '.join(sorted(models))}); "
                          "name one")

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from caso_cli.conditioning import null_condition
 from caso_cli.config import EditConfig
+from caso_cli.families import Condition
 from caso_cli.pipelines.ddim import denoise, invert
 from caso_cli.pipelines.guidance import Contrast, composed_eps, guided_eps, predict_eps
 
@@ -26,22 +26,22 @@ if TYPE_CHECKING:
 def invert_latents(sd: StableDiffusion, z0: torch.Tensor, config: EditConfig) -> torch.Tensor:
     """DDIM-invert clean latents with the null condition up to the edit start (docs/method.md Eq. 6), each step refined
     ``config.inversion_refine`` times (fixed-point iteration)."""
-    c_null = null_condition(sd.text_encoder, sd.tokenizer)
+    c_null = sd.family.null_condition()
     return invert(lambda z, t, _i: predict_eps(sd, z, t, c_null), z0, sd.schedule, config.steps,
                   config.num_steps(sd.schedule), refine=config.inversion_refine)
 
 
 @torch.no_grad()
-def edit_latents(sd: StableDiffusion, z_t: torch.Tensor, cond: torch.Tensor | list[torch.Tensor] | Contrast,
+def edit_latents(sd: StableDiffusion, z_t: torch.Tensor, cond: Condition | list[Condition] | Contrast,
                  scale: float | torch.Tensor | list[float], config: EditConfig) -> torch.Tensor:
     """Denoise inverted latents with CFG on ``cond`` (docs/method.md Eq. 2 and 7); null after the first step if
     single-step.
 
-    ``cond`` is (1, L, D) or one row per latent; ``scale`` a float or a (B,) tensor (one scale per latent).
+    ``cond`` has one row or one row per latent; ``scale`` a float or a (B,) tensor (one scale per latent).
     Lists of conditions and scales compose one guidance term per condition; a :class:`Contrast` carries its own
     scales (``scale`` is then ignored).
     """
-    c_null = null_condition(sd.text_encoder, sd.tokenizer)
+    c_null = sd.family.null_condition()
     if isinstance(cond, Contrast):
         contrast = cond
 
@@ -54,12 +54,12 @@ def edit_latents(sd: StableDiffusion, z_t: torch.Tensor, cond: torch.Tensor | li
             return composed_eps(sd, z, t, c_null, conds, scales)
     else:
         w = scale.view(-1, 1, 1, 1).to(z_t.device, torch.float32) if isinstance(scale, torch.Tensor) else float(scale)
-        single = cond.expand(z_t.shape[0], -1, -1) if cond.shape[0] == 1 and z_t.shape[0] > 1 else cond
+        single = cond.expand(z_t.shape[0])
 
         def guided(z: torch.Tensor, t: int) -> torch.Tensor:
             return guided_eps(sd, z, t, c_null, single, w)
 
-    unguided = isinstance(cond, torch.Tensor) and not isinstance(scale, torch.Tensor) and float(scale) == 0.0
+    unguided = isinstance(cond, Condition) and not isinstance(scale, torch.Tensor) and float(scale) == 0.0
 
     def eps(z: torch.Tensor, t: int, i: int) -> torch.Tensor:
         if unguided or (config.single_step and i > 0):  # scale 0: the null branch alone, one UNet call

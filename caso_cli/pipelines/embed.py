@@ -60,7 +60,7 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
     from caso_cli.models.classifier import load_classifier
     from caso_cli.models.loaders import compile_unet, enable_grad_checkpointing, load_model
     from caso_cli.paths import user_dir
-    from caso_cli.registry import save_embedding, text_encoder_hash
+    from caso_cli.registry import save_embedding
 
     say = status or (lambda _msg: None)
     check_job(job)
@@ -90,9 +90,8 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
                            resume=job.resume, progress=progress)
     # what each vector encodes besides its class, read by the other attributes' classifiers: those learned
     # together, else those of the registry's embeddings for this text encoder
-    te_hash = text_encoder_hash(sd.text_encoder)
     others = dict(zip([n for n, _ in pairs], clfs, strict=True)) if len(clfs) > 1 else \
-        registry_classifiers(te_hash, exclude={job.name}, device=runtime.device)
+        registry_classifiers(sd.family.encoder_hash(), exclude={job.name}, device=runtime.device)
     metas = []
     for (name, path), clf, vectors in zip(pairs, clfs, result.per_attribute(), strict=True):
         say(f"reading what the {name} vectors encode")
@@ -107,7 +106,7 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
             "classes": clf.classes,
             "attr": clf.meta.attr,
             "model": sd.name,
-            "text_encoder_hash": te_hash,
+            **sd.family.record(),
             "image_size": size,
             "classifier": {"path": str(Path(path).resolve()), "sha256": file_sha256(path),
                            "backbone": clf.meta.backbone, "val_accuracy": clf.meta.metrics.get("val_accuracy")},

@@ -6,11 +6,16 @@ weights (LPIPS, FID, KID, Inception Score) are computed only from weight files t
 (:mod:`caso_cli.backbones`), and distances computed on the classifier's features are named
 ``classifier_fd`` and ``classifier_kid``, never FID or KID. Oracles (``--oracle NAME``, e.g. the
 toy world's ``toy``) are found by name through :func:`caso_cli.oracles.get_oracle`.
+
+Edits are grouped by the edit they come from (:func:`caso_cli.pairing.edit_group`: embedding, class and scale,
+read from the ``caso:*`` PNG chunks or the file name), and the classifier's and the oracle's numbers are also
+given per group (``groups``), each with the group's own target: ``--target``, or, without it, the class the
+edit moves towards (a positive scale) or away from (a negative one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +25,7 @@ import numpy as np
 from caso_cli.backbones import is_hub_id
 from caso_cli.config import EvalConfig
 from caso_cli.errors import InputError, UsageError
-from caso_cli.pairing import Pairing
+from caso_cli.pairing import EditGroup, Pairing, edit_group
 
 SCHEMA_VERSION = 1
 BACKBONE_METRICS = ("lpips", "fid", "kid", "inception_score")
@@ -42,6 +47,7 @@ class PairRecord:
     clf_edit: str | None = None
     oracle_orig: dict[str, str] | None = None  # the oracle's reading: attribute -> class name
     oracle_edit: dict[str, str] | None = None
+    group: str | None = None  # EditGroup.label of the edit
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -63,10 +69,13 @@ class EvalResult:
     features_orig: np.ndarray | None = None  # (N, D) classifier features, for the report's plot
     features_edit: np.ndarray | None = None
     oracle_attributes: list[str] = field(default_factory=list)  # the attributes the oracle reads, when one was given
+    groups: dict[str, EditGroup] = field(default_factory=dict)  # label -> the edit a group of pairs comes from
 
     def summary(self) -> dict[str, Any]:
-        """The JSON summary: metrics, counts, and one row per pair."""
+        """The JSON summary: metrics, counts, the edit groups, and one row per pair."""
         return {"schema_version": SCHEMA_VERSION, "n_pairs": len(self.pairs), "metrics": self.metrics,
+                "groups": {label: {"n": sum(p.group == label for p in self.pairs), "from": g.source}
+                           for label, g in self.groups.items()},
                 "unpaired": {"originals": [str(p) for p in self.unpaired_originals],
                              "edits": [str(p) for p in self.unpaired_edits]},
                 "pairs": [p.as_dict() for p in self.pairs]}
@@ -209,16 +218,123 @@ def _classify(clf: Any, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
     return np.stack(feats).astype(np.float64), np.stack(probs).astype(np.float64)
 
 
-def _classifier_summary(config: EvalConfig, classes: list[str], p_orig: np.ndarray,
-                        p_edit: np.ndarray) -> dict[str, Any]:
+def _matches(key: str, name: str) -> bool:
+    """``key`` (a class or embedding name, lower case) names ``name``: ``mustache``, ``toy-mustache``."""
+    return key == name or key.endswith("-" + name)
+
+
+def _direction(group: EditGroup, found: Callable[[str | None, str], tuple[str, int] | None]
+               ) -> tuple[str, int, bool] | None:
+    """What ``found(class, embedding name)`` makes of the one attribute of ``group`` it knows, and whether the edit
+    moves towards it (positive scale) or away (negative); ``None`` with no such attribute, several, or scale 0."""
+    scales = group.scale_values()
+    hits = [(i, hit) for i, (name, cls) in enumerate(zip(group.names, group.classes, strict=True))
+            if (hit := found(cls, name)) is not None]
+    if scales is None or len(hits) != 1 or scales[hits[0][0]] == 0:
+        return None
+    i, (what, k) = hits[0]
+    return what, k, scales[i] > 0
+
+
+def classifier_target(group: EditGroup, classes: Sequence[str]) -> tuple[str, int, bool] | None:
+    """``(target, k, towards)`` of an edit group for a classifier of ``classes``: success is the share of edits in
+    class k (towards) or out of it (away; the target is then the other class of a binary classifier, else
+    ``not <class>``). The edited class is the group's recorded class, or one whose name the embedding's name ends
+    with (``toy-mustache``, ``hair-blond``)."""
+    def found(cls: str | None, name: str) -> tuple[str, int] | None:
+        if cls is not None:
+            return (cls, classes.index(cls)) if cls in classes else None
+        ks = [k for k, c in enumerate(classes) if _matches(name.lower(), c.lower())]
+        return (classes[ks[0]], ks[0]) if len(ks) == 1 else None
+
+    d = _direction(group, found)
+    if d is None:
+        return None
+    cls, k, towards = d
+    return (cls if towards else classes[1 - k] if len(classes) == 2 else f"not {cls}"), k, towards
+
+
+def oracle_target(group: EditGroup, attributes: Mapping[str, Sequence[str]]) -> tuple[str, str, bool] | None:
+    """``(attribute, class, towards)`` of an edit group for an oracle reading ``attributes``: the class of the
+    attribute the edit moves towards (positive scale) or away from (negative). A binary attribute ``a`` is named
+    by the class or embedding ``a`` or ``<x>-a`` (its last class) or ``no_a`` (its first); any attribute by one of
+    its classes that no other attribute has (``blond``, ``hair-blond``)."""
+    def found(cls: str | None, name: str) -> tuple[str, int] | None:
+        key = (cls or name).lower()
+        hits = []
+        for a, names in attributes.items():
+            low = [c.lower() for c in names]
+            if len(names) == 2 and _matches(key, a.lower()):
+                hits.append((a, 1))
+            elif len(names) == 2 and key in (f"no_{a}", f"not_{a}", f"no-{a}", f"non_{a}"):
+                hits.append((a, 0))
+            else:
+                hits += [(a, k) for k, c in enumerate(low) if (key == c if cls else _matches(key, c))]
+        return hits[0] if len(hits) == 1 else None
+
+    d = _direction(group, found)
+    return None if d is None else (d[0], attributes[d[0]][d[1]], d[2])
+
+
+def _group_index(records: list[PairRecord]) -> dict[str, np.ndarray]:
+    out: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        out.setdefault(r.group or "ungrouped", []).append(i)
+    return {label: np.asarray(idx) for label, idx in out.items()}
+
+
+def _classifier_summary(config: EvalConfig, classes: list[str], p_orig: np.ndarray, p_edit: np.ndarray,
+                        records: list[PairRecord], groups: dict[str, EditGroup]) -> dict[str, Any]:
     po, pe = p_orig.argmax(axis=1), p_edit.argmax(axis=1)
     out: dict[str, Any] = {"available": True, "file": config.classifier, "target": config.target,
                            "edit_classes": {c: round(float((pe == k).mean()), 4) for k, c in enumerate(classes)},
                            "original_classes": {c: round(float((po == k).mean()), 4) for k, c in enumerate(classes)}}
     if config.target is not None:
         k = classes.index(config.target)
+        out["target_from"] = "--target"
         out["success"] = round(float((pe == k).mean()), 4)
         out["originals_rate"] = round(float((po == k).mean()), 4)
+    rows: dict[str, dict[str, Any]] = {}
+    for label, idx in _group_index(records).items():
+        if config.target is not None:
+            target, k, towards = config.target, classes.index(config.target), True
+        else:
+            found = classifier_target(groups[label], classes) if label in groups else None
+            if found is None:
+                rows[label] = {"n": len(idx), "target": None}
+                continue
+            target, k, towards = found
+        rows[label] = {"n": len(idx), "target": target,
+                       "success": round(float(((pe[idx] == k) == towards).mean()), 4),
+                       "originals_rate": round(float(((po[idx] == k) == towards).mean()), 4)}
+    out["groups"] = rows
+    if config.target is None and len(rows) == 1 and next(iter(rows.values()))["target"] is not None:
+        (row,) = rows.values()  # one edit, its own target: the success of the whole set
+        out.update(target=row["target"], target_from="edits", success=row["success"],
+                   originals_rate=row["originals_rate"])
+    return out
+
+
+def _oracle_summary(oracle: Any, records: list[PairRecord], groups: dict[str, EditGroup]) -> dict[str, Any]:
+    """The oracle's summary of all pairs, and per edit group the share changed and, where the group's edit names
+    an attribute the oracle reads, the share of edits read as its target class (``success``)."""
+    out = oracle.summary([r.oracle_orig for r in records], [r.oracle_edit for r in records])
+    rows: dict[str, dict[str, Any]] = {}
+    for label, idx in _group_index(records).items():
+        part = oracle.summary([records[i].oracle_orig for i in idx], [records[i].oracle_edit for i in idx])
+        found = oracle_target(groups[label], oracle.attributes) if label in groups else None
+        row: dict[str, Any] = {"n": len(idx), "target": None}
+        if found is not None:
+            attr, cls, towards = found
+            names = oracle.attributes[attr]
+            target = cls if towards else names[1 - list(names).index(cls)] if len(names) == 2 else f"not {cls}"
+            hits = [(records[i].oracle_edit[attr] == cls) == towards for i in idx]
+            row.update(target=f"{attr}: {target}", success=round(sum(hits) / len(hits), 4))
+        rows[label] = {**row, "changed": part["changed"]}
+    out["groups"] = rows
+    if len(rows) == 1 and next(iter(rows.values()))["target"] is not None:
+        (row,) = rows.values()
+        out.update(target=row["target"], success=row["success"])
     return out
 
 
@@ -259,6 +375,11 @@ def evaluate(pairing: Pairing, config: EvalConfig,
     feats: list[tuple[np.ndarray, np.ndarray]] = []
     probs: list[tuple[np.ndarray, np.ndarray]] = []
     total = len(pairing.pairs)
+    labels = []  # each pair's edit group
+    groups: dict[str, EditGroup] = {}
+    for o, e in pairing.pairs:
+        g = edit_group(o, e)
+        labels.append(groups.setdefault(g.label, g).label)
     for start in range(0, total, config.batch_size):
         chunk = pairing.pairs[start:start + config.batch_size]
         loaded = [_load_pair(o, e, config.fit) for o, e in chunk]
@@ -267,7 +388,7 @@ def evaluate(pairing: Pairing, config: EvalConfig,
                 s = M.ssim(a, b)
             except ValueError as exc:
                 raise InputError(f"{e}: {exc}") from exc
-            records.append(PairRecord(o, e, M.psnr(a[None], b[None]), s, fitted))
+            records.append(PairRecord(o, e, M.psnr(a[None], b[None]), s, fitted, group=labels[len(records)]))
         batch = records[start:]
         lp = nets.lpips([a for a, _, _ in loaded], [b for _, b, _ in loaded])
         if lp is not None:
@@ -291,21 +412,20 @@ def evaluate(pairing: Pairing, config: EvalConfig,
 
     metrics: dict[str, dict[str, Any]] = {"psnr": _stats([r.psnr for r in records]),
                                           "ssim": _stats([r.ssim for r in records])}
-    result = EvalResult(records, metrics, pairing.unpaired_originals, pairing.unpaired_edits)
+    result = EvalResult(records, metrics, pairing.unpaired_originals, pairing.unpaired_edits, groups=groups)
     if clf is not None:
         result.classes = list(clf.classes)
         result.features_orig = np.concatenate([f for f, _ in feats])
         result.features_edit = np.concatenate([f for _, f in feats])
         metrics["classifier"] = _classifier_summary(config, result.classes, np.concatenate([p for p, _ in probs]),
-                                                    np.concatenate([p for _, p in probs]))
+                                                    np.concatenate([p for _, p in probs]), records, groups)
         metrics.update(_feature_distances(config, result.features_orig, result.features_edit))
     else:
         why = _unavailable("no --classifier given")
         metrics.update(classifier=why, classifier_fd=why, classifier_kid=why)
     if oracle is not None:
         result.oracle_attributes = list(oracle.attributes)
-        metrics["oracle"] = oracle.summary([r.oracle_orig for r in records],  # type: ignore[misc]
-                                           [r.oracle_edit for r in records])  # type: ignore[misc]
+        metrics["oracle"] = _oracle_summary(oracle, records, groups)
     else:
         metrics["oracle"] = _unavailable("no --oracle given")
     metrics.update(nets.metrics(config, [r.lpips for r in records if r.lpips is not None]))
@@ -337,7 +457,7 @@ def flat_metrics(metrics: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 def parse_threshold(text: str) -> tuple[str, float]:
     """``"psnr=30"`` -> ``("psnr", 30.0)``."""
-    name, sep, value = text.partition("=")
+    name, sep, value = text.rpartition("=")  # a group's name has one too: oracle.groups.smile=5.success=0.8
     try:
         if not sep or not name.strip():
             raise ValueError

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from caso_cli.conditioning import encode_vectors, null_condition
 from caso_cli.errors import NumericalError
 from caso_cli.pipelines.ddim import denoise
 from caso_cli.pipelines.guidance import guided_eps
@@ -16,6 +15,7 @@ from caso_cli.runtime import generator, randn
 
 if TYPE_CHECKING:
     from caso_cli.attrs import ResolvedAttr
+    from caso_cli.families import Condition
     from caso_cli.models.loaders import StableDiffusion
 
 CHUNK = 32  # latents per UNet batch (the guided call doubles it)
@@ -33,16 +33,16 @@ def initial_noise(sd: StableDiffusion, n: int, seed: int, size: int | None = Non
 
 
 @torch.no_grad()
-def generate_latents(sd: StableDiffusion, conds: torch.Tensor, seed: int, steps: int = 50, scale: float = 5.0,
+def generate_latents(sd: StableDiffusion, conds: Condition, seed: int, steps: int = 50, scale: float = 5.0,
                      size: int | None = None) -> torch.Tensor:
-    """Clean latents sampled from noise with CFG on ``conds`` (N, L, D): one latent per condition row."""
-    z_all = initial_noise(sd, conds.shape[0], seed, size)
-    c_null = null_condition(sd.text_encoder, sd.tokenizer)
+    """Clean latents sampled from noise with CFG on ``conds``: one latent per condition row."""
+    z_all = initial_noise(sd, conds.batch, seed, size)
+    c_null = sd.family.null_condition()
     out = []
-    for i in range(0, conds.shape[0], CHUNK):
+    for i in range(0, conds.batch, CHUNK):
         cond = conds[i:i + CHUNK]
 
-        def eps(z: torch.Tensor, t: int, _i: int, cond: torch.Tensor = cond) -> torch.Tensor:
+        def eps(z: torch.Tensor, t: int, _i: int, cond: Condition = cond) -> torch.Tensor:
             return guided_eps(sd, z, t, c_null, cond, scale)
 
         out.append(denoise(eps, z_all[i:i + CHUNK], sd.schedule, steps))
@@ -50,9 +50,9 @@ def generate_latents(sd: StableDiffusion, conds: torch.Tensor, seed: int, steps:
 
 
 @torch.no_grad()
-def class_conditions(sd: StableDiffusion, vectors: torch.Tensor) -> torch.Tensor:
-    """(K, L, D): one condition per class vector of (K, d), each holding that vector alone."""
-    return encode_vectors(sd.text_encoder, sd.tokenizer, vectors.to(sd.runtime.device).unsqueeze(1))
+def class_conditions(sd: StableDiffusion, vectors: torch.Tensor) -> Condition:
+    """K rows: one condition per class vector of (K, d), each holding that vector alone."""
+    return sd.family.encode_vectors(vectors.to(sd.runtime.device).unsqueeze(1))
 
 
 @torch.no_grad()
@@ -61,7 +61,7 @@ def samples_per_class(sd: StableDiffusion, vectors: torch.Tensor, n: int, seed: 
     """For each class vector k of (K, d): ``n`` images in [-1, 1] generated from noise (seed ``seed + k``) with
     c_k alone as the condition (CFG ``scale``)."""
     conds = class_conditions(sd, vectors)
-    return [decode_latents(sd, generate_latents(sd, conds[k:k + 1].expand(n, -1, -1), seed + k, steps, scale))
+    return [decode_latents(sd, generate_latents(sd, conds[k:k + 1].expand(n), seed + k, steps, scale))
             for k in range(vectors.shape[0])]
 
 
@@ -147,7 +147,7 @@ def run_generate(sd: StableDiffusion, job: GenerateJob) -> list[Path]:
     check_model(job.attrs, sd)
     EditConfig(steps=job.steps).num_steps(sd.schedule)  # a step count this model's grid cannot take: one line
     cond, _ = attribute_guidance(sd, job.attrs)
-    images = decode_latents(sd, generate_latents(sd, cond.expand(job.n, -1, -1), job.seed, job.steps, job.scale,
+    images = decode_latents(sd, generate_latents(sd, cond.expand(job.n), job.seed, job.steps, job.scale,
                                                  job.size))
     pics = to_pil(require_finite(images, sd, "generation"))
     meta = provenance(sd.name, job.attrs, scales=[job.scale], steps=job.steps, seed=job.seed)

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
-from caso_cli.conditioning import encode_vectors, null_condition
 from caso_cli.diffusion import cfg, to_eps
 from caso_cli.errors import UsageError
+from caso_cli.families import Condition
 
 if TYPE_CHECKING:
     import torch
@@ -18,15 +18,14 @@ if TYPE_CHECKING:
     from caso_cli.registry import Embedding
 
 
-def predict_eps(sd: StableDiffusion, z: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
+def predict_eps(sd: StableDiffusion, z: torch.Tensor, t: int, cond: Condition) -> torch.Tensor:
     """eps(z_t, t, c) from the UNet, converted from v-prediction where needed (docs/method.md §2)."""
-    if cond.shape[0] != z.shape[0]:
-        cond = cond.expand(z.shape[0], -1, -1)
-    out = sd.unet(z, t, encoder_hidden_states=cond).sample
+    size = (z.shape[-2] * sd.vae_scale, z.shape[-1] * sd.vae_scale)
+    out = sd.unet(z, t, **sd.family.unet_kwargs(cond.expand(z.shape[0]), size)).sample
     return to_eps(out, z, sd.schedule.abar(t), sd.prediction_type)
 
 
-def guided_eps(sd: StableDiffusion, z: torch.Tensor, t: int, c_null: torch.Tensor, c_cond: torch.Tensor,
+def guided_eps(sd: StableDiffusion, z: torch.Tensor, t: int, c_null: Condition, c_cond: Condition,
                scale: float | torch.Tensor) -> torch.Tensor:
     """eps_w = eps(c_null) + w (eps(c) - eps(c_null)), both branches in one UNet call (docs/method.md Eq. 2).
 
@@ -35,20 +34,19 @@ def guided_eps(sd: StableDiffusion, z: torch.Tensor, t: int, c_null: torch.Tenso
     import torch
 
     b = z.shape[0]
-    eps = predict_eps(sd, torch.cat([z, z]), t, torch.cat([c_null.expand(b, -1, -1), c_cond.expand(b, -1, -1)]))
+    eps = predict_eps(sd, torch.cat([z, z]), t, Condition.cat([c_null.expand(b), c_cond.expand(b)]))
     eps_null, eps_cond = eps.chunk(2)
     return cfg(eps_null, eps_cond, scale)
 
 
-def composed_eps(sd: StableDiffusion, z: torch.Tensor, t: int, c_null: torch.Tensor, conds: list[torch.Tensor],
+def composed_eps(sd: StableDiffusion, z: torch.Tensor, t: int, c_null: Condition, conds: list[Condition],
                  scales: list[float]) -> torch.Tensor:
     """eps_null + sum_i w_i (eps(c_i) - eps_null): one guidance term per condition, one UNet call
     (docs/method.md Eq. 2)."""
     import torch
 
     b, m = z.shape[0], len(conds)
-    eps = predict_eps(sd, torch.cat([z] * (m + 1)),
-                      t, torch.cat([c_null.expand(b, -1, -1)] + [c.expand(b, -1, -1) for c in conds]))
+    eps = predict_eps(sd, torch.cat([z] * (m + 1)), t, Condition.cat([c.expand(b) for c in [c_null, *conds]]))
     parts = eps.chunk(m + 1)
     out = parts[0]
     for w, e in zip(scales, parts[1:], strict=True):
@@ -64,12 +62,12 @@ class Contrast:
     """Guidance by contrasts: eps(c_base) + sum_i w_i (eps(c_plus_i) - eps(c_minus_i))
     (docs/method.md Eq. 2 generalised).
 
-    ``conds`` are (1, L, D) or one row per latent; ``terms`` are (w_i, plus_i, minus_i) indices into ``conds``, w_i a
+    ``conds`` have one row or one row per latent; ``terms`` are (w_i, plus_i, minus_i) indices into ``conds``, w_i a
     float or a (B, 1, 1, 1) tensor. CFG is ``Contrast([c_null, c], 0, [(w, 1, 0)])``; holding other attributes
     contrasts two conditions that differ in the edited class alone (docs/editing.md).
     """
 
-    conds: list[torch.Tensor]
+    conds: list[Condition]
     base: int
     terms: list[tuple[Scale, int, int]]
 
@@ -78,7 +76,7 @@ class Contrast:
         import torch
 
         b, m = z.shape[0], len(self.conds)
-        out = predict_eps(sd, torch.cat([z] * m), t, torch.cat([c.expand(b, -1, -1) for c in self.conds])).chunk(m)
+        out = predict_eps(sd, torch.cat([z] * m), t, Condition.cat([c.expand(b) for c in self.conds])).chunk(m)
         eps = out[self.base]
         for w, plus, minus in self.terms:
             eps = eps + w * (out[plus] - out[minus])
@@ -86,20 +84,21 @@ class Contrast:
 
 
 def check_model(attrs: list[ResolvedAttr], sd: StableDiffusion, held: Sequence[Embedding] = ()) -> None:
-    """Refuse embeddings (edited or held) made for another text encoder (size or weights)."""
-    from caso_cli.registry import text_encoder_hash
-
-    for emb in [a.embedding for a in attrs] + list(held):
+    """Refuse embeddings (edited or held) made for another model family or text encoder (size or weights)."""
+    embeddings = [a.embedding for a in attrs] + list(held)
+    own_hash = sd.family.encoder_hash() if any(e.meta.text_encoder_hash for e in embeddings) else None
+    for emb in embeddings:
+        use = f"use --model {emb.meta.model}" if emb.meta.model else "use the model it was learned for"
+        if emb.meta.family != sd.family.name:
+            raise UsageError(f"embedding {emb.name!r} was learned for a model of family {emb.meta.family!r}, but "
+                             f"{sd.name!r} is of family {sd.family.name!r}; {use}")
         d = emb.vectors.shape[1]
         if d != sd.token_dim:
             raise UsageError(f"embedding {emb.name!r} has {d}-dim vectors but model {sd.name!r} takes "
-                             f"{sd.token_dim} (made for another text encoder; use --model "
-                             f"{emb.meta.get('model', '?')})")
-        want = emb.meta.get("text_encoder_hash")
-        if want and want != text_encoder_hash(sd.text_encoder):
-            raise UsageError(f"embedding {emb.name!r} was learned for model {emb.meta.get('model')!r}"
-                             f", whose text encoder differs from {sd.name!r}'s; use --model "
-                             f"{emb.meta.get('model')}")
+                             f"{sd.token_dim} (made for another text encoder; {use})")
+        if emb.meta.text_encoder_hash and emb.meta.text_encoder_hash != own_hash:
+            raise UsageError(f"embedding {emb.name!r} was learned for model {emb.meta.model!r}, whose text encoder "
+                             f"differs from {sd.name!r}'s; {use}")
 
 
 def attribute_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr]) -> tuple[Any, Any]:
@@ -114,11 +113,11 @@ def attribute_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr]) -> tuple[
 
     with torch.no_grad():
         if not attrs:
-            return null_condition(sd.text_encoder, sd.tokenizer), 0.0
+            return sd.family.null_condition(), 0.0
         attrs = sorted(attrs, key=lambda a: (a.embedding.name, a.index))
         if len({a.scale for a in attrs}) == 1:
             vectors = torch.stack([a.embedding.vectors[a.index] for a in attrs]).to(sd.runtime.device)
-            return encode_vectors(sd.text_encoder, sd.tokenizer, vectors), attrs[0].scale
-        conds = [encode_vectors(sd.text_encoder, sd.tokenizer, a.embedding.vectors[a.index:a.index + 1]
-                                .to(sd.runtime.device)) for a in attrs]
+            return sd.family.encode_vectors(vectors), attrs[0].scale
+        conds = [sd.family.encode_vectors(a.embedding.vectors[a.index:a.index + 1].to(sd.runtime.device))
+                 for a in attrs]
         return conds, [a.scale for a in attrs]

@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from caso_cli.conditioning import encode_vectors, null_condition
 from caso_cli.errors import UsageError
 from caso_cli.pipelines.guidance import Contrast, Scale
 
 if TYPE_CHECKING:
+    from caso_cli.families import Condition
     from caso_cli.models.classifier import AttributeClassifier
     from caso_cli.models.loaders import StableDiffusion
     from caso_cli.registry import Embedding
@@ -84,12 +84,12 @@ def source_classes(edits: list[EditTerm], images: torch.Tensor, device: torch.de
     return torch.stack(cols, dim=1)
 
 
-def _conditions(sd: StableDiffusion, tokens: list[Token], classes: torch.Tensor) -> torch.Tensor:
-    """(N, L, D): image i's condition names token j at row ``classes[i, j]``, tokens in name order."""
+def _conditions(sd: StableDiffusion, tokens: list[Token], classes: torch.Tensor) -> Condition:
+    """N rows: image i's condition names token j at row ``classes[i, j]``, tokens in name order."""
     order = sorted(range(len(tokens)), key=lambda j: tokens[j].name)
     rows = torch.stack([torch.stack([tokens[j].vectors[int(classes[i, j])] for j in order])
                         for i in range(classes.shape[0])])
-    return encode_vectors(sd.text_encoder, sd.tokenizer, rows.to(sd.runtime.device))
+    return sd.family.encode_vectors(rows.to(sd.runtime.device))
 
 
 @torch.no_grad()
@@ -109,7 +109,7 @@ def hold_contrast(sd: StableDiffusion, edits: list[EditTerm], held: list[Token],
         tgt = src.clone()
         tgt[:, i] = e.index
         c_tgt.append(_conditions(sd, tokens, tgt))
-    c_null = null_condition(sd.text_encoder, sd.tokenizer)
+    c_null = sd.family.null_condition()
     if form == "null":  # w >= 0 towards c_tgt, w < 0 towards c_src at |w|
         return Contrast([c_null, c_src, *c_tgt], 0, [t for i, e in enumerate(edits) for t in
                                                      ((_positive(e.scale), 2 + i, 0), (_positive(-e.scale), 1, 0))])
@@ -144,15 +144,15 @@ def embedding_classifier(emb: Embedding, device: torch.device | str = "cpu") -> 
     from caso_cli.fileio import file_sha256
     from caso_cli.models.classifier import load_classifier
 
-    rec = emb.meta.get("classifier") or {}
-    path = rec.get("path")
-    if not path:
+    rec = emb.meta.classifier
+    path = rec.path if rec else None
+    if rec is None or not path:
         raise InputError(f"embedding {emb.name!r} records no classifier, so its class in an image cannot be read "
                          "(learn it with `caso embed learn`, or leave it out of the held attributes)")
     if not Path(path).is_file():
         raise InputError(f"embedding {emb.name!r}: its classifier {path} is missing (moved or deleted?); put it "
                          "back, or leave this attribute out of the held ones")
-    if rec.get("sha256") and file_sha256(path) != rec["sha256"]:
+    if rec.sha256 and file_sha256(path) != rec.sha256:
         raise InputError(f"embedding {emb.name!r}: its classifier {path} changed since the embedding was learned "
                          "(sha256 differs)")
     return load_classifier(path, device)
@@ -172,7 +172,7 @@ def held_embeddings(names: list[str], edited: list[Embedding]) -> tuple[list[Emb
     warnings: list[str] = []
     for name in names:
         if name == "all":
-            found, warnings = learned_for({str(e.meta.get("text_encoder_hash")) for e in edited}, edited_names)
+            found, warnings = learned_for({str(e.meta.text_encoder_hash) for e in edited}, edited_names)
             chosen += [e for e in found if all(c.name != e.name for c in chosen)]
         elif name in edited_names:
             raise UsageError(f"{name!r} is edited, so it cannot be held too")
@@ -196,11 +196,11 @@ def learned_for(te_hashes: set[str], exclude: set[str]) -> tuple[list[Embedding]
         except InputError as exc:
             warnings.append(f"not holding {name}: {exc}")
             continue
-        if str(emb.meta.get("text_encoder_hash")) not in te_hashes:
+        if str(emb.meta.text_encoder_hash) not in te_hashes:
             continue
-        rec = emb.meta.get("classifier") or {}
-        if not rec.get("path") or not Path(rec["path"]).is_file():
-            warnings.append(f"not holding {name}: its classifier {rec.get('path') or '(none recorded)'} is not "
+        rec = emb.meta.classifier
+        if rec is None or not rec.path or not Path(rec.path).is_file():
+            warnings.append(f"not holding {name}: its classifier {rec and rec.path or '(none recorded)'} is not "
                             "reachable")
             continue
         found.append(emb)

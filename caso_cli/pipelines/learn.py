@@ -34,10 +34,10 @@ from typing import Any
 
 import torch
 
-from caso_cli.conditioning import encode_vectors, null_condition
 from caso_cli.config import LearnConfig
 from caso_cli.diffusion import add_noise, cfg, predict_x0
 from caso_cli.errors import Interrupted, NumericalError, UsageError
+from caso_cli.families import Condition
 from caso_cli.models.classifier import AttributeClassifier
 from caso_cli.models.loaders import StableDiffusion
 from caso_cli.pipelines.generate import encode_images, samples_per_class
@@ -52,7 +52,7 @@ class LearnResult:
     vectors: torch.Tensor  # (K, d)
     steps: int
     seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)  # one row per step
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per step (of the last run, restarted)
     # the generation check (LearnConfig.check_samples): per class, the classifier's rate on samples, and which
     # run's seed each class's vector comes from
     check: dict[str, Any] | None = None
@@ -62,14 +62,42 @@ class LearnResult:
         """The vectors of each attribute, in the order the classifiers were given."""
         return list(self.vectors.split(self.split or [self.vectors.shape[0]]))
 
-    def summary(self, tail: int = 20) -> dict[str, float]:
-        """Mean loss and classifier accuracy on the decoded estimates over the last ``tail`` steps."""
-        rows = self.history[-tail:] or [{"loss": float("nan"), "accuracy": float("nan")}]
-        return {"loss": sum(r["loss"] for r in rows) / len(rows),
-                "accuracy": sum(r["accuracy"] for r in rows) / len(rows)}
+    def summary(self, tail: int | None = None) -> dict[str, float]:
+        """The numbers the progress bar ended on: :func:`tail_means` of the history."""
+        return tail_means(self.history, SUMMARY_TAIL if tail is None else tail)
 
 
 ProgressFn = Callable[[dict[str, Any]], None]
+#: the progress bar and the summary both show the mean loss and accuracy on the estimates over this many last steps
+SUMMARY_TAIL = 20
+
+
+def tail_means(history: list[dict[str, float]], tail: int = SUMMARY_TAIL) -> dict[str, float]:
+    """Mean ``loss`` and ``accuracy`` (the share of decoded one-step estimates the classifier reads as their target
+    class, at the training timestep) over the last ``tail`` rows of ``history``, and ``last_steps``: how many rows
+    that is (fewer than ``tail`` early on; NaN means with no row)."""
+    rows = history[-tail:]
+    if not rows:
+        return {"loss": float("nan"), "accuracy": float("nan"), "last_steps": 0}
+    return {"loss": sum(r["loss"] for r in rows) / len(rows),
+            "accuracy": sum(r["accuracy"] for r in rows) / len(rows), "last_steps": len(rows)}
+
+
+def tail_text(means: dict[str, float], run: int | None = None) -> str:
+    """``mean of last 20 steps: loss 0.722, accuracy on estimates 0.80`` (``mean of run 3's last 20 steps: ...``):
+    what the progress bar shows and the summary repeats (docs/learning.md, "The numbers")."""
+    n = int(means["last_steps"])
+    whose = "" if run is None else f"run {run}'s "
+    return (f"mean of {whose}last {n} step{'s' if n != 1 else ''}: loss {means['loss']:.3f}, "
+            f"accuracy on estimates {means['accuracy']:.2f}")
+
+
+def progress_text(row: dict[str, Any]) -> str:
+    """The progress bar's text for a row that :func:`learn_embedding` (or :func:`learn_checked`) reported."""
+    run = f"run {row['run']}/{row['runs']} " if row.get("runs", 1) > 1 else ""
+    return run + tail_text({"loss": row["mean_loss"], "accuracy": row["mean_accuracy"], "last_steps": row["mean_of"]})
+
+
 CHECK_PASS = 0.9  # a class passes the generation check when the classifier reads this share of its samples
 CHECK_SEED = 4_000_037  # noise of the check's samples (class k uses CHECK_SEED + k)
 CHECK_STEPS = 50  # DDIM steps of the check's samples
@@ -79,13 +107,9 @@ RUN_INDEPENDENT = ("checkpoint_every", "check_samples", "check_scale", "restarts
 
 def initial_vectors(sd: StableDiffusion, num_classes: int, init_word: str | None, gen: torch.Generator) -> torch.Tensor:
     """K starting vectors: the token embedding of ``init_word``, or random with the table's scale."""
-    table = sd.text_encoder.get_input_embeddings().weight.detach().float().cpu()
     if init_word:
-        ids = sd.tokenizer(init_word, add_special_tokens=False).input_ids
-        if len(ids) != 1:
-            raise UsageError(f"--init-word {init_word!r} is {len(ids)} tokens for this tokenizer; "
-                             "use a single-token word")
-        return table[ids[0]].repeat(num_classes, 1).clone()
+        return sd.family.word_vector(init_word).repeat(num_classes, 1).clone()
+    table = sd.family.token_table()
     return torch.randn(num_classes, table.shape[1], generator=gen) * table.std() + table.mean(0)
 
 
@@ -139,7 +163,7 @@ class Checkpoint:
         return int(info["step"]), list(info["history"])
 
 
-def _noised(sd: StableDiffusion, z0: torch.Tensor, noise: torch.Tensor, c_null: torch.Tensor,
+def _noised(sd: StableDiffusion, z0: torch.Tensor, noise: torch.Tensor, c_null: Condition,
             t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """z_t forward-noised to ``t`` (Eq. 8), abar_t, and the null branch's eps at z_t (no grad)."""
     abar = sd.schedule.abar(t)
@@ -156,7 +180,7 @@ def _decoded(sd: StableDiffusion, zhat0: torch.Tensor, views: torch.Tensor | Non
 
 
 def caso_loss(sd: StableDiffusion, classifier: AttributeClassifier, vectors: torch.Tensor, z0: torch.Tensor,
-              targets: torch.Tensor, noise: torch.Tensor, c_null: torch.Tensor, config: LearnConfig,
+              targets: torch.Tensor, noise: torch.Tensor, c_null: Condition, config: LearnConfig,
               labels: torch.Tensor | None = None, t: int | None = None,
               views: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The CASO loss of one batch (docs/method.md §3 steps 3-6) and the classifier's logits on the decoded estimates.
@@ -168,7 +192,7 @@ def caso_loss(sd: StableDiffusion, classifier: AttributeClassifier, vectors: tor
     """
     t = config.t_train if t is None else t
     z_t, abar, eps_null = _noised(sd, z0, noise, c_null, t)
-    cond = encode_vectors(sd.text_encoder, sd.tokenizer, vectors[targets].unsqueeze(1))
+    cond = sd.family.encode_vectors(vectors[targets].unsqueeze(1))
     eps_cond = predict_eps(sd, z_t, t, cond).float()
     zhat0 = predict_x0(z_t.float(), cfg(eps_null, eps_cond, config.train_scale), abar)
     logits = classifier(_decoded(sd, zhat0, views))
@@ -183,7 +207,7 @@ def caso_loss(sd: StableDiffusion, classifier: AttributeClassifier, vectors: tor
 
 
 def joint_loss(sd: StableDiffusion, classifiers: list[AttributeClassifier], vectors: torch.Tensor,
-               offsets: list[int], z0: torch.Tensor, classes: torch.Tensor, noise: torch.Tensor, c_null: torch.Tensor,
+               offsets: list[int], z0: torch.Tensor, classes: torch.Tensor, noise: torch.Tensor, c_null: Condition,
                config: LearnConfig, t: int | None = None, views: torch.Tensor | None = None,
                source: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The CASO loss when several attributes are learned together (not in the paper; docs/learning.md).
@@ -200,12 +224,12 @@ def joint_loss(sd: StableDiffusion, classifiers: list[AttributeClassifier], vect
     t = config.t_train if t is None else t
     z_t, abar, eps_null = _noised(sd, z0, noise, c_null, t)
     shift = torch.tensor(offsets, device=classes.device)
-    cond = encode_vectors(sd.text_encoder, sd.tokenizer, vectors[classes + shift])
+    cond = sd.family.encode_vectors(vectors[classes + shift])
     eps_cond = predict_eps(sd, z_t, t, cond).float()
     if source is None:
         eps = cfg(eps_null, eps_cond, config.train_scale)
     else:  # the held edit itself: eps_null + w (eps(c_target) - eps(c_source)), c_source naming the classes read
-        c_src = encode_vectors(sd.text_encoder, sd.tokenizer, vectors[source + shift])
+        c_src = sd.family.encode_vectors(vectors[source + shift])
         eps = eps_null + config.train_scale * (eps_cond - predict_eps(sd, z_t, t, c_src).float())
     zhat0 = predict_x0(z_t.float(), eps, abar)
     xhat = _decoded(sd, zhat0, views)
@@ -290,7 +314,7 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
     if resume and checkpoint is not None and checkpoint.exists:
         start, history = checkpoint.load(vectors, opt, gen, fingerprint)
     with torch.no_grad():
-        c_null = null_condition(sd.text_encoder, sd.tokenizer)
+        c_null = sd.family.null_condition()
     order = torch.empty(0, dtype=torch.long)
     rng_done = gen.get_state()  # the RNG state after the last completed step
     try:
@@ -342,8 +366,10 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
             row = {"step": step + 1, "loss": total_loss.item(), "accuracy": accuracy.item()}
             history.append(row)
             rng_done = gen.get_state()
-            if progress:
-                progress({**row, "total": total})
+            if progress:  # the row, the running means the summary ends on (mean_*), and the total
+                means = tail_means(history)
+                progress({**row, "total": total, "mean_loss": means["loss"], "mean_accuracy": means["accuracy"],
+                          "mean_of": means["last_steps"]})
             if checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 \
                     and sd.runtime.is_main:
                 checkpoint.save(step + 1, vectors, opt, gen, history, fingerprint)
@@ -445,6 +471,7 @@ def learn_checked(sd: StableDiffusion, classifier: AttributeClassifier | list[At
             break
     assert best is not None
     best.seconds = time.monotonic() - t0
+    best.history = result.history  # the summary describes the last run, the one the progress bar ended on
     best.check = {"samples": config.check_samples, "scale": config.check_scale, "runs": run + 1,
                   "rates": {c: round(r, 4) for c, r in zip(classifier.classes, rates, strict=True)},
                   "seeds": dict(zip(classifier.classes, seeds, strict=True)), "passed": min(rates) >= CHECK_PASS}

@@ -26,7 +26,7 @@ def provenance(model: str, attrs: Sequence[ResolvedAttr], *, scales: Sequence[fl
         "caso:version": __version__, "caso:model": model,
         **({"caso:input": str(source)} if source is not None else {}),
         "caso:embeddings": ",".join(a.embedding.name for a in attrs),
-        "caso:embedding_sha256": ",".join(str(a.embedding.meta.get("sha256", ""))[:16] for a in attrs),
+        "caso:embedding_sha256": ",".join((a.embedding.meta.sha256 or "")[:16] for a in attrs),
         "caso:classes": ",".join(a.cls for a in attrs),
         "caso:scales": scales if isinstance(scales, str) else ",".join(format_scale(float(s)) for s in scales),
     }

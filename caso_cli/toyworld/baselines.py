@@ -132,9 +132,7 @@ def load_pipelines(folder: str | Path) -> tuple[Any, Any]:
 @torch.no_grad()
 def prompt_edit(sd: Any, z_t: torch.Tensor, prompt: str, scale: float, config: EditConfig) -> torch.Tensor:
     """Clean latents: caso's guided denoising of inverted latents ``z_t`` with a text prompt as the condition."""
-    from caso_cli.conditioning import encode_prompts
-
-    cond = encode_prompts(sd.text_encoder, sd.tokenizer, [prompt])
+    cond = sd.family.encode_prompts([prompt])
     return edit_latents(sd, z_t, cond, scale, config)
 
 

@@ -114,7 +114,7 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
     from caso_cli.pipelines.generate import class_conditions, decode_latents, encode_images
     from caso_cli.pipelines.hold import EditTerm, Token, hold_contrast, read_classes, source_classes
     from caso_cli.pipelines.learn import learn_embedding
-    from caso_cli.registry import save_embedding, text_encoder_hash
+    from caso_cli.registry import save_embedding
     from caso_cli.runtime import cpu_runtime
     from caso_cli.toyworld import MODEL_NAME, oracle
     from caso_cli.toyworld.render import ATTRIBUTES, BINARY_ATTRIBUTES, render_faces, write_dataset
@@ -152,7 +152,7 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
     for attr in attrs:
         save_embedding(names[attr], vectors[attr], {
             "classes": clfs[attr].classes, "attr": attr, "model": MODEL_NAME,
-            "text_encoder_hash": text_encoder_hash(sd.text_encoder),
+            **sd.family.record(),
             "classifier": {"path": str(clf_files[attr].resolve()), "sha256": file_sha256(clf_files[attr]),
                            "backbone": clfs[attr].meta.backbone, "val_accuracy": accuracy[attr]},
             **({"learned_with": [names[a] for a in attrs if a != attr]} if config.hold else {}),
@@ -203,8 +203,13 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
     for i, (face, out, h) in enumerate(zip(faces, rows[-1], has, strict=True)):
         save_png(Image.fromarray(face), out_dir / "inputs" / f"{i:03d}.png", overwrite=True)
         scale = held_scale(h) if config.hold else format_scale(-config.scale if h else config.scale)
+        # what caso eval groups the edits by (caso:* provenance): +scale and -scale are two edits
         save_png(Image.fromarray(out), out_dir / "edits" / f"{i:03d}.{config.attr}.{scale}.png",
-                 {"caso:embeddings": names[config.attr]}, overwrite=True)
+                 {"caso:model": MODEL_NAME, "caso:input": str(out_dir / "inputs" / f"{i:03d}.png"),
+                  "caso:embeddings": names[config.attr], "caso:classes": clfs[config.attr].classes[k],
+                  "caso:scales": scale,
+                  **({"caso:hold_form": (config.hold_remove if h else config.hold_add).form} if config.hold else {})},
+                 overwrite=True)
     pics = [Image.fromarray(img[i]) for i in range(len(faces)) for img in rows]
     captions = [c for h in has for c in (["input", f"{'-' if h else '+'}{config.scale:g}"]
                                          + ([f"hold {held_scale(h)}"] if config.hold else []))]

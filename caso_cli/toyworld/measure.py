@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from caso_cli.conditioning import encode_vectors
 from caso_cli.config import EditConfig
 from caso_cli.metrics import psnr
 from caso_cli.pipelines.edit import edit_latents, invert_latents
@@ -124,8 +123,8 @@ def order_invariance(sd: Any, first: tuple[str, torch.Tensor], second: tuple[str
     (attr_a, a), (attr_b, b) = first, second
     z_t = invert_latents(sd, encode_images(sd, to_unit(images)), config)
     with torch.no_grad():
-        c_ab = encode_vectors(sd.text_encoder, sd.tokenizer, torch.stack([a, b]).to(sd.runtime.device))
-        c_ba = encode_vectors(sd.text_encoder, sd.tokenizer, torch.stack([b, a]).to(sd.runtime.device))
+        c_ab = sd.family.encode_vectors(torch.stack([a, b]).to(sd.runtime.device))
+        c_ba = sd.family.encode_vectors(torch.stack([b, a]).to(sd.runtime.device))
     x_ab = to_uint8(decode_latents(sd, edit_latents(sd, z_t, c_ab, scale, config)))
     x_ba = to_uint8(decode_latents(sd, edit_latents(sd, z_t, c_ba, scale, config)))
     diff = np.abs(x_ab.astype(int) - x_ba.astype(int)).max(axis=-1)

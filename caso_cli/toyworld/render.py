@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from caso_cli.errors import InputError, UsageError
+from caso_cli.errors import InputError, OutputExists, UsageError
 
 SCHEMA_VERSION = 1
 IMAGE_SIZE = 32  # output resolution
@@ -403,7 +403,7 @@ def write_dataset(
         raise InputError(f"{out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise InputError(f"{out} is not empty (overwrite it with --overwrite / overwrite=True)")
+            raise OutputExists(f"{out}: not empty (overwrite=True replaces the files a previous render wrote)")
         for f in _own_files(out):
             f.unlink()
     img_dir = out / IMAGES_DIR

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from caso_cli.conditioning import encode_prompts
 from caso_cli.config import EditConfig
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import decode_latents, encode_images, generate_latents
@@ -49,7 +48,7 @@ def sample_latents(sd: Any, prompts: Sequence[str], seed: int, steps: int = 50, 
     import torch
 
     with torch.no_grad():
-        conds = encode_prompts(sd.text_encoder, sd.tokenizer, list(prompts))
+        conds = sd.family.encode_prompts(list(prompts))
     return generate_latents(sd, conds, seed, steps, scale)
 
 
@@ -76,7 +75,7 @@ def denoise_prompt(sd: Any, z_t: torch.Tensor, prompt: str | None, steps: int = 
 
     with torch.no_grad():
         prompts = [prompt if prompt is not None else ""]
-        cond = encode_prompts(sd.text_encoder, sd.tokenizer, prompts)
+        cond = sd.family.encode_prompts(prompts)
     return edit_latents(sd, z_t, cond, scale if prompt is not None else 0.0, _config(steps, num_steps))
 
 

@@ -212,13 +212,14 @@ class TokenCache:
 def toy_sd(parts: dict[str, Any], unet: Any = None, text_encoder: Any = None) -> Any:
     """A :class:`StableDiffusion` view of the components being trained (for sampling/evaluation)."""
     from caso_cli.diffusion import schedule_from_config
+    from caso_cli.families.sd import SD
     from caso_cli.models.loaders import StableDiffusion
     from caso_cli.runtime import cpu_runtime
 
-    return StableDiffusion(vae=parts["vae"], unet=unet or parts["unet"],
-                           text_encoder=text_encoder or parts["text_encoder"], tokenizer=parts["tokenizer"],
-                           scheduler=parts["scheduler"], schedule=schedule_from_config(parts["scheduler"]),
-                           runtime=cpu_runtime(), name="toy (training)")
+    text = {"text_encoder": text_encoder or parts["text_encoder"], "tokenizer": parts["tokenizer"]}
+    return StableDiffusion(vae=parts["vae"], unet=unet or parts["unet"], **text, scheduler=parts["scheduler"],
+                           schedule=schedule_from_config(parts["scheduler"]), runtime=cpu_runtime(),
+                           name="toy (training)", family=SD(text))
 
 
 def _ema_update(ema: Any, model: Any, decay: float) -> None:

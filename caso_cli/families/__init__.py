@@ -1,0 +1,201 @@
+"""Model families: how one kind of Stable Diffusion turns learned vectors and prompts into UNet conditions.
+
+Everything caso knows about a model's text side goes through the :class:`Family` bound to the loaded
+components (``sd.family``): learning, editing, holding and generation encode through it, the registry records
+its name, vector width and encoder hash, and export writes its file layout. A condition is a :class:`Condition`:
+the UNet's ``encoder_hidden_states`` plus any further inputs a family needs (SDXL: pooled text embeddings and
+size/crop time ids), one row per latent or one row for all.
+
+Stable Diffusion 1.x / 2.x (:mod:`caso_cli.families.sd`) is the first family. Adding one is a module with a
+:class:`Family` subclass that calls :func:`register_family` (docs/models.md, "Model families").
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from caso_cli.plugins import Lookup
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_FAMILY = "sd"  # what registry entries and models that name no family are
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What the UNet reads besides the latents and the timestep, for B rows (docs/method.md §1)."""
+
+    hidden: torch.Tensor  # (B, L, D) encoder_hidden_states
+    extra: Mapping[str, torch.Tensor] = field(default_factory=dict)  # further UNet inputs, (B, ...) each
+
+    @property
+    def batch(self) -> int:
+        return int(self.hidden.shape[0])
+
+    def expand(self, b: int) -> Condition:
+        """The same condition for ``b`` latents: one row repeated (no copy), or itself when it has ``b`` rows."""
+        if self.batch == b:
+            return self
+        if self.batch != 1:
+            raise ValueError(f"a condition of {self.batch} rows cannot guide {b} latents")
+        return Condition(self.hidden.expand(b, *self.hidden.shape[1:]),
+                         {k: v.expand(b, *v.shape[1:]) for k, v in self.extra.items()})
+
+    def __getitem__(self, rows: slice) -> Condition:
+        return Condition(self.hidden[rows], {k: v[rows] for k, v in self.extra.items()})
+
+    @staticmethod
+    def cat(conds: Sequence[Condition]) -> Condition:
+        """The rows of several conditions of one family, in order."""
+        import torch
+
+        keys = set(conds[0].extra)
+        if any(set(c.extra) != keys for c in conds):
+            raise ValueError("conditions of different families cannot be batched together")
+        extra = {k: torch.cat([c.extra[k] for c in conds]) for k in keys}
+        return Condition(torch.cat([c.hidden for c in conds]), extra)
+
+    def unet_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of diffusers' ``UNet2DConditionModel.forward`` for this condition."""
+        kwargs: dict[str, Any] = {"encoder_hidden_states": self.hidden}
+        if self.extra:
+            kwargs["added_cond_kwargs"] = dict(self.extra)
+        return kwargs
+
+
+class Family(ABC):
+    """The text side of one model family, bound to a loaded model's text encoders and tokenizers.
+
+    A learned vector is one row of width :attr:`vector_dim` (for a family with several text encoders, their
+    token vectors side by side), so embeddings are (K, vector_dim) whatever the family.
+    """
+
+    name: ClassVar[str]  # recorded in registry entries ("sd")
+    pipelines: ClassVar[tuple[str, ...]]  # diffusers pipeline classes of this family (model_index.json's
+    # _class_name); the first loads single-file checkpoints
+    text_parts: ClassVar[tuple[str, ...]]  # the component folders of the text side
+    single_file_extras: ClassVar[dict[str, Any]] = {}  # arguments of the pipeline's from_single_file that keep
+    # optional parts (safety checker...) from being loaded
+
+    @classmethod
+    @abstractmethod
+    def load_text(cls, source: str, dtype: Any, local_only: bool) -> dict[str, Any]:
+        """The text components (named as in :attr:`text_parts`) from a diffusers folder or hub id."""
+
+    @classmethod
+    def from_pipeline(cls, pipe: Any) -> dict[str, Any]:
+        """The text components of a loaded diffusers pipeline (single-file loading)."""
+        return {name: getattr(pipe, name) for name in cls.text_parts}
+
+    @classmethod
+    def matches_checkpoint(cls, keys: set[str]) -> bool:
+        """Whether an original-layout single-file checkpoint with these tensor names is of this family."""
+        return False
+
+    @abstractmethod
+    def __init__(self, parts: Mapping[str, Any]) -> None:
+        """Bind to the loaded components (a dict holding at least :attr:`text_parts`)."""
+
+    @abstractmethod
+    def modules(self) -> dict[str, Any]:
+        """The text encoder modules by component name (frozen by the loader, counted by ``model info``)."""
+
+    @property
+    def vector_dim(self) -> int:
+        """Width of one learned vector: the text encoders' token widths side by side."""
+        return sum(self.widths)
+
+    @property
+    @abstractmethod
+    def widths(self) -> list[int]:
+        """The token width of each text encoder, in the order their parts sit in a vector."""
+
+    @abstractmethod
+    def encode_vectors(self, vectors: torch.Tensor) -> Condition:
+        """The condition naming learned vectors ``e_1..e_m``: (m, d) gives one row, (B, m, d) B rows (§1)."""
+
+    @abstractmethod
+    def encode_prompts(self, prompts: list[str]) -> Condition:
+        """Conditions for ordinary text prompts, one row each, as the family's diffusers pipeline encodes them."""
+
+    @abstractmethod
+    def null_condition(self) -> Condition:
+        """The unconditional branch's condition c_null, one row (§1)."""
+
+    def unet_kwargs(self, cond: Condition, size: tuple[int, int]) -> dict[str, Any]:
+        """The UNet's keyword inputs for ``cond`` on latents of images ``size`` = (height, width) pixels."""
+        return cond.unet_kwargs()
+
+    def record(self) -> dict[str, Any]:
+        """What a registry entry records about the text side its vectors were learned for."""
+        return {"family": self.name, "widths": self.widths, "text_encoder_hash": self.encoder_hash()}
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for ``caso model info``: the text encoders and their widths."""
+        return {"text_encoders": ", ".join(f"{type(m).__name__} ({w})" for m, w in
+                                           zip(self.modules().values(), self.widths, strict=True))}
+
+    @abstractmethod
+    def encoder_hash(self) -> str:
+        """Identifies the text side's weights: vectors learned for one hash mean nothing to another."""
+
+    @abstractmethod
+    def token_table(self) -> torch.Tensor:
+        """(V, vector_dim) float32 on the CPU: the token embeddings, the scale of fresh vectors."""
+
+    @abstractmethod
+    def word_vector(self, word: str) -> torch.Tensor:
+        """(vector_dim,) the token embedding of a one-token word (raises UsageError otherwise)."""
+
+    @classmethod
+    @abstractmethod
+    def export_tensors(cls, token: str, vector: torch.Tensor, fmt: str, widths: list[int]) -> dict[str, torch.Tensor]:
+        """The tensors of one class's textual-inversion file in ``fmt`` (``diffusers`` or ``a1111``); ``widths``
+        as recorded with the embedding."""
+
+    @classmethod
+    @abstractmethod
+    def read_file_tensors(cls, tensors: dict[str, torch.Tensor]) -> tuple[str | None, torch.Tensor, list[int]] | None:
+        """(token or None, vector, widths) from a textual-inversion file of this family's layout, else None;
+        ``ValueError`` for a file of this layout that caso cannot use."""
+
+
+#: family name -> class; the built-in families register on first lookup
+_FAMILIES: Lookup[type[Family]] = Lookup(("caso_cli.families.sd", "caso_cli.families.sdxl"))
+
+
+def register_family(cls: type[Family]) -> type[Family]:
+    """Make a family known to the loader and the registry (usable as a class decorator)."""
+    _FAMILIES[cls.name] = cls
+    return cls
+
+
+def family_named(name: str | None) -> type[Family]:
+    """The family called ``name`` (None: the default); unknown names raise ``KeyError`` with the known ones."""
+    found = _FAMILIES.load().get(name or DEFAULT_FAMILY)
+    if found is None:
+        raise KeyError(f"unknown model family {name!r} (known: {', '.join(family_names())})")
+    return found
+
+
+def family_for_pipeline(class_name: str | None) -> type[Family] | None:
+    """The family whose diffusers pipeline is ``class_name`` (model_index.json): the default when no class is
+    named, None when no known family has that pipeline."""
+    if not class_name:
+        return family_named(DEFAULT_FAMILY)
+    return next((cls for cls in _FAMILIES.load().values() if class_name in cls.pipelines), None)
+
+
+def family_names() -> list[str]:
+    """The known families, sorted."""
+    return sorted(_FAMILIES.load())
+
+
+def families() -> list[type[Family]]:
+    """The known family classes (the default first)."""
+    found = _FAMILIES.load()
+    return [found[DEFAULT_FAMILY], *(cls for name, cls in sorted(found.items()) if name != DEFAULT_FAMILY)]

@@ -1,0 +1,160 @@
+"""Stable Diffusion XL: two CLIP text encoders, pooled text embeddings and size/crop time ids.
+
+The condition is built exactly as diffusers' ``StableDiffusionXLPipeline.encode_prompt`` builds it: the
+penultimate hidden states of both encoders side by side, the second encoder's projected (pooled) embedding as
+``text_embeds``, and at each UNet call the time ids ``(h, w, 0, 0, h, w)`` of the working resolution (original
+size = target size, no crop). The null condition is zeros where the model's ``force_zeros_for_empty_prompt`` says so
+(SDXL base), else the encoding of "". A learned vector is the two encoders' token vectors side by side
+(768 + 1280 = 2048 for SDXL); exported, it is the ``clip_l`` / ``clip_g`` file other SDXL tools load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from caso_cli import conditioning
+from caso_cli.errors import UsageError
+from caso_cli.families import Condition, Family, register_family
+
+if TYPE_CHECKING:
+    import torch
+
+FILE_KEYS = ("clip_l", "clip_g")  # the SDXL textual-inversion layout: one tensor per text encoder
+
+
+def _force_zeros(source: str, local_only: bool) -> bool:
+    """``force_zeros_for_empty_prompt`` from the model's model_index.json (diffusers' default: True)."""
+    import json
+    from pathlib import Path
+
+    index = Path(source) / "model_index.json"
+    if not index.is_file():
+        from huggingface_hub import hf_hub_download
+
+        index = Path(hf_hub_download(source, "model_index.json", local_files_only=local_only))
+    return bool(json.loads(index.read_text()).get("force_zeros_for_empty_prompt", True))
+
+
+@register_family
+class SDXL(Family):
+    """SDXL (``StableDiffusionXLPipeline``): vectors of both CLIP token widths side by side."""
+
+    name = "sdxl"
+    pipelines = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
+    text_parts = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+    single_file_extras = {"image_encoder": None, "feature_extractor": None}
+
+    @classmethod
+    def load_text(cls, source: str, dtype: Any, local_only: bool) -> dict[str, Any]:
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+        common = {"local_files_only": local_only}
+        return {
+            "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype,
+                                                          **common),
+            "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **common),
+            "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2",
+                                                                          torch_dtype=dtype, **common),
+            "tokenizer_2": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2", **common),
+            "force_zeros_for_empty_prompt": _force_zeros(source, local_only),
+        }
+
+    @classmethod
+    def from_pipeline(cls, pipe: Any) -> dict[str, Any]:
+        return {**super().from_pipeline(pipe),
+                "force_zeros_for_empty_prompt": bool(pipe.config.get("force_zeros_for_empty_prompt", True))}
+
+    @classmethod
+    def matches_checkpoint(cls, keys: set[str]) -> bool:
+        # the original SDXL layout keeps the second (OpenCLIP) encoder under conditioner.embedders.1
+        return any(k.startswith("conditioner.embedders.1.") for k in keys)
+
+    def __init__(self, parts: Mapping[str, Any]) -> None:
+        self.encoders = [(parts["text_encoder"], parts["tokenizer"]), (parts["text_encoder_2"], parts["tokenizer_2"])]
+        self.force_zeros = bool(parts.get("force_zeros_for_empty_prompt", True))
+
+    def modules(self) -> dict[str, Any]:
+        return {"text_encoder": self.encoders[0][0], "text_encoder_2": self.encoders[1][0]}
+
+    @property
+    def widths(self) -> list[int]:
+        return [int(te.get_input_embeddings().weight.shape[1]) for te, _ in self.encoders]
+
+    @staticmethod
+    def _condition(outputs: list[Any]) -> Condition:
+        import torch
+
+        hidden = torch.cat([out.hidden_states[-2] for out in outputs], dim=-1)  # penultimate layer of each
+        return Condition(hidden, {"text_embeds": outputs[1][0]})  # the second encoder's projected embedding
+
+    def encode_vectors(self, vectors: torch.Tensor) -> Condition:
+        if vectors.shape[-1] != self.vector_dim:
+            raise UsageError(f"embedding vectors have size {vectors.shape[-1]} but this model takes {self.vector_dim} "
+                             f"({' + '.join(map(str, self.widths))})")
+        parts = vectors.split(self.widths, dim=-1)
+        return self._condition([conditioning.vector_output(te, tok, part, hidden_states=True)
+                                for (te, tok), part in zip(self.encoders, parts, strict=True)])
+
+    def encode_prompts(self, prompts: list[str]) -> Condition:
+        return self._condition([conditioning.prompt_output(te, tok, prompts, hidden_states=True)
+                                for te, tok in self.encoders])
+
+    def null_condition(self) -> Condition:
+        import torch
+
+        empty = self.encode_prompts([""])
+        if not self.force_zeros:
+            return empty
+        return Condition(torch.zeros_like(empty.hidden), {k: torch.zeros_like(v) for k, v in empty.extra.items()})
+
+    def unet_kwargs(self, cond: Condition, size: tuple[int, int]) -> dict[str, Any]:
+        import torch
+
+        h, w = size
+        ids = torch.tensor([h, w, 0, 0, h, w], dtype=cond.hidden.dtype, device=cond.hidden.device)
+        kwargs = cond.unet_kwargs()
+        kwargs["added_cond_kwargs"] = {**kwargs["added_cond_kwargs"], "time_ids": ids.expand(cond.batch, -1)}
+        return kwargs
+
+    def encoder_hash(self) -> str:
+        both = "".join(conditioning.table_hash(te) for te, _ in self.encoders)
+        return hashlib.sha256(both.encode()).hexdigest()[:16]
+
+    def token_table(self) -> torch.Tensor:
+        import torch
+
+        tables = [te.get_input_embeddings().weight.detach().float().cpu() for te, _ in self.encoders]
+        rows = min(t.shape[0] for t in tables)
+        return torch.cat([t[:rows] for t in tables], dim=1)
+
+    def word_vector(self, word: str) -> torch.Tensor:
+        import torch
+
+        parts = []
+        for te, tok in self.encoders:
+            ids = tok(word, add_special_tokens=False).input_ids
+            if len(ids) != 1:
+                raise UsageError(f"init word {word!r} is {len(ids)} tokens for this tokenizer; use a single-token "
+                                 "word")
+            parts.append(te.get_input_embeddings().weight.detach().float().cpu()[ids[0]])
+        return torch.cat(parts)
+
+    @classmethod
+    def export_tensors(cls, token: str, vector: torch.Tensor, fmt: str, widths: list[int]) -> dict[str, torch.Tensor]:
+        # the same layout for every tool: A1111, ComfyUI, and diffusers (load_textual_inversion once per encoder)
+        return {key: part.unsqueeze(0).contiguous() for key, part in zip(FILE_KEYS, vector.split(widths),
+                                                                         strict=True)}
+
+    @classmethod
+    def read_file_tensors(cls, tensors: dict[str, torch.Tensor]) -> tuple[str | None, torch.Tensor, list[int]] | None:
+        import torch
+
+        if set(tensors) != set(FILE_KEYS):
+            return None
+        parts = [tensors[k] for k in FILE_KEYS]
+        if any(p.dim() != 2 or p.shape[0] != 1 for p in parts):
+            raise ValueError(f"SDXL textual-inversion tensors of shapes {[tuple(p.shape) for p in parts]}; caso "
+                             "imports one token per file")
+        return None, torch.cat([p[0] for p in parts]), [int(p.shape[1]) for p in parts]
