@@ -447,7 +447,7 @@ def markdown(r: dict[str, Any], reading: str) -> str:
             f"Seeds: classifier data {CLASSIFIER_SEED}, training faces {TRAIN_SEED}, test faces {EDIT_SEED}, "
             f"validation faces {VAL_SEED}, LEDITS++ inversion noise {LEDITS_SEED}, learning {seeds}; "
             f"learning at {r['learn_threads']} CPU thread(s), torch {r['torch']} (the thread count changes learned "
-            "bits; edits do not depend on it). Raw rows: the "
+            "bits; edits only in rare one-level pixel steps). Raw rows: the "
             f".json next to this file. Took {r['seconds']} s.", ""]
     return "\n".join(out)
 

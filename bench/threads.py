@@ -2,7 +2,8 @@
 
     OMP_NUM_THREADS=1 python bench/threads.py          # toy model; about two minutes on 2 cores
 
-For each thread count (1 .. the cores) and each machine state (idle; busy: one spinning process per core, as
+For each thread count (1 .. the cores, and the cores with OMP_WAIT_POLICY=passive: waiting threads sleep instead
+of spinning) and each machine state (idle; busy: one spinning process per core, as
 other work on a shared machine would be), times 10 toy learning steps (batch 8) and one toy edit of 4 faces
 (20 DDIM steps), each in a fresh process. Prints one JSON object per measurement: work, threads, state, seconds.
 The choice of caso's default thread count (caso_cli.runtime.default_threads) is read from these figures
@@ -60,8 +61,11 @@ WORK = {
 SPIN = "while True:\n    pass\n"
 
 
-def run(work: str, threads: int) -> float:
+def run(work: str, threads: int, policy: str) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "CASO_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
+    env.pop("OMP_WAIT_POLICY", None)
+    if policy != "default":
+        env["OMP_WAIT_POLICY"] = policy
     out = subprocess.run([sys.executable, "-c", WORK[work]], env=env, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -76,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             time.sleep(1.0 if spinners else 0.0)
             for work in WORK:
-                for threads in range(1, cores + 1):
-                    times = sorted(run(work, threads) for _ in range(args.repeat))
-                    print(json.dumps({"work": work, "threads": threads, "state": state, "cores": cores,
+                for threads, policy in [(n, "default") for n in range(1, cores + 1)] + [(cores, "passive")]:
+                    times = sorted(run(work, threads, policy) for _ in range(args.repeat))
+                    print(json.dumps({"work": work, "threads": threads, "omp_wait_policy": policy, "state": state,
+                                      "cores": cores,
                                       "seconds": round(times[len(times) // 2], 3),
                                       "all": [round(t, 3) for t in times]}), flush=True)
         finally:

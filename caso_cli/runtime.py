@@ -125,27 +125,77 @@ def make_runtime(device: str = "auto", dtype: str = "auto") -> Runtime:
 
 
 THREADS_ENV = "CASO_THREADS"  # the CPU thread count of runs whose numbers must repeat (see pin_threads)
+# CPU learning and classifier fitting run at one thread unless told otherwise (bench/threads.py, docs/performance.md
+# "Threads"): on 2 cores that other work also uses, 1 thread learned 1.6x (median) to 10x (worst run) faster than 2,
+# while on idle cores it costs 1.45x (the whole demo: 81 s against 62 s); and one count on every machine keeps the
+# learned bits the same whatever the load or the number of cores.
+LEARN_THREADS = 1
 
 
-def pin_threads(threads: int | None = None) -> int:
-    """Fix torch's CPU thread count for a run whose numbers must repeat (fitting, learning), and return it.
+def _threads_from_env() -> int | None:
+    """The count the user chose: ``$CASO_THREADS``, else ``$OMP_NUM_THREADS`` (which torch applied itself)."""
+    for name in (THREADS_ENV, "OMP_NUM_THREADS"):
+        raw = os.environ.get(name, "").strip()
+        if raw:
+            try:
+                return int(raw)
+            except ValueError as exc:
+                raise UsageError(f"{name}={raw!r} is not a number of threads") from exc
+    return None
 
-    On the CPU some kernels split their sums by thread (gradients above all; the no-grad edit path measured
-    identical at 1 and 2 threads), so the thread count changes learning in the last bits: the same data, seed and
-    settings give bit-identical vectors at one thread count (whatever the machine's load) and others at another.
-    AdamW's normalised first steps and the classifier fit turn those bits into a different embedding (measured on
-    the toy world: a classifier fitted at 1 vs 2 threads differs by ~1e-3, and the vectors learned from it by ~0.1
-    after 60 steps, as much as another seed). ``threads``, else ``$CASO_THREADS``, else torch's own count (from
-    OMP_NUM_THREADS or the cores) left as it is. Record the returned count with the results.
+
+def cpu_count() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def free_cores(sample_s: float = 0.1) -> int:
+    """How many of this process's cores other work leaves free right now (at least 1): the idle share of all CPUs
+    over ``sample_s`` seconds from /proc/stat, else the 1-minute load average, else all of them."""
+    import time
+
+    cores = cpu_count()
+
+    def idle_total() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+        return fields[3] + (fields[4] if len(fields) > 4 else 0), sum(fields[:8])
+
+    try:
+        idle0, total0 = idle_total()
+        time.sleep(sample_s)
+        idle1, total1 = idle_total()
+        idle_share = (idle1 - idle0) / max(1, total1 - total0)
+        busy = (os.cpu_count() or cores) * (1.0 - idle_share)  # /proc/stat counts every CPU of the machine
+    except (OSError, ValueError, IndexError):
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            busy = 0.0
+    return max(1, min(cores, round(cores - busy)))
+
+
+def pin_threads(threads: int | None = None, learning: bool = True) -> int:
+    """Fix torch's CPU thread count for this run, and return it (record it with results whose bits must repeat).
+
+    On the CPU some kernels split their sums by thread, so the thread count changes results in the last bits.
+    Edits: latents by ~3e-6 on the toy model, a rare one-level step in 8-bit pixels (tests/test_runtime.py).
+    Learning: the same data, seed and settings give bit-identical vectors at one thread count and others at
+    another, and AdamW's normalised first steps and the classifier fit turn those bits into a different embedding
+    (measured on the toy world: a classifier fitted at 1 vs 2 threads differs by ~1e-3, and the vectors learned
+    from it by ~0.1 after 60 steps, as much as another seed). ``threads``, else ``$CASO_THREADS``, else
+    ``$OMP_NUM_THREADS``, else for learning :data:`LEARN_THREADS` and for no-grad work the cores free right now
+    (:func:`free_cores`).
     """
     import torch
 
     if threads is None:
-        raw = os.environ.get(THREADS_ENV, "").strip()
-        try:
-            threads = int(raw) if raw else torch.get_num_threads()
-        except ValueError as exc:
-            raise UsageError(f"{THREADS_ENV}={raw!r} is not a number of threads") from exc
+        threads = _threads_from_env()
+    if threads is None:
+        threads = LEARN_THREADS if learning else free_cores()
     if threads < 1:
         raise UsageError(f"the thread count must be 1 or more, got {threads}")
     if torch.get_num_threads() != threads:

@@ -17,10 +17,9 @@ import pytest
 import torch
 
 from caso_cli.config import FitConfig, LearnConfig
-from caso_cli.errors import UsageError
 from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN
 from caso_cli.pipelines.learn import learn_embedding
-from caso_cli.runtime import THREADS_ENV, cpu_runtime, pin_threads
+from caso_cli.runtime import THREADS_ENV, cpu_runtime
 
 # Every random draw learning can make: random initial vectors, shuffled targets, noise, t* from a range, shifted and
 # flipped views, plus the keep and reconstruction terms.
@@ -138,19 +137,3 @@ def restore_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
-
-
-def test_pin_threads_explicit_then_env_then_torchs_own(monkeypatch, restore_threads) -> None:
-    monkeypatch.delenv(THREADS_ENV, raising=False)
-    assert pin_threads(1) == 1 == torch.get_num_threads()
-    assert pin_threads() == 1  # nothing asked: torch's count stays
-    torch.set_num_threads(2)
-    assert pin_threads() == 2
-    monkeypatch.setenv(THREADS_ENV, "1")
-    assert pin_threads() == 1 == torch.get_num_threads()
-    assert pin_threads(2) == 2  # an explicit count wins over the environment
-    monkeypatch.setenv(THREADS_ENV, "many")
-    with pytest.raises(UsageError, match="CASO_THREADS"):
-        pin_threads()
-    with pytest.raises(UsageError, match="1 or more"):
-        pin_threads(0)

@@ -58,7 +58,7 @@ def fit_cmd(
     from caso_cli.errors import InputError, UsageError
     from caso_cli.models.classifier import save_classifier
     from caso_cli.pipelines.classifier_fit import FitConfig, fit_classifier
-    from caso_cli.runtime import make_runtime
+    from caso_cli.runtime import make_runtime, pin_threads
 
     if out.exists() and not overwrite:
         raise InputError(f"{out}: exists (use --overwrite)")
@@ -71,6 +71,7 @@ def fit_cmd(
     info(f"fitting {backbone} on {len(data_set)} images, classes "
          + ", ".join(f"{c} ({n})" for c, n in data_set.counts().items()))
     runtime = make_runtime(device, "fp32" if dtype == "auto" else dtype)
+    pin_threads()  # the fitted weights depend on the CPU thread count (caso_cli.runtime.LEARN_THREADS)
     with Progress("fit", epochs) as bar:
         clf, report = fit_classifier(
             data_set, config, runtime,

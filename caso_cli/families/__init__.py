@@ -169,8 +169,9 @@ _FAMILIES: Lookup[type[Family]] = Lookup(("caso_cli.families.sd", "caso_cli.fami
 
 
 def register_family(cls: type[Family]) -> type[Family]:
-    """Make a family known to the loader and the registry (usable as a class decorator)."""
-    _FAMILIES[cls.name] = cls
+    """Make a family known to the loader and the registry (usable as a class decorator); registering a name again
+    replaces it."""
+    _FAMILIES.load()[cls.name] = cls  # built-in families first, so that a later registration of the name wins
     return cls
 
 

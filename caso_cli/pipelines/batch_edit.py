@@ -164,9 +164,12 @@ def model_for(attrs: Sequence[ResolvedAttr], model: str | None) -> str | None:
 def open_model(choice: ModelChoice, attrs: Sequence[ResolvedAttr] = ()) -> StableDiffusion:
     """Load the model ``choice`` names (or the embeddings' own) on the device and dtype it asks for."""
     from caso_cli.models.loaders import load_model
-    from caso_cli.runtime import make_runtime
+    from caso_cli.runtime import make_runtime, pin_threads
 
-    return load_model(model_for(attrs, choice.name), make_runtime(choice.device, choice.dtype), config=choice.config)
+    runtime = make_runtime(choice.device, choice.dtype)
+    if runtime.device.type == "cpu":  # no-grad work: as many threads as cores are free (docs/performance.md)
+        pin_threads(learning=False)
+    return load_model(model_for(attrs, choice.name), runtime, config=choice.config)
 
 
 def _inversions(sd: StableDiffusion, job: EditJob, images: list[Any], cache: InversionCache | None) -> torch.Tensor:

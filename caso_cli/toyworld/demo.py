@@ -115,7 +115,7 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
     from caso_cli.pipelines.hold import EditTerm, Token, hold_contrast, read_classes, source_classes
     from caso_cli.pipelines.learn import learn_embedding
     from caso_cli.registry import save_embedding
-    from caso_cli.runtime import cpu_runtime
+    from caso_cli.runtime import cpu_runtime, pin_threads
     from caso_cli.toyworld import MODEL_NAME, oracle
     from caso_cli.toyworld.render import ATTRIBUTES, BINARY_ATTRIBUTES, render_faces, write_dataset
     from caso_cli.toyworld.sample import to_uint8, to_unit
@@ -126,6 +126,8 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
 
         raise UsageError(f"the demo edits a binary toy attribute ({', '.join(BINARY_ATTRIBUTES)}), not {config.attr!r}")
     attrs = sorted(ATTRIBUTES) if config.hold else [config.attr]  # token order: by name
+    threads = pin_threads()  # one count whatever the load: the same numbers on every run (docs/performance.md)
+    say(f"working on the CPU at {threads} thread{'s' * (threads != 1)} (CASO_THREADS=N for another count)")
     seconds: dict[str, float] = {}
     t = time.monotonic()
     data_dir = out_dir / "data"
