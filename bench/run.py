@@ -275,11 +275,13 @@ def edit_vs_floor(sd, size: int, cond: Any, repeat: int, toy: bool) -> tuple[flo
 
     @torch.no_grad()
     def unet_inversion() -> object:  # null condition, batch 1: one call per step and per refinement
-        return [sd.unet(z, t, **c_null.unet_kwargs()).sample for _ in range(n * (1 + cfg.inversion_refine))]
+        kwargs = sd.family.unet_kwargs(c_null, (size, size))
+        return [sd.unet(z, t, **kwargs).sample for _ in range(n * (1 + cfg.inversion_refine))]
 
     @torch.no_grad()
     def unet_guided() -> object:  # null and edit condition in one batch-2 call per step
-        return [sd.unet(z2, t, **c2.unet_kwargs()).sample for _ in range(n)]
+        kwargs = sd.family.unet_kwargs(c2, (size, size))
+        return [sd.unet(z2, t, **kwargs).sample for _ in range(n)]
 
     @torch.no_grad()
     def vae_decode() -> object:
