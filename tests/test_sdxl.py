@@ -150,3 +150,54 @@ def test_every_command_works_on_a_tiny_sdxl_folder(tiny_xl_dir, tiny_model_dir, 
     code, out, err = run_main(["edit", str(photo), "--attr", "xl-x", "--model", str(tiny_model_dir), "--out",
                                str(tmp_path / "no"), *fast], capsys)
     assert code == 2 and "of family 'sdxl'" in err and "of family 'sd'" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_cached_hub_id_loads_as_sdxl_offline(tiny_xl_dir, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_loaders import _fake_hub_cache
+
+    hf_home = tmp_path / "hf"
+    _fake_hub_cache(hf_home, "someone/tiny-xl", tiny_xl_dir)
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    run = [sys.executable, "-m", "caso_cli", "model", "info", "--json", "--device", "cpu", "--model"]
+    out = subprocess.run([*run, "someone/tiny-xl"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    facts = json.loads(out.stdout)
+    assert facts["family"] == "sdxl" and facts["model"] == "someone/tiny-xl" and facts["token_dim"] == 40
+    missing = subprocess.run([*run, "someone/not-cached-xl"], capture_output=True, text=True, env=env, timeout=120)
+    assert missing.returncode == 4 and len(missing.stderr.strip().splitlines()) == 1
+    assert "someone/not-cached-xl" in missing.stderr and "hf download someone/not-cached-xl" in missing.stderr
+
+
+@pytest.mark.slow
+def test_learning_on_sdxl_with_checkpointing_and_in_half_precision(tiny_xl, tiny_xl_dir) -> None:
+    import dataclasses
+
+    from caso_cli.config import LearnConfig
+    from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN
+    from caso_cli.models.loaders import enable_grad_checkpointing, load_model
+    from caso_cli.pipelines.learn import learn_embedding
+
+    torch.manual_seed(0)
+    meta = ClassifierMeta(classes=["no_x", "x"], backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
+                          backbone_config={"widths": [8, 8]})
+    clf = AttributeClassifier(SmallCNN(2, (8, 8)), meta).eval().requires_grad_(False)
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    cfg = LearnConfig(steps=4, batch_size=4, checkpoint_every=0, seed=2, check_samples=0)
+    plain = learn_embedding(tiny_xl, clf, images, cfg).vectors
+    enable_grad_checkpointing(tiny_xl)
+    try:
+        checkpointed = learn_embedding(tiny_xl, clf, images, cfg).vectors
+    finally:
+        enable_grad_checkpointing(tiny_xl, False)
+    assert plain.shape == (2, 40) and torch.allclose(plain, checkpointed, atol=1e-6)
+    # bf16 on the CPU stands in for fp16 on CUDA: both encoders, the pooled embedding and the time ids in half
+    half = load_model(str(tiny_xl_dir), dataclasses.replace(cpu_runtime(), dtype=torch.bfloat16))
+    vectors = learn_embedding(half, clf, images, cfg).vectors
+    assert vectors.dtype == torch.float32 and torch.isfinite(vectors).all()
+    assert (vectors - plain).abs().max() < 0.5  # the same run, in less precise arithmetic

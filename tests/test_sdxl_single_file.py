@@ -120,3 +120,28 @@ def test_without_config_offline_is_a_clear_error(xl, tmp_path: Path, monkeypatch
     msg = str(err.value)
     assert str(ckpt) in msg and "not in the local Hugging Face cache" in msg and "--model-config" in msg, msg
     assert "\n" not in msg and "Traceback" not in msg and err.value.exit_code == 4
+
+
+@pytest.mark.slow
+def test_commands_run_on_the_single_file(xl, tmp_path, capsys) -> None:
+    """`model info` and an edit with a learned SDXL embedding, the model given as the .safetensors file."""
+    import json
+
+    from tests.test_cli import run_main
+    from tests.tiny import learn_inputs
+
+    _, folder, ckpt = xl
+    spec = ["--model", str(ckpt), "--model-config", str(folder)]
+    code, out, err = run_main(["model", "info", *spec, "--json"], capsys)
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["family"] == "sdxl" and info["model"] == str(ckpt) and info["token_dim"] == 40
+    imgs, clf = learn_inputs(tmp_path)
+    code, out, err = run_main(["embed", "learn", str(imgs), "--classifier", str(clf), "--name", "xl-file", *spec,
+                               "--steps", "2", "--batch-size", "2", "--check-samples", "0"], capsys)
+    assert code == 0, err
+    photo = next(imgs.iterdir())
+    code, out, err = run_main(["edit", str(photo), "--attr", "xl-file", "--scale", "3", *spec, "--out",
+                               str(tmp_path / "ed"), "--steps", "4", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["status"] == "ok"
