@@ -40,6 +40,9 @@ class LearnConfig:
     t_train: int = 201  # training timestep t*
     # if set, every step draws t* uniformly from t_train..t_train_max instead (not in the paper; docs/learning.md)
     t_train_max: int | None = None
+    # attributes learned together draw t* from t_train..together_t_max when t_train_max is not set (measured for
+    # --hold: docs/learning.md, "Several attributes together"); None: t_train alone as for one attribute
+    together_t_max: int | None = 801
     train_scale: float = 3.0  # guidance scale w inside the loss
     lambda_rec: float = 0.0  # weight of ||zhat0 - z0||^2 (Eq. 12)
     # weight of the keep term: on images the classifier already reads as the target class, the guidance's change
@@ -59,6 +62,8 @@ class LearnConfig:
     steps: int = 1000  # total steps, whatever the number of images (unless epochs is set)
     epochs: float | None = None  # passes over the images instead of a fixed number of steps
     init_word: str | None = None  # start every vector at this word's token embedding; None: random
+    init_classes: bool = False  # start each vector at the mean token embedding of its class name's words
+    # ("no_mustache": "no mustache"); wins over init_word
     seed: int = 0
     checkpoint_every: int = 50  # steps between checkpoints (0: never)
     # after learning, generate this many samples per class from noise with the class's vector alone (CFG
@@ -68,6 +73,14 @@ class LearnConfig:
     # extra runs (seeds seed+1, seed+2, ...) while some class's check rate is below 0.9; each class keeps the
     # vector of the run whose check read it best (not in the paper: docs/learning.md)
     restarts: int = 4
+
+    def t_range(self, together: bool = False) -> tuple[int, int]:
+        """(low, high) of the training timestep, for attributes learned together or not; low == high: a fixed t*."""
+        if self.t_train_max is not None:
+            return self.t_train, self.t_train_max
+        if together and self.together_t_max is not None:
+            return self.t_train, self.together_t_max
+        return self.t_train, self.t_train
 
     def problems(self) -> list[tuple[str, str]]:
         """(field, what is wrong) for every setting no run can use; checked before any model or data is loaded

@@ -74,6 +74,16 @@ def test_resume_with_other_settings_is_refused(tiny_sd, classifier, images, tmp_
                         checkpoint=ckpt, resume=True)
 
 
+def test_init_classes_starts_each_vector_at_its_class_names_words(tiny_sd, classifier, images) -> None:
+    out = learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=1, lr=0.0, weight_decay=0.0,
+                                                                    init_classes=True))
+    table = tiny_sd.text_encoder.get_input_embeddings().weight
+    for k, name in enumerate(classifier.classes):  # e.g. "no_x": the mean of the tokens of "no x"
+        ids = tiny_sd.tokenizer(name.replace("_", " "), add_special_tokens=False).input_ids
+        assert torch.allclose(out.vectors[k], table[ids].mean(0))
+    assert not torch.allclose(out.vectors[0], out.vectors[1])
+
+
 def test_init_word_must_be_one_token(tiny_sd, classifier, images) -> None:
     with pytest.raises(UsageError, match="single-token"):
         learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=1, init_word="zzqx"))
@@ -188,7 +198,7 @@ def test_training_timestep_is_drawn_from_the_range(tiny_sd, classifier, images, 
     learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=3, checkpoint_every=0, t_train=250,
                                                              t_train_max=None))
     assert seen == [250, 250, 250]
-    with pytest.raises(UsageError, match=r"--t-train must lie in 0\.\.999, low first; got 600:300"):
+    with pytest.raises(UsageError, match=r"training timestep must lie in 0\.\.999, low first; got 600:300"):
         learn_embedding(tiny_sd, classifier, images, LearnConfig(steps=1, t_train=600, t_train_max=300))
 
 

@@ -148,8 +148,9 @@ class Family(ABC):
         """(V, vector_dim) float32 on the CPU: the token embeddings, the scale of fresh vectors."""
 
     @abstractmethod
-    def word_vector(self, word: str) -> torch.Tensor:
-        """(vector_dim,) the token embedding of a one-token word (raises UsageError otherwise)."""
+    def word_vector(self, word: str, single: bool = True) -> torch.Tensor:
+        """(vector_dim,) the token embedding of a one-token word (raises UsageError otherwise); with ``single``
+        False, the mean of the token embeddings of any text."""
 
     @classmethod
     @abstractmethod

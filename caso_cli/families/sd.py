@@ -60,11 +60,11 @@ class SD(Family):
     def token_table(self) -> torch.Tensor:
         return self.text_encoder.get_input_embeddings().weight.detach().float().cpu()
 
-    def word_vector(self, word: str) -> torch.Tensor:
+    def word_vector(self, word: str, single: bool = True) -> torch.Tensor:
         ids = self.tokenizer(word, add_special_tokens=False).input_ids
-        if len(ids) != 1:
+        if (single and len(ids) != 1) or not ids:
             raise UsageError(f"init word {word!r} is {len(ids)} tokens for this tokenizer; use a single-token word")
-        return self.token_table()[ids[0]]
+        return self.token_table()[ids].mean(0)
 
     @classmethod
     def export_tensors(cls, token: str, vector: torch.Tensor, fmt: str, widths: list[int]) -> dict[str, torch.Tensor]:

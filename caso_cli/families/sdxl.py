@@ -129,16 +129,16 @@ class SDXL(Family):
         rows = min(t.shape[0] for t in tables)
         return torch.cat([t[:rows] for t in tables], dim=1)
 
-    def word_vector(self, word: str) -> torch.Tensor:
+    def word_vector(self, word: str, single: bool = True) -> torch.Tensor:
         import torch
 
         parts = []
         for te, tok in self.encoders:
             ids = tok(word, add_special_tokens=False).input_ids
-            if len(ids) != 1:
+            if (single and len(ids) != 1) or not ids:
                 raise UsageError(f"init word {word!r} is {len(ids)} tokens for this tokenizer; use a single-token "
                                  "word")
-            parts.append(te.get_input_embeddings().weight.detach().float().cpu()[ids[0]])
+            parts.append(te.get_input_embeddings().weight.detach().float().cpu()[ids].mean(0))
         return torch.cat(parts)
 
     @classmethod

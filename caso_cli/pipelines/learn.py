@@ -105,8 +105,12 @@ CHECK_STEPS = 50  # DDIM steps of the check's samples
 RUN_INDEPENDENT = ("checkpoint_every", "check_samples", "check_scale", "restarts")
 
 
-def initial_vectors(sd: StableDiffusion, num_classes: int, init_word: str | None, gen: torch.Generator) -> torch.Tensor:
-    """K starting vectors: the token embedding of ``init_word``, or random with the table's scale."""
+def initial_vectors(sd: StableDiffusion, num_classes: int, init_word: str | None, gen: torch.Generator,
+                    class_names: list[str] | None = None) -> torch.Tensor:
+    """K starting vectors: each class name's words (the mean of their token embeddings) when ``class_names`` are
+    given, else the token embedding of ``init_word``, else random with the table's scale."""
+    if class_names:
+        return torch.stack([sd.family.word_vector(c.replace("_", " "), single=False) for c in class_names])
     if init_word:
         return sd.family.word_vector(init_word).repeat(num_classes, 1).clone()
     table = sd.family.token_table()
@@ -291,10 +295,12 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
     config.check()
     if n < 1:
         raise UsageError("no training images")
-    t_hi = config.t_train if config.t_train_max is None else config.t_train_max
-    if not 0 <= config.t_train <= t_hi < sd.schedule.num_train_timesteps:
-        shown = config.t_train if config.t_train_max is None else f"{config.t_train}:{t_hi}"
-        raise UsageError(f"--t-train must lie in 0..{sd.schedule.num_train_timesteps - 1}, low first; got {shown}")
+    t_lo, t_hi = config.t_range(joint)
+    draw_t = t_hi != t_lo or config.t_train_max is not None  # a fixed t* draws nothing from the generator
+    if not 0 <= t_lo <= t_hi < sd.schedule.num_train_timesteps:
+        shown = t_lo if not draw_t else f"{t_lo}:{t_hi}"
+        raise UsageError(f"the training timestep must lie in 0..{sd.schedule.num_train_timesteps - 1}, low first; "
+                         f"got {shown}")
     rank, world = sd.runtime.rank, sd.runtime.world_size
     if config.batch_size < world:
         raise UsageError(f"--batch-size {config.batch_size} is smaller than the {world} processes; each process "
@@ -304,7 +310,8 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
     if joint:  # every attribute's class as its classifier reads each image, once
         read_all = torch.stack([classify_images(c, images, device) for c in classifiers], dim=1)
     labels_all = classify_images(classifiers[0], images, device) if config.lambda_keep and not joint else None
-    vectors = initial_vectors(sd, k, config.init_word, gen).to(device).requires_grad_(True)
+    names = [c for clf in classifiers for c in clf.classes] if config.init_classes else None
+    vectors = initial_vectors(sd, k, config.init_word, gen, names).to(device).requires_grad_(True)
     opt = torch.optim.AdamW([vectors], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     total = config.total_steps(n)
     fingerprint = {**{k_: v for k_, v in asdict(config).items() if k_ not in RUN_INDEPENDENT},
@@ -329,8 +336,7 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
             z0 = z0_all[idx].to(device)
             targets = _targets(step, len(idx), k, gen).to(device)
             noise = torch.randn(z0.shape, generator=gen).to(device, z0.dtype)
-            t = config.t_train if config.t_train_max is None else \
-                int(torch.randint(config.t_train, config.t_train_max + 1, (), generator=gen))
+            t = int(torch.randint(t_lo, t_hi + 1, (), generator=gen)) if draw_t else t_lo
             # This process's share of the global batch (all of it in a single process), weighted so that the
             # sum over processes is the batch mean; all_reduce_sum is the identity in a single process.
             views = draw_views(len(idx), config.augment, gen) if config.augment else None
