@@ -60,7 +60,7 @@ def test_conditions_name_every_attribute(tiny_sd, classifiers, images, monkeypat
                 assert int((classes[:, a] == k).sum()) == 4, (a, k)
 
 
-def test_learning_together_draws_the_timestep_from_a_range_one_attribute_does_not(tiny_sd, classifiers, images,
+def test_together_t_max_draws_the_timestep_from_a_range_for_attributes_learned_together(tiny_sd, classifiers, images,
                                                                                   monkeypatch) -> None:
     ts: dict[str, list[int]] = {"joint": [], "single": []}
 
@@ -72,15 +72,15 @@ def test_learning_together_draws_the_timestep_from_a_range_one_attribute_does_no
 
     monkeypatch.setattr(learn, "joint_loss", recording("joint", learn.joint_loss))
     monkeypatch.setattr(learn, "caso_loss", recording("single", learn.caso_loss))
-    cfg = LearnConfig(steps=6, batch_size=2, checkpoint_every=0, check_samples=0)
+    cfg = LearnConfig(steps=6, batch_size=2, checkpoint_every=0, check_samples=0, together_t_max=801)
     learn.learn_embedding(tiny_sd, classifiers, images, cfg)
     learn.learn_embedding(tiny_sd, classifiers[0], images, cfg)
     assert cfg.t_range(together=True) == (201, 801) and cfg.t_range() == (201, 201)
     assert all(201 <= t <= 801 for t in ts["joint"]) and len(set(ts["joint"])) > 1
     assert set(ts["single"]) == {201}
-    ts["joint"].clear()  # a fixed t* chosen explicitly holds for attributes learned together too
+    ts["joint"].clear()  # the default: a fixed t* for attributes learned together too
     learn.learn_embedding(tiny_sd, classifiers, images, dataclasses.replace(cfg, together_t_max=None))
-    assert set(ts["joint"]) == {201}
+    assert set(ts["joint"]) == {201} and LearnConfig().together_t_max is None
 
 
 @pytest.mark.slow

@@ -56,10 +56,8 @@ def learn_cmd(
                                                                  "--classifier, in the same order).")],
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
-    t_train: Annotated[str | None, typer.Option(
-        "--t-train", help=f"Training timestep t*, or a range LOW:HIGH to draw it from at every step. Default "
-                          f"{LearnConfig.t_train}; {LearnConfig.t_train}:{LearnConfig.together_t_max} when several "
-                          "attributes are learned together.", show_default=False)] = None,
+    t_train: Annotated[str, typer.Option("--t-train", help="Training timestep t*, or a range LOW:HIGH to draw it "
+                                                           "from at every step.")] = str(LearnConfig.t_train),
     train_scale: Annotated[float, typer.Option("--train-scale", help="Guidance scale w in the loss.")] =
     LearnConfig.train_scale,
     lambda_rec: Annotated[float, typer.Option("--lambda-rec", help="Weight of the latent reconstruction term.")] =
@@ -131,9 +129,8 @@ def learn_cmd(
         raise UsageError(f"give one --name per --classifier (got {len(classifier)} classifiers and {len(name)} "
                          "names)")
     together = tuple(zip(name[1:], classifier[1:], strict=True))
-    t_low, t_high = parse_t_train(t_train) if t_train is not None else (LearnConfig.t_train, None)
-    chosen = {} if t_train is None else {"together_t_max": None}  # a t* given explicitly holds when together too
-    config = LearnConfig(t_train=t_low, t_train_max=t_high, **chosen, train_scale=train_scale, lambda_rec=lambda_rec,
+    t_low, t_high = parse_t_train(t_train)
+    config = LearnConfig(t_train=t_low, t_train_max=t_high, train_scale=train_scale, lambda_rec=lambda_rec,
                          lambda_keep=lambda_keep, augment=augment, lr=lr, batch_size=batch_size, steps=steps,
                          epochs=epochs, init_word=init_word, seed=seed, checkpoint_every=checkpoint_every,
                          check_samples=check_samples, restarts=restarts)
@@ -171,8 +168,7 @@ def learn_cmd(
             continue
         together_note = f" together with {', '.join(meta['learned_with'])}" if meta.get("learned_with") else ""
         check = m.get("generation_check")
-        t_lo, t_hi = config.t_range(len(classifier) > 1)
-        t_at = f"t* {t_lo}" if t_lo == t_hi else f"t {t_lo}:{t_hi}"
+        t_at = f"t* {t_low}" if t_high is None else f"t {t_low}:{t_high}"
         info(f"learned {entry.name} ({', '.join(meta['classes'])}){together_note} in {m['steps']} steps, "
              f"{m['seconds']} s; {tail_text(m, check['runs'] if check and check['runs'] > 1 else None)} (the "
              f"training loss, and the share of one-step estimates at {t_at} the classifier reads as their target "
