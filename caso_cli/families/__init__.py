@@ -176,6 +176,23 @@ def register_family(cls: type[Family]) -> type[Family]:
     return cls
 
 
+def model_index(source: str, local_only: bool) -> dict[str, Any]:
+    """A model's ``model_index.json``: from the diffusers folder ``source``, else from the hub id's cached (or, unless
+    ``local_only``, downloaded) copy. Hub misses raise huggingface_hub's own errors (OSError subclasses)."""
+    import json
+    from pathlib import Path
+
+    index = Path(source) / "model_index.json"
+    if not index.is_file():
+        from huggingface_hub import hf_hub_download
+
+        index = Path(hf_hub_download(source, "model_index.json", local_files_only=local_only))
+    found = json.loads(index.read_text())
+    if not isinstance(found, dict):
+        raise ValueError(f"{index}: not a JSON object")
+    return found
+
+
 def family_named(name: str | None) -> type[Family]:
     """The family called ``name`` (None: the default); unknown names raise ``KeyError`` with the known ones."""
     found = _FAMILIES.load().get(name or DEFAULT_FAMILY)

@@ -16,25 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from caso_cli import conditioning
 from caso_cli.errors import UsageError
-from caso_cli.families import Condition, Family, register_family
+from caso_cli.families import Condition, Family, model_index, register_family
 
 if TYPE_CHECKING:
     import torch
 
 FILE_KEYS = ("clip_l", "clip_g")  # the SDXL textual-inversion layout: one tensor per text encoder
-
-
-def _force_zeros(source: str, local_only: bool) -> bool:
-    """``force_zeros_for_empty_prompt`` from the model's model_index.json (diffusers' default: True)."""
-    import json
-    from pathlib import Path
-
-    index = Path(source) / "model_index.json"
-    if not index.is_file():
-        from huggingface_hub import hf_hub_download
-
-        index = Path(hf_hub_download(source, "model_index.json", local_files_only=local_only))
-    return bool(json.loads(index.read_text()).get("force_zeros_for_empty_prompt", True))
 
 
 @register_family
@@ -58,7 +45,9 @@ class SDXL(Family):
             "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2",
                                                                           torch_dtype=dtype, **common),
             "tokenizer_2": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2", **common),
-            "force_zeros_for_empty_prompt": _force_zeros(source, local_only),
+            # diffusers' default when the model does not say: True
+            "force_zeros_for_empty_prompt": bool(model_index(source, local_only).get("force_zeros_for_empty_prompt",
+                                                                                     True)),
         }
 
     @classmethod

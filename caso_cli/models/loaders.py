@@ -215,18 +215,11 @@ def _finish(parts: dict[str, Any], family: type[Family], runtime: Runtime, name:
 
 def _family_of(source: str, local_only: bool) -> type[Family]:
     """The family named by the model's ``model_index.json`` (a folder's, or a hub id's through the cache)."""
-    import json
+    from caso_cli.families import family_for_pipeline, family_names, model_index
 
-    from caso_cli.families import family_for_pipeline, family_names
-
-    index = Path(source) / "model_index.json"
-    if not index.is_file():
-        from huggingface_hub import hf_hub_download
-
-        index = Path(hf_hub_download(source, "model_index.json", local_files_only=local_only))
     try:
-        class_name = json.loads(index.read_text()).get("_class_name")
-    except (OSError, ValueError, AttributeError) as exc:
+        class_name = model_index(source, local_only).get("_class_name")
+    except ValueError as exc:  # not JSON, or not an object (a hub miss is an OSError, handled by the caller)
         raise ModelLoadError(f"{source}: unreadable model_index.json ({exc})") from exc
     family = family_for_pipeline(class_name)
     if family is None:
