@@ -40,6 +40,7 @@ def test_help_reads_plainly(name: str, capsys: pytest.CaptureFixture[str], monke
     assert any("caso " in line for line in lines[heading + 1:heading + 4]), lines[heading:heading + 4]
     # flags take no value, so they show no type; arguments are written as click does (DATA, INPUTS...)
     assert "<bool>" not in out
+    assert "<list[" not in out  # a repeatable option or a list argument shows the type of one value
     usage = next(line for line in lines if line.startswith("Usage:"))
     assert not re.search(r"\{\w+\}", usage), usage
     for word in usage.split("[OPTIONS]", 1)[1].split():

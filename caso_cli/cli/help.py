@@ -24,6 +24,12 @@ def help_text(text: str | None) -> str | None:
     return "\n\n".join(paragraphs).replace("[", "\\[")
 
 
+def _element_type(param: Any) -> str:
+    """``<str>`` for a parameter typed ``list[str]``: what one value on the command line is."""
+    bare = param.bare_type()
+    return f"<{bare.removeprefix('list[').removesuffix(']').lower()}>"
+
+
 class _PlainHelp:
     """Mixed into caso's command and group classes: tidies the help of the command and its parameters once."""
 
@@ -39,8 +45,12 @@ class _PlainHelp:
                 continue
             if param.param_type_name == "argument":  # as click writes it: DATA, INPUTS...
                 param.metavar = param.name.upper() + ("..." if param.nargs != 1 else "")
+                if param.nargs != 1:  # the type of one value, not Python's list[str]
+                    param.display_type_rich = lambda ctx=None, p=param: _element_type(p)
             elif param.is_flag:  # a flag takes no value, so it shows no type
                 param.metavar = ""
+            elif param.multiple:  # a repeatable option takes one value each time: <str>, not <list[str]>
+                param.metavar = _element_type(param)
 
     def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)  # type: ignore[misc]
