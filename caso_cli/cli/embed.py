@@ -18,7 +18,7 @@ from caso_cli.cli.options import (
     SeedOpt,
     SizeOpt,
 )
-from caso_cli.cli.output import Progress, info, print_json
+from caso_cli.cli.output import Progress, info, plural, print_json
 from caso_cli.config import LearnConfig
 
 app = CasoTyper(help="Learn embeddings from a classifier and manage the local registry.\n\n"
@@ -176,7 +176,7 @@ def learn_cmd(
         if check:
             rates = ", ".join(f"{c} {r:.0%}" for c, r in check["rates"].items())
             info(f"generation check: of {check['samples']} samples per class generated from noise with its vector "
-                 f"alone (CFG {check['scale']:g}, {check['runs']} run{'s' if check['runs'] > 1 else ''}), the "
+                 f"alone (CFG {check['scale']:g}, {plural(check['runs'], 'run')}), the "
                  f"classifier reads as their class {rates}"
                  + ("" if check["passed"] else " - below 90%: try --restarts, more images or more --steps"))
         for warning in (m.get("encodes") or {}).get("warnings", []):

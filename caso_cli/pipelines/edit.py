@@ -54,7 +54,7 @@ def edit_latents(sd: StableDiffusion, z_t: torch.Tensor, cond: Condition | list[
             return composed_eps(sd, z, t, c_null, conds, scales)
     else:
         w = scale.view(-1, 1, 1, 1).to(z_t.device, torch.float32) if isinstance(scale, torch.Tensor) else float(scale)
-        single = cond.expand(z_t.shape[0])
+        single = cond  # one row, or one per latent: guided_eps expands it
 
         def guided(z: torch.Tensor, t: int) -> torch.Tensor:
             return guided_eps(sd, z, t, c_null, single, w)
