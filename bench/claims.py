@@ -37,7 +37,7 @@ from caso_cli.models.loaders import load_model, toy_model_dir
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import class_conditions, decode_latents, encode_images
 from caso_cli.pipelines.hold import EditTerm, Token, hold_contrast, read_classes, source_classes
-from caso_cli.pipelines.learn import learn_embedding
+from caso_cli.pipelines.learn import learn_checked
 from caso_cli.runtime import cpu_runtime, pin_threads
 from caso_cli.toyworld import baselines as B
 from caso_cli.toyworld import measure, oracle
@@ -99,24 +99,29 @@ def learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | N
 
 
 def _learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | None) -> dict[str, dict]:
+    """As `caso embed learn` learns: learn_checked, so a run that fails its check is learned again (seed + 1, ...)
+    and the check's reading is kept ("checks")."""
     cfg = LearnConfig(checkpoint_every=0, seed=seed, **({"steps": steps} if steps else {}))
     x = measure.to_unit(render_faces(200, TRAIN_SEED)[0])
-    tag = f"{seed}" + (f"-s{steps}" if steps else "")
-    single = {}
-    for attr in TOKENS if seed == FIRST_SEED[0] else EDITED:  # hair alone only for --hold with separate vectors
-        path = work / f"single-{attr}-{tag}.pt"
+    tag = f"{seed}" + (f"-s{steps}" if steps else "") + "-checked"
+
+    def cached(path: Path, what: str, make: Any) -> dict[str, Any]:
         if not path.exists():
             t0 = time.monotonic()
-            torch.save(learn_embedding(sd, clfs[attr], x, cfg).vectors, path)
-            log(learned=attr, seed=seed, seconds=round(time.monotonic() - t0, 1))
-        single[attr] = torch.load(path)
-    path = work / (f"joint-{tag}.pt" if TOGETHER_FORM == "null" else f"joint-{TOGETHER_FORM}-{tag}.pt")
-    if not path.exists():
-        t0 = time.monotonic()
-        together = dataclasses.replace(cfg, together_form=TOGETHER_FORM)
-        torch.save(learn_embedding(sd, [clfs[a] for a in TOKENS], x, together).per_attribute(), path)
-        log(learned="together", seed=seed, seconds=round(time.monotonic() - t0, 1))
-    return {"single": single, "together": dict(zip(TOKENS, torch.load(path), strict=True))}
+            result = make()
+            torch.save({"vectors": result.per_attribute(), "check": result.check}, path)
+            log(learned=what, seed=seed, seconds=round(time.monotonic() - t0, 1), check=result.check)
+        return torch.load(path)
+
+    single, checks = {}, {}
+    for attr in TOKENS if seed == FIRST_SEED[0] else EDITED:  # hair alone only for --hold with separate vectors
+        got = cached(work / f"single-{attr}-{tag}.pt", attr, lambda attr=attr: learn_checked(sd, clfs[attr], x, cfg))
+        single[attr], checks[attr] = got["vectors"][0], got["check"]
+    together = dataclasses.replace(cfg, together_form=TOGETHER_FORM)
+    name = f"joint-{tag}.pt" if TOGETHER_FORM == "null" else f"joint-{TOGETHER_FORM}-{tag}.pt"
+    got = cached(work / name, "together", lambda: learn_checked(sd, [clfs[a] for a in TOKENS], x, together))
+    return {"single": single, "together": dict(zip(TOKENS, got["vectors"], strict=True)),
+            "checks": {**checks, "together": got["check"]}}
 
 
 # ---- one edit of a batch of faces by one method at one setting ---------------------------------------------------
@@ -542,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
               "seeds": seeds_list, "together_form": TOGETHER_FORM, "ladder": LADDER,
               "starts": STARTS, "chosen": chosen,
               "at_chosen": sorted(at_chosen, key=lambda r: (EDITED.index(r["attr"]), r["direction"])),
+              "checks": {s: v["checks"] for s, v in seeds.items()},
               "matched": best, "forms": {"seed": seeds_list[0], "table": forms_table(val_rows)},
               "learn_config": dataclasses.asdict(LearnConfig()), "rows": rows, "validation_rows": val_rows,
               "threads": threads, "learn_threads": LEARN_THREADS, "torch": torch.__version__,

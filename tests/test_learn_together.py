@@ -100,6 +100,58 @@ def test_one_classifier_in_a_list_is_the_single_run(tiny_sd, classifiers, images
                        learn.learn_embedding(tiny_sd, [classifiers[0]], images, cfg).vectors)
 
 
+def test_edit_check_edits_each_class_with_the_others_held(tiny_sd, classifiers, images, monkeypatch) -> None:
+    """Per class: only images not read as it are edited, towards it, with the other attribute held as read."""
+    from caso_cli.pipelines import hold
+
+    read = torch.tensor([[0, 0], [0, 1], [1, 2], [1, 0], [0, 1], [1, 2]])  # (image, attribute) as "read"
+    reads = iter([read[:, 0], read[:, 1]])
+    seen = []
+    real_contrast = hold.hold_contrast
+
+    def contrast(sd, edits, held, held_read, source, *a, **k):
+        seen.append((edits[0].token.name, edits[0].index, float(edits[0].scale), held[0].name, held_read[:, 0].tolist(),
+                     source[:, 0].tolist()))
+        return real_contrast(sd, edits, held, held_read, source, *a, **k)
+
+    def classify(clf, x, device, batch=64):
+        if len(x) == 6:  # the training images, read once per attribute
+            return next(reads)
+        return torch.zeros(len(x), dtype=torch.long)  # every edit reads as class 0 of both attributes
+
+    monkeypatch.setattr(learn, "classify_images", classify)
+    monkeypatch.setattr(hold, "hold_contrast", contrast)
+    vectors = [torch.randn(2, tiny_sd.token_dim), torch.randn(3, tiny_sd.token_dim)]
+    success, kept = learn.edit_check(tiny_sd, classifiers, vectors, images, 2, 4.0)
+    # a: class 0 from images 2, 3 (read 1) by removing class 1; class 1 from images 0, 1; b: x from 1, 2; y: 0, 2
+    assert [s[:3] for s in seen] == [("0000", 1, -4.0), ("0000", 1, 4.0), ("0001", 0, 4.0), ("0001", 1, 4.0),
+                                     ("0001", 2, 4.0)]
+    # sources: removal starts from the class removed (hold's convention), a three-class attribute from its reading
+    assert seen[0][3:] == ("0001", [2, 0], [0, 0]) and seen[2][3:] == ("0000", [0, 1], [0, 0])
+    # every edit reads (0, 0): class 0 of each attribute succeeds; kept where the other attribute was read as 0
+    assert success == [1.0, 0.0, 1.0, 0.0, 0.0] and kept == [0.5, 0.5, 0.5, 0.5, 1.0]
+
+
+def test_learning_together_restarts_until_the_edit_check_passes(tiny_sd, classifiers, images, monkeypatch) -> None:
+    checks = iter([([0.5, 1.0, 1.0, 1.0, 1.0], [0.2] * 5), ([0.8, 1.0, 1.0, 1.0, 1.0], [0.9] * 5),
+                   ([0.6, 1.0, 1.0, 1.0, 1.0], [0.1] * 5)])
+    monkeypatch.setattr(learn, "edit_check", lambda *a, **k: next(checks))
+    runs = []
+    real = learn.learn_embedding
+    monkeypatch.setattr(learn, "learn_embedding", lambda *a, **k: runs.append(real(*a, **k)) or runs[-1])
+    cfg = LearnConfig(steps=2, batch_size=2, checkpoint_every=0, seed=5, check_samples=3, restarts=2)
+    out = learn.learn_checked(tiny_sd, classifiers, images, cfg)  # no run passes: the best score is kept
+    assert len(runs) == 3 and out is runs[1]
+    assert out.check == {"kind": "edit", "samples": 3, "scale": 5.0, "runs": 3,
+                         "rates": {"no_a": 0.8, "a": 1.0, "x": 1.0, "y": 1.0, "z": 1.0},
+                         "kept": dict.fromkeys(["no_a", "a", "x", "y", "z"], 0.9),
+                         "seeds": dict.fromkeys(["no_a", "a", "x", "y", "z"], 6), "passed": False}
+    checks = iter([([0.5] * 5, [1.0] * 5), ([0.9] * 5, [0.0] * 5), ([1.0] * 5, [1.0] * 5)])
+    runs.clear()
+    out = learn.learn_checked(tiny_sd, classifiers, images, cfg)  # the first run that passes ends it
+    assert len(runs) == 2 and out is runs[1] and out.check["passed"] and out.check["runs"] == 2
+
+
 def test_encoding_report_warns_on_drift(tiny_sd, classifiers, images, monkeypatch) -> None:
     """Samples that the other classifier reads as one class, against data read half and half."""
     monkeypatch.setattr(learn, "samples_per_class", lambda sd, v, n, *a: [torch.zeros(n, 3, 32, 32)] * v.shape[0])
@@ -131,8 +183,17 @@ def test_embed_learn_together_cli(tmp_path, tiny_model_dir, capsys) -> None:
     assert a.meta.learned_with == ["bb"] and b.meta.learned_with == ["aa"]
     assert a.meta.classes == ["no_x", "x"] and b.meta.classes == ["no_b", "b"]
     assert a.meta.classifier is not None and a.meta.classifier.path == str(clf_a.resolve())
-    assert set(a.meta.metrics["generation_check"]["rates"]) == {"no_x", "x"}
+    check = a.meta.metrics["edit_check"]  # held edits of the training images: this attribute's classes only
+    assert set(check["rates"]) == set(check["kept"]) == {"no_x", "x"} and check["runs"] <= 5
+    assert check["passed"] == (min(check["rates"].values()) >= 0.9) and "generation_check" not in a.meta.metrics
+    assert rows[0]["edit_check"] == check
     assert set(a.meta.metrics["encodes"]["data"]) == {"bb"}
+    code, _, err = run_main(["embed", "learn", str(folder), "-c", str(clf_b), "-n", "bb", "-c", str(clf_a), "-n", "aa",
+                             "--model", str(tiny_model_dir), "--steps", "2", "--check-samples", "2", "--restarts", "0",
+                             "--device", "cpu", "--force"], capsys)
+    assert code == 0, err
+    assert "edit check: of up to 2 training images edited towards each class with the other attributes held" in err
+    assert "best of 1 run)" in err and "no_x " in err and "(kept " in err
     code, _, err = run_main(["embed", "learn", str(folder), "-c", str(clf_a), "-n", "aa", "-c", str(clf_b),
                              "--model", str(tiny_model_dir)], capsys)
     assert code == 2 and "one --name per --classifier" in err

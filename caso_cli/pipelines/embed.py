@@ -99,8 +99,8 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
                                   config.check_samples, config.check_scale) if config.check_samples and others else None
         check = result.check
         if check and len(clfs) > 1:  # this attribute's classes only
-            check = {**check, "rates": {c: check["rates"][c] for c in clf.classes},
-                     "seeds": {c: check["seeds"][c] for c in clf.classes},
+            check = {**check, **{key: {c: check[key][c] for c in clf.classes}
+                                 for key in ("rates", "kept", "seeds") if key in check},
                      "passed": min(check["rates"][c] for c in clf.classes) >= CHECK_PASS}
         metas.append({
             "classes": clf.classes,
@@ -115,7 +115,8 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
             "data": {"path": str(Path(job.data).resolve()), "n_images": len(paths), "digest": digest_files(paths)},
             "metrics": {**result.summary(), "steps": result.steps, "seconds": round(result.seconds, 1),
                         **peak_memory(runtime.device), "processes": runtime.world_size, "cpu_threads": threads,
-                        **({"generation_check": check} if check else {}),
+                        **({("edit_check" if check.get("kind") == "edit" else "generation_check"): check}
+                           if check else {}),
                         **({"encodes": encodes} if encodes else {})},
             "caso_version": __version__,
         })
