@@ -507,11 +507,7 @@ def learn_checked(sd: StableDiffusion, classifier: AttributeClassifier | list[At
     seeds: list[int] = []
     t0 = time.monotonic()
     for run in range(config.restarts + 1):
-        cfg_run = replace(config, seed=config.seed + run)
-        ckpt = checkpoint if checkpoint is None or run == 0 else Checkpoint(checkpoint.folder / f"run{run}")
-        report = None if progress is None else \
-            (lambda row, run=run: progress({**row, "run": run + 1, "runs": config.restarts + 1}))
-        result = learn_embedding(sd, classifier, images, cfg_run, ckpt, resume, report)
+        cfg_run, result = _run(sd, classifier, images, config, run, checkpoint, resume, progress)
         got = generation_check(sd, classifier, result.vectors, config.check_samples, config.check_scale)
         if best is None:
             best, rates, seeds = result, got, [cfg_run.seed] * len(got)
@@ -530,6 +526,18 @@ def learn_checked(sd: StableDiffusion, classifier: AttributeClassifier | list[At
     return best
 
 
+def _run(sd: StableDiffusion, classifier: AttributeClassifier | list[AttributeClassifier], images: torch.Tensor,
+         config: LearnConfig, run: int, checkpoint: Checkpoint | None, resume: bool,
+         progress: ProgressFn | None) -> tuple[LearnConfig, LearnResult]:
+    """Run ``run`` of :func:`learn_checked`: seed ``config.seed + run``, its checkpoint in ``run<r>`` under the
+    first run's folder (r > 0), progress rows tagged with the run."""
+    cfg_run = replace(config, seed=config.seed + run)
+    ckpt = checkpoint if checkpoint is None or run == 0 else Checkpoint(checkpoint.folder / f"run{run}")
+    report = None if progress is None else \
+        (lambda row: progress({**row, "run": run + 1, "runs": config.restarts + 1}))
+    return cfg_run, learn_embedding(sd, classifier, images, cfg_run, ckpt, resume, report)
+
+
 def _learn_together_checked(sd: StableDiffusion, classifiers: list[AttributeClassifier], images: torch.Tensor,
                             config: LearnConfig, checkpoint: Checkpoint | None, resume: bool,
                             progress: ProgressFn | None) -> LearnResult:
@@ -541,11 +549,7 @@ def _learn_together_checked(sd: StableDiffusion, classifiers: list[AttributeClas
     best: tuple[tuple[bool, float], LearnResult, int, list[float], list[float]] | None = None
     t0 = time.monotonic()
     for run in range(config.restarts + 1):
-        cfg_run = replace(config, seed=config.seed + run)
-        ckpt = checkpoint if checkpoint is None or run == 0 else Checkpoint(checkpoint.folder / f"run{run}")
-        report = None if progress is None else \
-            (lambda row, run=run: progress({**row, "run": run + 1, "runs": config.restarts + 1}))
-        result = learn_embedding(sd, classifiers, images, cfg_run, ckpt, resume, report)
+        cfg_run, result = _run(sd, classifiers, images, config, run, checkpoint, resume, progress)
         success, kept = edit_check(sd, classifiers, result.per_attribute(), images, config.check_samples,
                                    config.check_scale)
         score = (min(success) >= CHECK_PASS, (sum(success) + sum(kept)) / len(success))
@@ -556,6 +560,7 @@ def _learn_together_checked(sd: StableDiffusion, classifiers: list[AttributeClas
     assert best is not None
     (passed, _), chosen, seed, success, kept = best
     chosen.seconds = time.monotonic() - t0
+    chosen.history = result.history  # as for one attribute: the summary describes the run the progress bar ended on
     chosen.check = {"kind": "edit", "samples": config.check_samples, "scale": config.check_scale, "runs": run + 1,
                     "rates": {c: round(r, 4) for c, r in zip(names, success, strict=True)},
                     "kept": {c: round(r, 4) for c, r in zip(names, kept, strict=True)},
