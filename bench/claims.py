@@ -446,6 +446,16 @@ def markdown(r: dict[str, Any], reading: str) -> str:
         for f in r["forms"]["table"]:
             out.append(f"| {f['form']} | {f['vectors']} | {f['direction']} | {f['reached']}/{len(EDITED)} | "
                        f"{_f(f['kept'])} | {_f(f['max_success'])} |")
+    if r.get("checks"):
+        out += ["", "## Learning (as `caso embed learn` learns: each run checked, restarted while a class fails)", "",
+                "| learning seed | caso alone: runs per attribute | learned together: runs, run kept | its edit "
+                "check on the training faces: mean success, mean kept |", "|---|---|---|---|"]
+        for seed, c in r["checks"].items():
+            alone = ", ".join(f"{a} {c[a]['runs']}" for a in EDITED if c.get(a))
+            t = c["together"]
+            out.append(f"| {seed} | {alone} | {t['runs']}, seed {next(iter(t['seeds'].values()))} | "
+                       f"{sum(t['rates'].values()) / len(t['rates']):.2f}, "
+                       f"{sum(t['kept'].values()) / len(t['kept']):.2f} |")
     out += ["", "## Success against kept: every setting and each method's front", "", "![fronts](img/claims-front.png)",
             "", "## Pictures (each method at its matched setting; caso --hold at the pre-chosen one)", "",
             "![edits](img/claims-edits.png)", "", "## How to rerun", "", f"    {r['command']}", "",
