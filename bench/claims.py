@@ -37,7 +37,7 @@ from caso_cli.models.loaders import load_model, toy_model_dir
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import class_conditions, decode_latents, encode_images
 from caso_cli.pipelines.hold import EditTerm, Token, hold_contrast, read_classes, source_classes
-from caso_cli.pipelines.learn import learn_checked
+from caso_cli.pipelines.learn import learn_embedding
 from caso_cli.runtime import cpu_runtime, pin_threads
 from caso_cli.toyworld import baselines as B
 from caso_cli.toyworld import measure, oracle
@@ -99,29 +99,24 @@ def learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | N
 
 
 def _learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | None) -> dict[str, dict]:
-    """As `caso embed learn` learns: learn_checked, so a run that fails its check is learned again (seed + 1, ...)
-    and the check's reading is kept ("checks")."""
     cfg = LearnConfig(checkpoint_every=0, seed=seed, **({"steps": steps} if steps else {}))
     x = measure.to_unit(render_faces(200, TRAIN_SEED)[0])
-    tag = f"{seed}" + (f"-s{steps}" if steps else "") + "-checked"
-
-    def cached(path: Path, what: str, make: Any) -> dict[str, Any]:
+    tag = f"{seed}" + (f"-s{steps}" if steps else "")
+    single = {}
+    for attr in TOKENS if seed == FIRST_SEED[0] else EDITED:  # hair alone only for --hold with separate vectors
+        path = work / f"single-{attr}-{tag}.pt"
         if not path.exists():
             t0 = time.monotonic()
-            result = make()
-            torch.save({"vectors": result.per_attribute(), "check": result.check}, path)
-            log(learned=what, seed=seed, seconds=round(time.monotonic() - t0, 1), check=result.check)
-        return torch.load(path)
-
-    single, checks = {}, {}
-    for attr in TOKENS if seed == FIRST_SEED[0] else EDITED:  # hair alone only for --hold with separate vectors
-        got = cached(work / f"single-{attr}-{tag}.pt", attr, lambda attr=attr: learn_checked(sd, clfs[attr], x, cfg))
-        single[attr], checks[attr] = got["vectors"][0], got["check"]
-    together = dataclasses.replace(cfg, together_form=TOGETHER_FORM)
-    name = f"joint-{tag}.pt" if TOGETHER_FORM == "null" else f"joint-{TOGETHER_FORM}-{tag}.pt"
-    got = cached(work / name, "together", lambda: learn_checked(sd, [clfs[a] for a in TOKENS], x, together))
-    return {"single": single, "together": dict(zip(TOKENS, got["vectors"], strict=True)),
-            "checks": {**checks, "together": got["check"]}}
+            torch.save(learn_embedding(sd, clfs[attr], x, cfg).vectors, path)
+            log(learned=attr, seed=seed, seconds=round(time.monotonic() - t0, 1))
+        single[attr] = torch.load(path)
+    path = work / (f"joint-{tag}.pt" if TOGETHER_FORM == "null" else f"joint-{TOGETHER_FORM}-{tag}.pt")
+    if not path.exists():
+        t0 = time.monotonic()
+        together = dataclasses.replace(cfg, together_form=TOGETHER_FORM)
+        torch.save(learn_embedding(sd, [clfs[a] for a in TOKENS], x, together).per_attribute(), path)
+        log(learned="together", seed=seed, seconds=round(time.monotonic() - t0, 1))
+    return {"single": single, "together": dict(zip(TOKENS, torch.load(path), strict=True))}
 
 
 # ---- one edit of a batch of faces by one method at one setting ---------------------------------------------------
@@ -446,16 +441,6 @@ def markdown(r: dict[str, Any], reading: str) -> str:
         for f in r["forms"]["table"]:
             out.append(f"| {f['form']} | {f['vectors']} | {f['direction']} | {f['reached']}/{len(EDITED)} | "
                        f"{_f(f['kept'])} | {_f(f['max_success'])} |")
-    if r.get("checks"):
-        out += ["", "## Learning (as `caso embed learn` learns: each run checked, restarted while a class fails)", "",
-                "| learning seed | caso alone: runs per attribute | learned together: runs, run kept | its edit "
-                "check on the training faces: mean success, mean kept |", "|---|---|---|---|"]
-        for seed, c in r["checks"].items():
-            alone = ", ".join(f"{a} {c[a]['runs']}" for a in EDITED if c.get(a))
-            t = c["together"]
-            out.append(f"| {seed} | {alone} | {t['runs']}, seed {next(iter(t['seeds'].values()))} | "
-                       f"{sum(t['rates'].values()) / len(t['rates']):.2f}, "
-                       f"{sum(t['kept'].values()) / len(t['kept']):.2f} |")
     out += ["", "## Success against kept: every setting and each method's front", "", "![fronts](img/claims-front.png)",
             "", "## Pictures (each method at its matched setting; caso --hold at the pre-chosen one)", "",
             "![edits](img/claims-edits.png)", "", "## How to rerun", "", f"    {r['command']}", "",
@@ -557,7 +542,6 @@ def main(argv: list[str] | None = None) -> int:
               "seeds": seeds_list, "together_form": TOGETHER_FORM, "ladder": LADDER,
               "starts": STARTS, "chosen": chosen,
               "at_chosen": sorted(at_chosen, key=lambda r: (EDITED.index(r["attr"]), r["direction"])),
-              "checks": {s: v["checks"] for s, v in seeds.items()},
               "matched": best, "forms": {"seed": seeds_list[0], "table": forms_table(val_rows)},
               "learn_config": dataclasses.asdict(LearnConfig()), "rows": rows, "validation_rows": val_rows,
               "threads": threads, "learn_threads": LEARN_THREADS, "torch": torch.__version__,

@@ -132,24 +132,18 @@ def test_edit_check_edits_each_class_with_the_others_held(tiny_sd, classifiers, 
     assert success == [1.0, 0.0, 1.0, 0.0, 0.0] and kept == [0.5, 0.5, 0.5, 0.5, 1.0]
 
 
-def test_learning_together_restarts_until_the_edit_check_passes(tiny_sd, classifiers, images, monkeypatch) -> None:
-    checks = iter([([0.5, 1.0, 1.0, 1.0, 1.0], [0.2] * 5), ([0.8, 1.0, 1.0, 1.0, 1.0], [0.9] * 5),
-                   ([0.6, 1.0, 1.0, 1.0, 1.0], [0.1] * 5)])
-    monkeypatch.setattr(learn, "edit_check", lambda *a, **k: next(checks))
+def test_learning_together_is_one_run_checked_by_edits(tiny_sd, classifiers, images, monkeypatch) -> None:
+    monkeypatch.setattr(learn, "edit_check", lambda *a, **k: ([0.5, 1.0, 1.0, 1.0, 1.0], [0.25] * 5))
     runs = []
     real = learn.learn_embedding
     monkeypatch.setattr(learn, "learn_embedding", lambda *a, **k: runs.append(real(*a, **k)) or runs[-1])
     cfg = LearnConfig(steps=2, batch_size=2, checkpoint_every=0, seed=5, check_samples=3, restarts=2)
-    out = learn.learn_checked(tiny_sd, classifiers, images, cfg)  # no run passes: the best score is kept
-    assert len(runs) == 3 and out is runs[1]
-    assert out.check == {"kind": "edit", "samples": 3, "scale": 5.0, "runs": 3,
-                         "rates": {"no_a": 0.8, "a": 1.0, "x": 1.0, "y": 1.0, "z": 1.0},
-                         "kept": dict.fromkeys(["no_a", "a", "x", "y", "z"], 0.9),
-                         "seeds": dict.fromkeys(["no_a", "a", "x", "y", "z"], 6), "passed": False}
-    checks = iter([([0.5] * 5, [1.0] * 5), ([0.9] * 5, [0.0] * 5), ([1.0] * 5, [1.0] * 5)])
-    runs.clear()
-    out = learn.learn_checked(tiny_sd, classifiers, images, cfg)  # the first run that passes ends it
-    assert len(runs) == 2 and out is runs[1] and out.check["passed"] and out.check["runs"] == 2
+    out = learn.learn_checked(tiny_sd, classifiers, images, cfg)  # failing the check: still one run (never restarted)
+    assert len(runs) == 1 and out is runs[0]
+    assert out.check == {"kind": "edit", "samples": 3, "scale": 5.0, "runs": 1,
+                         "rates": {"no_a": 0.5, "a": 1.0, "x": 1.0, "y": 1.0, "z": 1.0},
+                         "kept": dict.fromkeys(["no_a", "a", "x", "y", "z"], 0.25),
+                         "seeds": dict.fromkeys(["no_a", "a", "x", "y", "z"], 5), "passed": False}
 
 
 def test_encoding_report_warns_on_drift(tiny_sd, classifiers, images, monkeypatch) -> None:
@@ -184,16 +178,16 @@ def test_embed_learn_together_cli(tmp_path, tiny_model_dir, capsys) -> None:
     assert a.meta.classes == ["no_x", "x"] and b.meta.classes == ["no_b", "b"]
     assert a.meta.classifier is not None and a.meta.classifier.path == str(clf_a.resolve())
     check = a.meta.metrics["edit_check"]  # held edits of the training images: this attribute's classes only
-    assert set(check["rates"]) == set(check["kept"]) == {"no_x", "x"} and check["runs"] <= 5
+    assert set(check["rates"]) == set(check["kept"]) == {"no_x", "x"} and check["runs"] == 1
     assert check["passed"] == (min(check["rates"].values()) >= 0.9) and "generation_check" not in a.meta.metrics
     assert rows[0]["edit_check"] == check
     assert set(a.meta.metrics["encodes"]["data"]) == {"bb"}
     code, _, err = run_main(["embed", "learn", str(folder), "-c", str(clf_b), "-n", "bb", "-c", str(clf_a), "-n", "aa",
-                             "--model", str(tiny_model_dir), "--steps", "2", "--check-samples", "2", "--restarts", "0",
-                             "--device", "cpu", "--force"], capsys)
+                             "--model", str(tiny_model_dir), "--steps", "2", "--check-samples", "2", "--device", "cpu",
+                             "--force"], capsys)
     assert code == 0, err
     assert "edit check: of up to 2 training images edited towards each class with the other attributes held" in err
-    assert "best of 1 run)" in err and "no_x " in err and "(kept " in err
+    assert "no_x " in err and "(kept " in err and "--restarts" not in err
     code, _, err = run_main(["embed", "learn", str(folder), "-c", str(clf_a), "-n", "aa", "-c", str(clf_b),
                              "--model", str(tiny_model_dir)], capsys)
     assert code == 2 and "one --name per --classifier" in err

@@ -71,9 +71,9 @@ def learn_cmd(
                                                            "(not in the paper; docs/learning.md).")] =
     LearnConfig.augment,
     restarts: Annotated[int, typer.Option("--restarts", help="Learn again with the next seed, up to this many "
-                                                             "times, while the check reads a class below 90%; each "
-                                                             "class keeps its best vector (attributes learned "
-                                                             "together: the best run).")] =
+                                                             "times, while the generation check reads a class "
+                                                             "below 90%; each class keeps its best vector (not for "
+                                                             "attributes learned together: one run).")] =
     LearnConfig.restarts,
     check_samples: Annotated[int, typer.Option("--check-samples", help="Samples per class generated from noise "
                                                                        "after learning and read by the classifier "
@@ -176,18 +176,18 @@ def learn_cmd(
              f"{m['seconds']} s; {tail_text(m, check['runs'] if check and check['runs'] > 1 else None)} (the "
              f"training loss, and the share of one-step estimates at {t_at} the classifier reads as their target "
              "class)")
-        below = "" if check is None or check["passed"] else " - below 90%: try --restarts, more images or more --steps"
         if check and "kept" in check:
             rates = ", ".join(f"{c} {r:.0%} (kept {check['kept'][c]:.0%})" for c, r in check["rates"].items())
             info(f"edit check: of up to {check['samples']} training images edited towards each class with the other "
-                 f"attributes held (scale {check['scale']:g}; a first class by removing the second; best of "
-                 f"{plural(check['runs'], 'run')}), the classifier reads as that class {rates}; kept: every other "
-                 f"attribute reads as before{below}")
+                 f"attributes held (scale {check['scale']:g}; a first class by removing the second), the "
+                 f"classifier reads as that class {rates}; kept: every other attribute reads as before"
+                 + ("" if check["passed"] else " - below 90%: try more images or more --steps"))
         elif check:
             rates = ", ".join(f"{c} {r:.0%}" for c, r in check["rates"].items())
             info(f"generation check: of {check['samples']} samples per class generated from noise with its vector "
                  f"alone (CFG {check['scale']:g}, {plural(check['runs'], 'run')}), the "
-                 f"classifier reads as their class {rates}{below}")
+                 f"classifier reads as their class {rates}"
+                 + ("" if check["passed"] else " - below 90%: try --restarts, more images or more --steps"))
         for warning in (m.get("encodes") or {}).get("warnings", []):
             info(f"Warning: {warning} (the vector carries more than its class; learn the attributes together "
                  "and edit with --hold)")
