@@ -534,8 +534,8 @@ def _learn_together_checked(sd: StableDiffusion, classifiers: list[AttributeClas
                             config: LearnConfig, checkpoint: Checkpoint | None, resume: bool,
                             progress: ProgressFn | None) -> LearnResult:
     """Attributes learned together: one run, checked by held edits of the training images (:func:`edit_check` at
-    ``check_scale``). Never restarted: keeping the best of five runs by this check was measured and gained nothing
-    on held-out faces (docs/learning.md, "The edit check")."""
+    ``check_scale``). Never restarted: keeping the best of five runs by this check was measured and kept less on
+    held-out faces (docs/learning.md, "The edit check")."""
     names = [c for clf in classifiers for c in clf.classes]
     result = learn_embedding(sd, classifiers, images, config, checkpoint, resume, progress)
     success, kept = edit_check(sd, classifiers, result.per_attribute(), images, config.check_samples,
