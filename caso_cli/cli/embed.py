@@ -176,7 +176,7 @@ def learn_cmd(
              f"{m['seconds']} s; {tail_text(m, check['runs'] if check and check['runs'] > 1 else None)} (the "
              f"training loss, and the share of one-step estimates at {t_at} the classifier reads as their target "
              "class)")
-        if check and "kept" in check:
+        if check and check.get("kind") == "edit":
             rates = ", ".join(f"{c} {r:.0%} (kept {check['kept'][c]:.0%})" for c, r in check["rates"].items())
             info(f"edit check: of up to {check['samples']} training images edited towards each class with the other "
                  f"attributes held (scale {check['scale']:g}; a first class by removing the second), the "
