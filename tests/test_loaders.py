@@ -46,15 +46,20 @@ def _fake_hub_cache(hf_home: Path, repo: str, folder: Path) -> None:
     (base / "refs" / "main").write_text(sha)
 
 
-@pytest.mark.slow
-def test_hub_id_resolves_through_local_cache(tiny_model_dir, tmp_path) -> None:
-    # huggingface_hub reads HF_HOME at import, so the load runs in a fresh process.
-    hf_home = tmp_path / "hf"
-    _fake_hub_cache(hf_home, "someone/tiny-sd", tiny_model_dir)
+def offline_model_info(hf_home: Path, model: str) -> subprocess.CompletedProcess:
+    """`caso model info --json --model MODEL` offline with HF_HOME=hf_home, in a fresh process (huggingface_hub
+    reads HF_HOME at import)."""
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
     env.pop("HF_HUB_CACHE", None)
-    out = subprocess.run([sys.executable, "-m", "caso_cli", "model", "info", "--model", "someone/tiny-sd",
-                          "--json", "--device", "cpu"], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-m", "caso_cli", "model", "info", "--json", "--device", "cpu", "--model",
+                           model], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.slow
+def test_hub_id_resolves_through_local_cache(tiny_model_dir, tmp_path) -> None:
+    hf_home = tmp_path / "hf"
+    _fake_hub_cache(hf_home, "someone/tiny-sd", tiny_model_dir)
+    out = offline_model_info(hf_home, "someone/tiny-sd")
     assert out.returncode == 0, out.stderr
     facts = json.loads(out.stdout)
     assert facts["model"] == "someone/tiny-sd" and facts["resolution"] == 32 and facts["token_dim"] == 16

@@ -154,22 +154,15 @@ def test_every_command_works_on_a_tiny_sdxl_folder(tiny_xl_dir, tiny_model_dir, 
 
 @pytest.mark.slow
 def test_a_cached_hub_id_loads_as_sdxl_offline(tiny_xl_dir, tmp_path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    from tests.test_loaders import _fake_hub_cache
+    from tests.test_loaders import _fake_hub_cache, offline_model_info
 
     hf_home = tmp_path / "hf"
     _fake_hub_cache(hf_home, "someone/tiny-xl", tiny_xl_dir)
-    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
-    env.pop("HF_HUB_CACHE", None)
-    run = [sys.executable, "-m", "caso_cli", "model", "info", "--json", "--device", "cpu", "--model"]
-    out = subprocess.run([*run, "someone/tiny-xl"], capture_output=True, text=True, env=env, timeout=120)
+    out = offline_model_info(hf_home, "someone/tiny-xl")
     assert out.returncode == 0, out.stderr
     facts = json.loads(out.stdout)
     assert facts["family"] == "sdxl" and facts["model"] == "someone/tiny-xl" and facts["token_dim"] == 40
-    missing = subprocess.run([*run, "someone/not-cached-xl"], capture_output=True, text=True, env=env, timeout=120)
+    missing = offline_model_info(hf_home, "someone/not-cached-xl")
     assert missing.returncode == 4 and len(missing.stderr.strip().splitlines()) == 1
     assert "someone/not-cached-xl" in missing.stderr and "hf download someone/not-cached-xl" in missing.stderr
 
