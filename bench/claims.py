@@ -31,16 +31,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from caso_cli.config import EditConfig, LearnConfig
+from caso_cli.config import EditConfig, LearnConfig, ThroughEdit
+from caso_cli.contexts import words
 from caso_cli.models.classifier import load_classifier, save_classifier
 from caso_cli.models.loaders import load_model, toy_model_dir
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import class_conditions, decode_latents, encode_images
+from caso_cli.pipelines.guidance import Contrast
 from caso_cli.pipelines.hold import EditTerm, Token, hold_contrast, read_classes, source_classes
 from caso_cli.pipelines.learn import learn_embedding
+from caso_cli.pipelines.through_edit import learn_through_edit
 from caso_cli.runtime import cpu_runtime, pin_threads
 from caso_cli.toyworld import baselines as B
 from caso_cli.toyworld import measure, oracle
+from caso_cli.toyworld.captions import contexts, held_context, phrase
 from caso_cli.toyworld.captions import prompt as caption
 from caso_cli.toyworld.counterfactual import counterfactual_scores, counterfactuals, vae_reconstruction
 from caso_cli.toyworld.render import ATTRIBUTES, render_faces
@@ -50,17 +54,53 @@ sys.path.insert(0, str(Path(__file__).parent))
 from learning_sweep import CLASSIFIER_SEED, TRAIN_SEED, fit_toy_classifier  # noqa: E402
 
 EDIT_SEED, VAL_SEED, LEDITS_SEED = 910, 930, 0
-LADDER = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0)  # --ladder replaces it (a smoke run only)
-STARTS = [1.0]  # edit starts (--starts); 1.0: from the full inversion
+LADDER = (0.5, 1.0, 2.0, 3.0, 5.0)  # --ladder replaces it (a smoke run only)
+STARTS = [0.4, 0.6, 1.0]  # edit starts (--starts); 1.0: from the full inversion
 FORM_LADDER = (1.0, 3.0, 5.0)  # the scales at which --hold with separately learned vectors is measured (--forms)
 VAL_LADDER = (1.0, 2.0, 3.0, 5.0)  # the scales among which the validation faces choose --hold's form and setting
 EDITED = ("mustache", "glasses", "smile")
 TOKENS = ("glasses", "hair", "mustache", "smile")  # every toy attribute, in token (name) order
 TARGET = 0.9  # edit success at which methods are compared
 FORMS = ("null", "source", "delta")  # the guidance forms of --hold (caso_cli.pipelines.hold)
-METHODS = ("caso", "caso --hold", "prompt", "sega", "ledits++", "ceiling")
+# caso's arms (issue 24): the paper's whole prompt; in context (token in the slot, ctx form), with the default
+# context or the held classes in words; the paired form; the vector as a delta on the slot's output state; the norm
+# held to 2 word norms; learned through the edit (whole prompt, and in context)
+ARMS = {  # method -> (vectors, edit context: None whole prompt / "default" / "held", form)
+    "caso": ("single", None, "paper"),
+    "caso ctx": ("ctx", "default", "ctx"),
+    "caso ctx --hold": ("ctx", "held", "ctx"),
+    "caso ctx pair --hold": ("ctx", "held", "pair"),
+    "caso out --hold": ("out", "held", "ctx"),
+    "caso ctx norm2 --hold": ("norm2", "held", "ctx"),
+    "caso edit": ("edit", None, "target"),
+    "caso ctx+edit --hold": ("ctx+edit", "held", "ctx"),
+}
+BASELINES = ("prompt", "prompt ctx", "prompt ctx --hold", "sega", "ledits++", "ceiling")
+METHODS = (*ARMS, "caso --hold", *BASELINES)
+DEFAULT_METHODS = (*ARMS, *BASELINES)  # "caso --hold" (vectors learned together) only when asked (--methods)
 SEPARATE = "caso --hold (separately learned)"  # validation only (--forms)
-SEEDED = ("caso", "caso --hold", SEPARATE)
+SEEDED = ("caso", "caso --hold", SEPARATE, *ARMS)
+THROUGH_EDIT_STEPS = 200  # steps of learning through the edit, after the one-step stage
+DEFAULT_W, DEFAULT_START = 5.0, 0.6  # caso edit's --scale and --start
+METHOD_NOTES = {
+    "caso": "the paper: [e_1] against null at ±w",
+    "caso ctx": "learned in context (token in the slot), eps(ctx) + w (eps(ctx + e_target) - eps(ctx)), ctx = "
+                "'a face with {}'",
+    "caso ctx --hold": "the same vectors, ctx = the other attributes as their classifiers read them, in words",
+    "caso ctx pair --hold": "paired form eps(ctx) + w (eps(ctx + e_target) - eps(ctx + e_source))",
+    "caso out --hold": "learned in context as a delta on the slot's output state",
+    "caso ctx norm2 --hold": "in context, vector norm held to 2 word norms",
+    "caso edit": f"the paper's vectors refined through the edit ({THROUGH_EDIT_STEPS} steps, start 0.6, K 1), "
+                 "[e_target] against null at +w",
+    "caso ctx+edit --hold": "in-context vectors refined through the edit",
+    "caso --hold": "vectors learned together, held as learned tokens",
+    "prompt": "'a face with <positive phrase>' against null at ±w",
+    "prompt ctx": "'a face' -> 'a face with <target phrase>' as a difference",
+    "prompt ctx --hold": "the held context in words -> the same with the target phrase",
+    "sega": "SEGA (diffusers), warm-up (1 - start) x steps",
+    "ledits++": "LEDITS++ (diffusers)",
+    "ceiling": "the full caption the oracle reads, target flipped, against null (no user has it)",
+}
 FIRST_SEED = [0]  # the validation seed (the first of --seeds)
 TOGETHER_FORM = "null"  # how the vectors learned together were trained (--together-form)
 
@@ -87,36 +127,86 @@ def classifiers(work: Path, n_clf: int) -> dict[str, Any]:
 LEARN_THREADS = 1  # learning runs at one CPU thread (the count changes learned bits); editing does not depend on it
 
 
-def learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | None) -> dict[str, dict]:
-    """{"single": {attr: (K, d)}, "together": {attr: (K, d)}} learned from TRAIN_SEED faces with LearnConfig(),
-    at LEARN_THREADS CPU threads."""
+def learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | None,
+            only: set[tuple[int, str, str]] | None = None) -> dict[str, dict]:
+    """{arm: {attr: (K, d)}} learned from TRAIN_SEED faces with LearnConfig() and each arm's changes, at
+    LEARN_THREADS CPU threads (:func:`_learned`)."""
     threads = torch.get_num_threads()
     pin_threads(LEARN_THREADS)
     try:
-        return _learned(sd, clfs, work, seed, steps)
+        return _learned(sd, clfs, work, seed, steps, only)
     finally:
         pin_threads(threads)
 
 
-def _learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | None) -> dict[str, dict]:
+ONE_STEP_ARMS = {"single": {}, "ctx": {}, "out": {"placement": "output"}, "norm2": {"max_norm": 2.0}}
+THROUGH_ARMS = {"edit": "single", "ctx+edit": "ctx"}  # arm -> the one-step arm it refines
+RUN = {"methods": list(DEFAULT_METHODS)}  # the methods of this run (--methods)
+
+
+def arms_needed() -> list[str]:
+    """The vector sets the run's methods edit with (one-step arms first)."""
+    want = {ARMS[m][0] for m in RUN["methods"] if m in ARMS}
+    want |= {THROUGH_ARMS[a] for a in want if a in THROUGH_ARMS}
+    return [a for a in (*ONE_STEP_ARMS, *THROUGH_ARMS) if a in want]
+
+
+def arm_config(arm: str, attr: str, cfg: LearnConfig) -> LearnConfig:
+    from caso_cli.toyworld.captions import contexts
+
+    base = THROUGH_ARMS.get(arm, arm)
+    if base == "single":
+        return cfg
+    return dataclasses.replace(cfg, contexts=contexts(attr), **ONE_STEP_ARMS[base])
+
+
+def learn_jobs(seeds: list[int]) -> list[tuple[int, str, str]]:
+    """(seed, arm, attribute) of every learning run, one-step runs before the runs that refine them."""
+    return [(seed, arm, attr) for arm in arms_needed() for seed in seeds for attr in EDITED]
+
+
+def _learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | None,
+             only: set[tuple[int, str, str]] | None = None) -> dict[str, dict]:
+    """{arm: {attr: (K, d)}} for every arm the run needs (and "together" for caso --hold), learned from TRAIN_SEED
+    faces; ``only`` restricts which runs this process may learn (the others must be cached already)."""
     cfg = LearnConfig(checkpoint_every=0, seed=seed, **({"steps": steps} if steps else {}))
     x = measure.to_unit(render_faces(200, TRAIN_SEED)[0])
     tag = f"{seed}" + (f"-s{steps}" if steps else "")
-    single = {}
-    for attr in TOKENS if seed == FIRST_SEED[0] else EDITED:  # hair alone only for --hold with separate vectors
-        path = work / f"single-{attr}-{tag}.pt"
+    out: dict[str, dict] = {}
+    for arm in arms_needed():
+        out[arm] = {}
+        for attr in EDITED:
+            path = work / f"{arm}-{attr}-{tag}.pt"
+            if not path.exists() and (only is None or (seed, arm, attr) in only):
+                t0 = time.monotonic()
+                acfg = arm_config(arm, attr, cfg)
+                if arm in THROUGH_ARMS:
+                    acfg = dataclasses.replace(acfg, through_edit=ThroughEdit(
+                        steps=max(1, (steps or 1000) * THROUGH_EDIT_STEPS // 1000)))
+                    res = learn_through_edit(sd, clfs[attr], x, out[THROUGH_ARMS[arm]][attr], acfg,
+                                             keep=[clfs[a] for a in TOKENS if a != attr])
+                else:
+                    res = learn_embedding(sd, clfs[attr], x, acfg)
+                torch.save(res.vectors, path)
+                log(learned=arm, attr=attr, seed=seed, seconds=round(time.monotonic() - t0, 1),
+                    per_step=round(res.seconds / res.steps, 4))
+            if path.exists():
+                out[arm][attr] = torch.load(path)
+    if "caso --hold" in RUN["methods"]:
+        single = out.setdefault("single", {})
+        for attr in TOKENS:
+            path = work / f"single-{attr}-{tag}.pt"
+            if not path.exists():
+                torch.save(learn_embedding(sd, clfs[attr], x, cfg).vectors, path)
+            single[attr] = torch.load(path)
+        path = work / (f"joint-{tag}.pt" if TOGETHER_FORM == "null" else f"joint-{TOGETHER_FORM}-{tag}.pt")
         if not path.exists():
             t0 = time.monotonic()
-            torch.save(learn_embedding(sd, clfs[attr], x, cfg).vectors, path)
-            log(learned=attr, seed=seed, seconds=round(time.monotonic() - t0, 1))
-        single[attr] = torch.load(path)
-    path = work / (f"joint-{tag}.pt" if TOGETHER_FORM == "null" else f"joint-{TOGETHER_FORM}-{tag}.pt")
-    if not path.exists():
-        t0 = time.monotonic()
-        together = dataclasses.replace(cfg, together_form=TOGETHER_FORM)
-        torch.save(learn_embedding(sd, [clfs[a] for a in TOKENS], x, together).per_attribute(), path)
-        log(learned="together", seed=seed, seconds=round(time.monotonic() - t0, 1))
-    return {"single": single, "together": dict(zip(TOKENS, torch.load(path), strict=True))}
+            together = dataclasses.replace(cfg, together_form=TOGETHER_FORM)
+            torch.save(learn_embedding(sd, [clfs[a] for a in TOKENS], x, together).per_attribute(), path)
+            log(learned="together", seed=seed, seconds=round(time.monotonic() - t0, 1))
+        out["together"] = dict(zip(TOKENS, torch.load(path), strict=True))
+    return out
 
 
 # ---- one edit of a batch of faces by one method at one setting ---------------------------------------------------
@@ -131,14 +221,20 @@ class Faces:
     readings: oracle.Readings
     x: torch.Tensor
     z_t: dict[float, torch.Tensor]
+    read: dict[str, np.ndarray]  # each attribute's class as its classifier reads the face (what a user has)
 
     @classmethod
-    def make(cls, sd: Any, n: int, seed: int, steps: int) -> Faces:
+    def make(cls, sd: Any, n: int, seed: int, steps: int, clfs: dict[str, Any]) -> Faces:
         images, params = render_faces(n, seed)
         x = measure.to_unit(images)
         z0 = encode_images(sd, x)
+        read = {a: read_classes([Token(a, torch.zeros(1), clfs[a])], x)[:, 0].numpy() for a in TOKENS}
         return cls(images, params, oracle.read_attributes(images), x,
-                   {s: invert_latents(sd, z0, EditConfig(steps=steps, start=s)) for s in STARTS})
+                   {s: invert_latents(sd, z0, EditConfig(steps=steps, start=s)) for s in STARTS}, read)
+
+    def held_contexts(self, todo: np.ndarray, attr: str) -> list[str]:
+        """Per face: the edit context naming every other attribute at the class its classifier reads."""
+        return [held_context(attr, {a: int(v[i]) for a, v in self.read.items()}) for i in np.nonzero(todo)[0]]
 
 
 def edit(sd: Any, pipes: tuple[Any, Any], method: str, faces: Faces, todo: np.ndarray, attr: str, target: int,
@@ -153,6 +249,27 @@ def edit(sd: Any, pipes: tuple[Any, Any], method: str, faces: Faces, todo: np.nd
         assert vecs is not None
         v = vecs["single"][attr]
         z = edit_latents(sd, z_t, class_conditions(sd, v)[1:2], signed, cfg)
+    elif method in ARMS:  # towards the target class's vector at +w
+        assert vecs is not None
+        arm, where, form = ARMS[method]
+        v = vecs[arm][attr]
+        if where is None:  # the whole prompt against the null condition
+            z = edit_latents(sd, z_t, class_conditions(sd, v)[target:target + 1], w, cfg)
+        else:
+            placement = "output" if arm == "out" else "token"
+            ctx = faces.held_contexts(todo, attr) if where == "held" else [contexts(attr)[0]] * int(todo.sum())
+            with torch.no_grad():
+                conds = [sd.family.encode_in_context(ctx, None, placement),
+                         sd.family.encode_in_context(ctx, v[target], placement)]
+                if form == "pair":
+                    conds.append(sd.family.encode_in_context(ctx, v[1 - target], placement))
+            z = edit_latents(sd, z_t, Contrast(conds, 0, [(w, 1, 2 if form == "pair" else 0)]), None, cfg)
+    elif method.startswith("prompt ctx"):  # the target class's phrase as a difference from a context in words
+        ctx = faces.held_contexts(todo, attr) if method.endswith("--hold") else [contexts(attr)[0]] * int(todo.sum())
+        with torch.no_grad():
+            conds = [sd.family.encode_prompts([words(c) for c in ctx]),
+                     sd.family.encode_prompts([c.replace("{}", phrase(attr, target)) for c in ctx])]
+        z = edit_latents(sd, z_t, Contrast(conds, 0, [(w, 1, 0)]), None, cfg)
     elif method.startswith("caso --hold"):
         assert vecs is not None
         v = vecs["single" if "separately" in method else "together"]
@@ -186,12 +303,15 @@ def ledits_skip(start: float) -> float:
 def sweep(sd: Any, pipes: tuple[Any, Any], methods: list[str], faces: Faces, attrs: tuple[str, ...], steps: int,
           seeds: dict[int, dict], clfs: dict[str, Any], forms: tuple[str, ...] = ("null",),
           counterfactual: bool = True, ladder: tuple[float, ...] | None = None,
-          form_for: dict[str, str] | None = None) -> list[dict[str, Any]]:
+          form_for: dict[str, str] | None = None,
+          directions: tuple[str, ...] = ("add", "remove")) -> list[dict[str, Any]]:
     """One row per method, attribute, direction, start, scale (and seed and form where they apply)."""
     rows = []
     for attr in attrs:
         have = getattr(faces.readings, attr)
         for direction, target in (("add", 1), ("remove", 0)):
+            if direction not in directions:
+                continue
             todo = have != target
             before = faces.images[todo]
             sub = measure._subset(faces.readings, todo)
@@ -295,7 +415,7 @@ def front_figure(means: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, len(EDITED), figsize=(4 * len(EDITED), 7.5), sharex=True, sharey=True)
-    colours = dict(zip(METHODS, plt.get_cmap("tab10").colors, strict=False))
+    colours = dict(zip(METHODS, plt.get_cmap("tab20").colors, strict=False))
     for j, attr in enumerate(EDITED):
         for i, direction in enumerate(("add", "remove")):
             ax = axes[i][j]
@@ -394,8 +514,13 @@ def markdown(r: dict[str, Any], reading: str) -> str:
             "CF PSNR / SSIM: the edit against the true counterfactual (the same face drawn with only the edited "
             "attribute changed; higher is closer). Ladder: w in " + ", ".join(f"{w:g}" for w in LADDER)
             + "; starts " + ", ".join(f"{s:g}" for s in r["starts"]) + " (SEGA: warm-up steps (1 - start) x steps; "
-            "LEDITS++: skip " + ", ".join(f"{ledits_skip(v):g}" for v in STARTS) + ").", "",
-            "## The pre-chosen setting against the targets", "",
+            "LEDITS++: skip " + ", ".join(f"{ledits_skip(v):g}" for v in r["starts"]) + ")."
+            + " Methods: " + "; ".join(f"`{m}` {METHOD_NOTES[m]}" for m in r.get("methods", []) if m in METHOD_NOTES)
+            + ".", ""]
+    out += defaults_table(r)
+    if not r["chosen"]:
+        return "\n".join(out + matched_section(r))
+    out += ["## The pre-chosen setting against the targets", "",
             f"caso --hold (vectors learned together), one guidance form and setting per direction, chosen on "
             f"{r['n_val']} validation faces (seed {VAL_SEED}, learning seed {r['seeds'][0]}) before the test faces "
             "were edited: " + "; ".join(f"{d}: {c['form']} form, w {c['w']:g}, start {c['start']:g}"
@@ -407,7 +532,28 @@ def markdown(r: dict[str, Any], reading: str) -> str:
                    f"{_rng(row, 'cf_psnr', 1)} | {_rng(row, 'cf_ssim', 3)} | {goal} |")
     out[out.index("## The pre-chosen setting against the targets") + 2] += (
         f" The vectors learned together were trained with the {r['together_form']} form (docs/learning.md).")
-    out += ["", f"## Every method at equal success ({TARGET:.0%}): the best setting of each on the test faces", "",
+    return "\n".join(out + matched_section(r))
+
+
+def defaults_table(r: dict[str, Any]) -> list[str]:
+    """Each method at the command line's defaults (w 5, start 0.6), where the ladder has them."""
+    rows = [x for x in mean_rows(r["rows"]) if x["w"] == DEFAULT_W and x["start"] == DEFAULT_START]
+    if not rows:
+        return []
+    out = [f"## At the command line's defaults (w {DEFAULT_W:g}, start {DEFAULT_START:g})", "",
+           "| attribute | direction | method | success | kept | CF PSNR |", "|---|---|---|---|---|---|"]
+    for attr in EDITED:
+        for direction in ("add", "remove"):
+            for x in rows:
+                if (x["attr"], x["direction"]) == (attr, direction):
+                    out.append(f"| {attr} | {direction} | {x['method']} | {_rng(x, 'success')} | {_rng(x, 'kept')} | "
+                               f"{_rng(x, 'cf_psnr', 1)} |")
+    return out + [""]
+
+
+def matched_section(r: dict[str, Any]) -> list[str]:
+    seeds = ", ".join(map(str, r["seeds"]))
+    out = ["", f"## Every method at equal success ({TARGET:.0%}): the best setting of each on the test faces", "",
             "Best kept among the settings whose (mean) success reaches the target; the ceiling uses information no "
             "user has (the oracle's reading of every attribute). Reference: the input itself against the "
             "counterfactual (do nothing) and the VAE reconstruction of the counterfactual (the best an edit through "
@@ -449,7 +595,7 @@ def markdown(r: dict[str, Any], reading: str) -> str:
             f"learning at {r['learn_threads']} CPU thread(s), torch {r['torch']} (the thread count changes learned "
             "bits; edits only in rare one-level pixel steps). Raw rows: the "
             f".json next to this file. Took {r['seconds']} s.", ""]
-    return "\n".join(out)
+    return out
 
 
 def forms_table(val_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -477,18 +623,23 @@ def forms_table(val_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="markdown report (raw rows go next to it as .json)")
-    ap.add_argument("--quick", action="store_true", help="few faces, capped learning, no baselines but prompt")
+    ap.add_argument("--quick", action="store_true", help="few faces, capped learning, no SEGA or LEDITS++")
     ap.add_argument("--seeds", default="0,1,2", help="learning seeds (at least 3 for a measurement)")
     ap.add_argument("--n-edit", type=int, default=64, help="test faces (each direction edits those it applies to)")
-    ap.add_argument("--n-val", type=int, default=48, help="validation faces that choose the reported setting")
+    ap.add_argument("--n-val", type=int, default=48, help="validation faces that choose caso --hold's setting")
+    ap.add_argument("--methods", help="comma-separated methods (default: " + ", ".join(DEFAULT_METHODS) + ")")
     ap.add_argument("--forms", action="store_true", help="also compare the --hold forms on the validation faces")
-    ap.add_argument("--starts", default="1.0", help="edit starts, comma-separated (the ladder is run at each)")
-    ap.add_argument("--steps", type=int, default=10, help="DDIM steps of every edit (10: the full run fits in about "
-                                                          "an hour on 2 CPU cores)")
+    ap.add_argument("--starts", default=",".join(f"{s:g}" for s in STARTS), help="edit starts, comma-separated")
+    ap.add_argument("--steps", type=int, default=10, help="DDIM steps of every edit")
     ap.add_argument("--ladder", help="replace the shared ladder (comma-separated; for smoke runs, not measurements)")
     ap.add_argument("--together-form", default="null", choices=("null", "delta"), help="how the vectors learned "
                                                                                         "together are trained")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/caso-claims"), help="cache of classifiers and vectors")
+    ap.add_argument("--phase", choices=("all", "learn", "edit", "report"), default="all",
+                    help="run one part (two processes can share the work: learn --part i/2, edit --direction)")
+    ap.add_argument("--part", default="0/1", help="learn phase: this process's share of the runs, i/n")
+    ap.add_argument("--direction", choices=("add", "remove"), help="edit phase: only this direction")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/caso-claims"), help="cache of classifiers, vectors and "
+                                                                                 "edit rows")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads for editing (learning runs at "
                                                            f"{LEARN_THREADS}: the count changes learned bits)")
     args = ap.parse_args(argv)
@@ -502,50 +653,82 @@ def main(argv: list[str] | None = None) -> int:
         LADDER = tuple(float(x) for x in args.ladder.split(","))
     global TOGETHER_FORM
     TOGETHER_FORM = args.together_form
+    RUN["methods"] = [m.strip() for m in args.methods.split(",")] if args.methods else list(DEFAULT_METHODS)
+    unknown = [m for m in RUN["methods"] if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+    if quick:
+        RUN["methods"] = [m for m in RUN["methods"] if m not in ("sega", "ledits++")]
     n_edit, n_val = (12, 12) if quick else (args.n_edit, args.n_val)
     seeds_list = [int(s) for s in args.seeds.split(",")]
     FIRST_SEED[:] = seeds_list[:1]
     args.work.mkdir(parents=True, exist_ok=True)
     sd = load_model("toy", cpu_runtime())
-    pipes = B.load_pipelines(toy_model_dir())
     clfs = classifiers(args.work, 600 if quick else 2000)
-    seeds = {s: learned(sd, clfs, args.work, s, 60 if quick else None) for s in seeds_list}
+    learn_steps = 60 if quick else None
+    if args.phase == "learn":  # this process's share of the runs; the others come from the cache
+        i, n = (int(v) for v in args.part.split("/"))
+        jobs = learn_jobs(seeds_list)
+        mine = set(jobs[i::n])
+        for seed in seeds_list:
+            learned(sd, clfs, args.work, seed, learn_steps, mine)
+        return 0
+    seeds = {s: learned(sd, clfs, args.work, s, learn_steps) for s in seeds_list}
+    pipes = B.load_pipelines(toy_model_dir())
+    directions = (args.direction,) if args.direction else ("add", "remove")
+    part = args.work / f"rows-{'-'.join(directions)}.json"
 
-    # 1. validation faces choose caso --hold's guidance form and setting per direction (seed 0's vectors); --forms
-    # also measures --hold with vectors learned separately there
-    val = Faces.make(sd, n_val, VAL_SEED, steps)
-    first = {seeds_list[0]: seeds[seeds_list[0]]}
-    val_rows = sweep(sd, pipes, ["caso --hold"], val, EDITED, steps, first, clfs, FORMS, counterfactual=False,
-                     ladder=VAL_LADDER)
-    chosen = choose_settings(mean_rows(val_rows), "caso --hold")
-    log(chosen=chosen)
-    if args.forms:
-        val_rows += sweep(sd, pipes, [SEPARATE], val, EDITED, steps, first, clfs, FORMS, counterfactual=False,
-                          ladder=FORM_LADDER)
+    if args.phase in ("all", "edit"):
+        # 1. caso --hold with vectors learned together (when asked): the validation faces choose its guidance form
+        # and setting per direction (seed 0's vectors); --forms also measures --hold with vectors learned separately
+        chosen: dict[str, Any] = {}
+        val_rows: list[dict[str, Any]] = []
+        if "caso --hold" in RUN["methods"]:
+            val = Faces.make(sd, n_val, VAL_SEED, steps, clfs)
+            first = {seeds_list[0]: seeds[seeds_list[0]]}
+            val_rows = sweep(sd, pipes, ["caso --hold"], val, EDITED, steps, first, clfs, FORMS, counterfactual=False,
+                             ladder=VAL_LADDER)
+            chosen = choose_settings(mean_rows(val_rows), "caso --hold")
+            log(chosen=chosen)
+            if args.forms:
+                val_rows += sweep(sd, pipes, [SEPARATE], val, EDITED, steps, first, clfs, FORMS,
+                                  counterfactual=False, ladder=FORM_LADDER)
+        # 2. every method over the ladder on the test faces
+        test = Faces.make(sd, n_edit, EDIT_SEED, steps, clfs)
+        rows = []
+        for attr in EDITED:  # the rows so far are written after each attribute
+            rows += sweep(sd, pipes, RUN["methods"], test, (attr,), steps, seeds, clfs,
+                          form_for={d: c["form"] for d, c in chosen.items()}, directions=directions)
+            part.write_text(json.dumps({"rows": rows, "validation_rows": val_rows, "chosen": chosen,
+                                        "seconds": round(time.monotonic() - t_start, 1)}, default=str))
+        if args.phase == "edit":
+            return 0
 
-    # 2. every method over the ladder on the test faces
-    test = Faces.make(sd, n_edit, EDIT_SEED, steps)
-    methods = [m for m in METHODS if not quick or m not in ("sega", "ledits++")]
-    rows = sweep(sd, pipes, methods, test, EDITED, steps, seeds, clfs,
-                 form_for={d: c["form"] for d, c in chosen.items()})
+    parts = [json.loads(p.read_text()) for p in sorted(args.work.glob("rows-*.json"))] \
+        if args.phase == "report" else [json.loads(part.read_text())]
+    rows = [r for p in parts for r in p["rows"]]
+    val_rows = [r for p in parts for r in p["validation_rows"]]
+    chosen = next((p["chosen"] for p in parts if p["chosen"]), {})
     means = mean_rows(rows)
     key = ("form", "start", "w")
-    at_chosen = [r for r in means if r["method"] == "caso --hold"
+    at_chosen = [r for r in means if r["method"] == "caso --hold" and chosen
                  and tuple(r[k] for k in key) == tuple(chosen[r["direction"]][k] for k in key)]
     best = matched(means)
+    test = Faces.make(sd, n_edit, EDIT_SEED, steps, clfs)
 
     img = args.out.parent / "img"
     img.mkdir(parents=True, exist_ok=True)
     front_figure(means, img / "claims-front.png")
     pictures(sd, pipes, test, chosen, best, seeds, clfs, steps, img / "claims-edits.png")
     report = {"mode": "quick" if quick else "full", "steps": steps, "n_edit": n_edit, "n_val": n_val,
-              "seeds": seeds_list, "together_form": TOGETHER_FORM, "ladder": LADDER,
+              "seeds": seeds_list, "together_form": TOGETHER_FORM, "ladder": LADDER, "methods": RUN["methods"],
               "starts": STARTS, "chosen": chosen,
               "at_chosen": sorted(at_chosen, key=lambda r: (EDITED.index(r["attr"]), r["direction"])),
-              "matched": best, "forms": {"seed": seeds_list[0], "table": forms_table(val_rows)},
-              "learn_config": dataclasses.asdict(LearnConfig()), "rows": rows, "validation_rows": val_rows,
+              "matched": best, "forms": {"seed": seeds_list[0], "table": forms_table(val_rows)} if val_rows else {},
+              "learn_config": dataclasses.asdict(LearnConfig()), "through_edit_steps": THROUGH_EDIT_STEPS,
+              "rows": rows, "validation_rows": val_rows,
               "threads": threads, "learn_threads": LEARN_THREADS, "torch": torch.__version__,
-              "seconds": round(time.monotonic() - t_start, 1),
+              "seconds": round(time.monotonic() - t_start, 1) + sum(p["seconds"] for p in parts),
               "command": "python bench/claims.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))

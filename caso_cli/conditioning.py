@@ -89,6 +89,77 @@ def vector_output(text_encoder: Any, tokenizer: Any, vectors: torch.Tensor, hidd
         return text_encoder(input_ids=ids, output_hidden_states=hidden_states)
 
 
+PLACEMENTS = ("token", "output")  # where a vector learned in context enters the text encoder (docs/method.md §10)
+
+
+def context_ids(tokenizer: Any, contexts: list[str], slot_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of ``contexts`` (B, L) with one slot token where each context's ``{}`` is, and the slot positions
+    (B,): ``[BOS, words before, slot, words after, EOS, pad...]``, padded as the tokenizer pads, which is how any SD
+    tool tokenises a prompt holding a textual-inversion token. ``slot_id`` defaults to the BOS id (its embedding is
+    replaced)."""
+    import torch
+
+    from caso_cli.contexts import split
+
+    length = _max_length(tokenizer)
+    empty = prompt_ids(tokenizer, [""])[0]
+    bos, eos, pad = int(empty[0]), int(empty[1]), int(empty[2])
+    rows, positions = [], []
+    for context in contexts:
+        before, after = (tokenizer(part, add_special_tokens=False).input_ids if part else [] for part in split(context))
+        ids = [bos, *before, bos if slot_id is None else slot_id, *after, eos]
+        if len(ids) > length:
+            raise UsageError(f"context {context!r} is {len(ids)} tokens with its slot; this text encoder reads "
+                             f"{length}")
+        rows.append(ids + [pad] * (length - len(ids)))
+        positions.append(1 + len(before))
+    return torch.tensor(rows), torch.tensor(positions)
+
+
+def encode_in_context(text_encoder: Any, tokenizer: Any, contexts: list[str], vectors: torch.Tensor | None,
+                      placement: str = "token") -> torch.Tensor:
+    """Conditions (B, L, D) for one vector per context placed in its slot (docs/method.md §10), or the context
+    itself when ``vectors`` is None.
+
+    ``token``: the vector is the slot's input token embedding (a textual-inversion token in the context); the
+    context itself is its words without the slot. ``output``: the slot holds the end token, and the vector is added
+    to the encoder's output state at the slot alone (start, words and end states untouched); the context itself is
+    that sequence without the vector. ``vectors`` is (B, d) or (d,); gradients flow into it.
+    """
+    import torch
+
+    from caso_cli.contexts import words
+
+    if placement not in PLACEMENTS:
+        raise UsageError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+    device = text_encoder.get_input_embeddings().weight.device
+    if placement == "token" and vectors is None:
+        return encode_prompts(text_encoder, tokenizer, [words(c) for c in contexts])
+    eos = int(prompt_ids(tokenizer, [""])[0][1])
+    ids, pos = context_ids(tokenizer, contexts, None if placement == "token" else eos)
+    ids, rows = ids.to(device), torch.arange(len(contexts), device=device)
+    if vectors is not None and vectors.dim() == 1:
+        vectors = vectors.expand(len(contexts), -1)
+    if placement == "output":
+        hidden = text_encoder(input_ids=ids)[0]
+        if vectors is None:
+            return hidden
+        return hidden.index_put((rows, pos.to(device)), hidden[rows, pos.to(device)] + vectors.to(hidden.dtype))
+    assert vectors is not None
+    d = text_encoder.get_input_embeddings().weight.shape[1]
+    if vectors.shape[-1] != d:
+        raise UsageError(f"embedding vectors have size {vectors.shape[-1]} but this text encoder takes {d}")
+
+    def hook(_module: Any, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        return output.index_put((rows, pos.to(output.device)), vectors.to(device=output.device, dtype=output.dtype))
+
+    handle = text_encoder.get_input_embeddings().register_forward_hook(hook)
+    try:
+        return text_encoder(input_ids=ids)[0]
+    finally:
+        handle.remove()
+
+
 def encode_prompts(text_encoder: Any, tokenizer: Any, prompts: list[str]) -> torch.Tensor:
     """Conditions for ordinary text prompts (B, L, D), as Stable Diffusion pipelines encode them."""
     return prompt_output(text_encoder, tokenizer, prompts)[0]

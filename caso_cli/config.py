@@ -34,6 +34,34 @@ class FitConfig:
 
 
 @dataclass(frozen=True)
+class ThroughEdit:
+    """Learning through the edit (docs/method.md §10): after the one-step steps, each step runs the real edit of a
+    batch of training images (their null inversion to ``start``, the edit's DDIM steps with guidance, decoding) and
+    scores its final image. Not in the paper."""
+
+    steps: int = 0  # learning steps through the edit (0: none)
+    start: float = 0.6  # edit start: fraction of the DDIM grid inverted and denoised with guidance
+    edit_steps: int = 10  # the edit's DDIM grid
+    grad_steps: int = 1  # K: gradients flow through the last K denoising steps only (truncated backprop)
+    scale: float = 2.0  # the edit's guidance scale w
+    keep: float = 1.0  # weight of the other classifiers' cross-entropy to their reading of the input image
+    rec: float = 1.0  # weight of ||z0' - z0||^2, the edited latent against the input's
+    lr: float = 1e-3  # AdamW learning rate of this stage
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if self.steps < 0:
+            out.append(("through_edit.steps", f"must be 0 or more, got {self.steps}"))
+        if not 0 < self.start <= 1:
+            out.append(("through_edit.start", f"must lie in (0, 1], got {self.start:g}"))
+        if self.edit_steps < 1:
+            out.append(("through_edit.edit_steps", f"must be at least 1, got {self.edit_steps}"))
+        if not 1 <= self.grad_steps:
+            out.append(("through_edit.grad_steps", f"must be at least 1, got {self.grad_steps}"))
+        return out
+
+
+@dataclass(frozen=True)
 class LearnConfig:
     """Hyperparameters of learning (defaults chosen by measurement on the toy world: docs/learning.md)."""
 
@@ -64,6 +92,14 @@ class LearnConfig:
     init_word: str | None = None  # start every vector at this word's token embedding; None: random
     init_classes: bool = False  # start each vector at the mean token embedding of its class name's words
     # ("no_mustache": "no mustache"); wins over init_word
+    # learn in context (docs/method.md §10, not in the paper): each step puts the token in the slot of a context drawn
+    # from these ("a face with {} and red hair") and guides it as a difference from the context in words,
+    # eps(ctx) + w (eps(ctx + e_k) - eps(ctx)); empty: the paper's whole prompt [e_k] against the null condition
+    contexts: tuple[str, ...] = ()
+    placement: str = "token"  # in context: the slot's input token ("token") or a delta on its output state ("output")
+    # hold each vector's norm to at most this many times the mean token-embedding norm after every step (None: free)
+    max_norm: float | None = None
+    through_edit: ThroughEdit = ThroughEdit()  # a second stage that learns through the real edit (off by default)
     seed: int = 0
     checkpoint_every: int = 50  # steps between checkpoints (0: never)
     # after learning, generate this many samples per class from noise with the class's vector alone (CFG
@@ -97,6 +133,11 @@ class LearnConfig:
                             ("restarts", self.restarts), ("checkpoint_every", self.checkpoint_every)):
             if value < 0:
                 out.append((name, f"must be 0 or more, got {value}"))
+        if self.placement not in ("token", "output"):
+            out.append(("placement", f"must be token or output, got {self.placement!r}"))
+        if self.max_norm is not None and not self.max_norm > 0:
+            out.append(("max_norm", f"must be positive, got {self.max_norm:g}"))
+        out += self.through_edit.problems()
         if self.together_form not in ("null", "delta"):
             out.append(("together_form", f"must be null or delta, got {self.together_form!r}"))
         return out

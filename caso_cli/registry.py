@@ -97,6 +97,16 @@ class EmbeddingMeta:
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def contexts(self) -> list[str]:
+        """The word contexts the vectors were learned in (empty: the paper's whole prompt; docs/method.md §10)."""
+        return [str(c) for c in self.hyperparameters.get("contexts") or []]
+
+    @property
+    def placement(self) -> str:
+        """Where vectors learned in context enter the text encoder: ``token`` or ``output``."""
+        return str(self.hyperparameters.get("placement") or "token")
+
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> EmbeddingMeta:
         """Read a meta.json record (any schema up to this version's); wrong types raise ``ValueError``."""
@@ -307,6 +317,9 @@ def export(name: str, out_dir: str | Path, fmt: str = "diffusers", overwrite: bo
     if fmt not in ("diffusers", "a1111"):
         raise UsageError(f"unknown export format {fmt!r} (diffusers or a1111)")
     emb = load_embedding(name)
+    if emb.meta.contexts and emb.meta.placement == "output":
+        raise UsageError(f"embedding {name!r} was learned as a delta on the text encoder's output, which no "
+                         "textual-inversion file can hold; only entries learned as tokens export")
     try:
         family = family_named(emb.meta.family)
     except KeyError as exc:

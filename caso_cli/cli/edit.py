@@ -43,6 +43,10 @@ HoldFormOpt = Annotated[str, typer.Option(
     "--hold-form", help="Guidance with --hold: delta = null + w (target - source), source = source + w (target - "
                         "source), null = null + w (target - null); auto = source for w >= 0, delta for w < 0 (the "
                         "best measured on the toy world: docs/results.md).")]
+ContextOpt = Annotated[str | None, typer.Option(
+    "--context", help="Word context for entries learned in context, with {} where the token goes (default: the "
+                      "entry's own, e.g. 'a photo of a face with {}'); the edit is the difference from it. With "
+                      "--hold, the held classes are named in it.")]
 RefineOpt = Annotated[int, typer.Option("--inversion-refine", min=0, max=10,
                                         help="Fixed-point refinements per inversion step (0: plain DDIM inversion; "
                                              "each costs one more UNet call per step).")]
@@ -81,6 +85,7 @@ def edit_cmd(
     inversion_refine: RefineOpt = EditConfig.inversion_refine,
     hold: HoldOpt = None,
     hold_form: HoldFormOpt = "auto",
+    context: ContextOpt = None,
     recursive: RecursiveOpt = False,
     size: SizeOpt = None,
     fit: Annotated[str, typer.Option("--fit", help="crop (centre crop), pad (white bars) or stretch.")] = "crop",
@@ -125,7 +130,7 @@ def edit_cmd(
     check_edit_options(size, fit, batch_size, hold_form)
     job = EditJob(attrs=attrs, out_dir=out, config=config, size=size, fit=fit, batch_size=batch_size,
                   overwrite=overwrite, skip_existing=skip_existing, seed=seed, cache_inversions=cache_inversions,
-                  hold=tuple(held_hint(hold or [], attrs)), hold_form=hold_form)
+                  hold=tuple(held_hint(hold or [], attrs)), hold_form=hold_form, context=context)
     run_batch(inputs, job, ModelChoice(model, model_config, device, dtype), recursive=recursive, quiet=quiet,
               json_out=json_out)
 

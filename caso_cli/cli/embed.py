@@ -90,6 +90,17 @@ def learn_cmd(
     init_word: Annotated[str | None, typer.Option("--init-word", help="Start each vector at this (single-token) "
                                                                       "word's embedding [default: random]")] =
     LearnConfig.init_word,
+    contexts: Annotated[str | None, typer.Option("--contexts", help="Learn in context: the token sits in the slot "
+                                                                  "of word contexts (faces, animals, objects, toy, "
+                                                                  "or a file of lines like 'a photo of a face with "
+                                                                  "{}') and is guided as a difference from them "
+                                                                  "(docs/method.md §10). Default: the paper's whole "
+                                                                  "prompt.")] = None,
+    placement: Annotated[str, typer.Option("--placement", help="In context: the slot's input token (token; a "
+                                                               "textual-inversion vector) or a delta on its output "
+                                                               "state (output).")] = LearnConfig.placement,
+    max_norm: Annotated[float | None, typer.Option("--max-norm", help="Hold each vector's norm to at most this "
+                                                                      "many mean word norms.")] = None,
     size: SizeOpt = None,
     max_images: Annotated[int | None, typer.Option("--max-images", help="Use at most this many images.")] = None,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints.")] =
@@ -122,6 +133,8 @@ def learn_cmd(
 
       caso embed learn faces/ -c mustache.clf -n mustache -c smile.clf -n smile -c glasses.clf -n glasses
 
+      caso embed learn faces/ -c mustache.clf -n mustache --contexts faces     (learn in context)
+
       accelerate launch -m caso_cli embed learn faces/ -c smile.safetensors -n smile   (one process per GPU)
     """
     from caso_cli.errors import UsageError
@@ -133,10 +146,23 @@ def learn_cmd(
                          "names)")
     together = tuple(zip(name[1:], classifier[1:], strict=True))
     t_low, t_high = parse_t_train(t_train)
+    ctx_list: tuple[str, ...] = ()
+    if contexts is not None:
+        from caso_cli.contexts import resolve
+
+        if len(classifier) > 1:
+            raise UsageError("--contexts learns one attribute at a time; give one --classifier")
+        attribute = None
+        if contexts == "toy":
+            from caso_cli.models.classifier import load_classifier
+
+            attribute = load_classifier(classifier[0]).meta.attr
+        ctx_list = resolve(contexts, attribute)
     config = LearnConfig(t_train=t_low, t_train_max=t_high, train_scale=train_scale, lambda_rec=lambda_rec,
                          lambda_keep=lambda_keep, augment=augment, lr=lr, batch_size=batch_size, steps=steps,
                          epochs=epochs, init_word=init_word, seed=seed, checkpoint_every=checkpoint_every,
-                         check_samples=check_samples, restarts=restarts)
+                         check_samples=check_samples, restarts=restarts, contexts=ctx_list, placement=placement,
+                         max_norm=max_norm)
     # every bad option, each named with its flag and value, before any model or image is loaded
     problems = [f"--{field.replace('_', '-')} {problem}" for field, problem in config.problems()]
     if lr == 0:  # the library takes 0 (the starting vectors); a learning run needs more

@@ -9,6 +9,7 @@ import typer
 
 from caso_cli.cli.edit import (
     BatchSizeOpt,
+    ContextOpt,
     HoldFormOpt,
     HoldOpt,
     QuietOpt,
@@ -78,6 +79,7 @@ def interpolate_cmd(
     inversion_refine: RefineOpt = EditConfig.inversion_refine,
     hold: HoldOpt = None,
     hold_form: HoldFormOpt = "auto",
+    context: ContextOpt = None,
     size: SizeOpt = None,
     overwrite: OverwriteOpt = False,
     model: ModelOpt = None,
@@ -103,7 +105,8 @@ def interpolate_cmd(
     config = edit_config(steps, start, False, inversion_refine)
     check_edit_options(size, hold_form=hold_form)
     job = SweepJob(source=input, attr=attrs[0], scales=tuple(values), out=out, config=config, gif=gif, frames=frames,
-                   size=size, hold=tuple(held_hint(hold or [], attrs)), hold_form=hold_form, overwrite=overwrite)
+                   size=size, hold=tuple(held_hint(hold or [], attrs)), hold_form=hold_form, overwrite=overwrite,
+                   context=context)
     for path in (out, gif):
         if path is not None:
             _refuse_existing(path, overwrite)

@@ -122,6 +122,18 @@ class Family(ABC):
     def encode_prompts(self, prompts: list[str]) -> Condition:
         """Conditions for ordinary text prompts, one row each, as the family's diffusers pipeline encodes them."""
 
+    def encode_in_context(self, contexts: list[str], vectors: torch.Tensor | None,
+                          placement: str = "token") -> Condition:
+        """Conditions for one learned vector per context, placed in its slot, or the contexts themselves when
+        ``vectors`` is None (docs/method.md §10; :func:`caso_cli.conditioning.encode_in_context`)."""
+        from caso_cli.errors import UsageError
+
+        raise UsageError(f"learning and editing in context is not available for {self.name} models yet")
+
+    def context_width(self, placement: str) -> int:
+        """Width of a vector learned in context: a token's (``token``) or an output state's (``output``)."""
+        return self.vector_dim
+
     @abstractmethod
     def null_condition(self) -> Condition:
         """The unconditional branch's condition c_null, one row (§1)."""

@@ -51,6 +51,14 @@ class SD(Family):
     def encode_prompts(self, prompts: list[str]) -> Condition:
         return Condition(conditioning.encode_prompts(self.text_encoder, self.tokenizer, prompts))
 
+    def encode_in_context(self, contexts: list[str], vectors: torch.Tensor | None,
+                          placement: str = "token") -> Condition:
+        return Condition(conditioning.encode_in_context(self.text_encoder, self.tokenizer, contexts, vectors,
+                                                        placement))
+
+    def context_width(self, placement: str) -> int:
+        return int(self.text_encoder.config.hidden_size) if placement == "output" else self.vector_dim
+
     def null_condition(self) -> Condition:
         return Condition(conditioning.null_condition(self.text_encoder, self.tokenizer))
 

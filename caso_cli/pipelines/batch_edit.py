@@ -22,7 +22,7 @@ from caso_cli.errors import CasoError, UsageError
 from caso_cli.inputs import InputItem
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import decode_latents, encode_images, nonfinite_hint
-from caso_cli.pipelines.guidance import Scale, attribute_guidance, check_model
+from caso_cli.pipelines.guidance import Contrast, Scale, attribute_guidance, check_model
 from caso_cli.pipelines.hold import EditTerm, Token, hold_contrast, read_classes, source_classes
 from caso_cli.pipelines.inversion_cache import InversionCache
 from caso_cli.pipelines.provenance import provenance
@@ -52,6 +52,8 @@ class EditJob:
     # (caso_cli.pipelines.hold), and the form of the held guidance; none: the edited classes alone
     hold: tuple[Embedding, ...] = ()
     hold_form: str = "auto"
+    # the word context of entries learned in context (docs/method.md §10); None: the entry's own default
+    context: str | None = None
 
 
 @dataclass
@@ -104,13 +106,17 @@ def output_path(job: EditJob, source: Path) -> Path:
 
 
 def edit_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr], holding: Holding | None,
-                  x: torch.Tensor | None = None, scale: Scale | None = None) -> tuple[Any, Any, list[dict[str, str]]]:
+                  x: torch.Tensor | None = None, scale: Scale | None = None,
+                  context: str | None = None) -> tuple[Any, Any, list[dict[str, str]]]:
     """The guidance of one batch, whatever the edit mode: (condition(s), scale(s), per image the held classes read).
 
     Without holding: :func:`~caso_cli.pipelines.guidance.attribute_guidance`, the same for every image (``x`` is
     not needed). With holding: the held contrast of the images ``x`` in [-1, 1] (docs/editing.md). ``scale``
-    replaces every edited attribute's scale (a (B, 1, 1, 1) tensor guides each latent with its own).
+    replaces every edited attribute's scale (a (B, 1, 1, 1) tensor guides each latent with its own). Entries
+    learned in context: :func:`context_guidance` in ``context`` (default: the entry's own).
     """
+    if any(a.embedding.meta.contexts for a in attrs):
+        return context_guidance(sd, attrs, holding, x, scale, context)
     if holding is None:
         cond, own = attribute_guidance(sd, attrs)
         return cond, own if scale is None else scale, []
@@ -124,6 +130,42 @@ def edit_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr], holding: Holdi
     held = [{t.name: t.classifier.classes[int(k)] for t, k in zip(holding.tokens, row, strict=True)}  # type: ignore[union-attr]
             for row in read.tolist()]
     return contrast, None, held
+
+
+def context_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr], holding: Holding | None,
+                     x: torch.Tensor | None = None, scale: Scale | None = None,
+                     context: str | None = None) -> tuple[Contrast, None, list[dict[str, str]]]:
+    """Guidance of entries learned in context, as a difference from the context in words (docs/method.md §10):
+    eps(ctx) + sum_a w_a (eps(ctx + e_a) - eps(ctx)), ``ctx`` being ``context`` or the first entry's default, one
+    term per edited attribute. With holding, each image's context also names the held attributes at the classes
+    their classifiers read, in the model's words (:func:`caso_cli.contexts.class_words`)."""
+    from caso_cli.contexts import class_words, with_held, with_slot
+
+    if not all(a.embedding.meta.contexts for a in attrs):
+        raise UsageError("entries learned in context cannot be edited together with entries learned as the whole "
+                         "prompt; edit them one at a time")
+    placements = {a.embedding.meta.placement for a in attrs}
+    if len(placements) > 1:
+        raise UsageError("entries learned as input tokens and as output deltas cannot be edited together")
+    placement = placements.pop()
+    ctx = with_slot(context or attrs[0].embedding.meta.contexts[0])
+    held: list[dict[str, str]] = []
+    rows = [ctx]
+    if holding is not None:
+        if x is None:
+            raise ValueError("a held edit reads the images: pass them")
+        read = read_classes(list(holding.tokens), x, sd.runtime.device)
+        held = [{t.name: t.classifier.classes[int(k)]  # type: ignore[union-attr]
+                 for t, k in zip(holding.tokens, row, strict=True)} for row in read.tolist()]
+        attr_of = {t.name: t.classifier.meta.attr for t in holding.tokens}  # type: ignore[union-attr]
+        rows = [with_held(ctx, [class_words(sd.name, attr_of[name], cls) for name, cls in h.items()]) for h in held]
+    device = sd.runtime.device
+    with torch.no_grad():
+        conds = [sd.family.encode_in_context(rows, None, placement)]
+        conds += [sd.family.encode_in_context(rows, a.embedding.vectors[a.index].to(device), placement)
+                  for a in attrs]
+    terms = [(a.scale if scale is None else scale, 1 + i, 0) for i, a in enumerate(attrs)]
+    return Contrast(conds, 0, terms), None, held
 
 
 def _batches(items: Iterable[InputItem], n: int) -> Iterator[list[InputItem]]:
@@ -226,7 +268,8 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
             todo.append(rec)
         if todo:
             z_t = _inversions(sd, job, images, cache)
-            cond, scale, held = edit_guidance(sd, job.attrs, holding, to_tensor(images) if holding else None)
+            cond, scale, held = edit_guidance(sd, job.attrs, holding, to_tensor(images) if holding else None,
+                                              context=job.context)
             for rec, h in zip(todo, held, strict=False):
                 rec.info["held"] = h
             edited = decode_latents(sd, edit_latents(sd, z_t, cond, scale, job.config))
@@ -240,7 +283,7 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
                     continue
                 try:
                     meta = provenance(sd.name, job.attrs, config=job.config, seed=job.seed, source=rec.input,
-                                      held=rec.info.get("held"), hold_form=job.hold_form)
+                                      held=rec.info.get("held"), hold_form=job.hold_form, context=job.context)
                     save_png(img, Path(rec.output or ""), meta, overwrite=job.overwrite)
                 except CasoError as exc:
                     rec.status, rec.error, rec.output = "error", str(exc), None

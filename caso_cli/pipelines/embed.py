@@ -8,7 +8,15 @@ from typing import Any
 
 from caso_cli import __version__
 from caso_cli.config import LearnConfig
-from caso_cli.pipelines.learn import CHECK_PASS, Checkpoint, LearnResult, ProgressFn, encoding_report, learn_checked
+from caso_cli.pipelines.learn import (
+    CHECK_PASS,
+    Checkpoint,
+    LearnResult,
+    ProgressFn,
+    edit_context,
+    encoding_report,
+    learn_checked,
+)
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,8 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
     for (name, path), clf, vectors in zip(pairs, clfs, result.per_attribute(), strict=True):
         say(f"reading what the {name} vectors encode")
         encodes = encoding_report(sd, vectors, clf.classes, {n: c for n, c in others.items() if n != name}, images,
-                                  config.check_samples, config.check_scale) if config.check_samples and others else None
+                                  config.check_samples, config.check_scale, edit_context(config), config.placement) \
+            if config.check_samples and others else None
         check = result.check
         if check and len(clfs) > 1:  # this attribute's classes only
             check = {**check, **{key: {c: check[key][c] for c in clf.classes}

@@ -50,17 +50,22 @@ def generate_latents(sd: StableDiffusion, conds: Condition, seed: int, steps: in
 
 
 @torch.no_grad()
-def class_conditions(sd: StableDiffusion, vectors: torch.Tensor) -> Condition:
-    """K rows: one condition per class vector of (K, d), each holding that vector alone."""
-    return sd.family.encode_vectors(vectors.to(sd.runtime.device).unsqueeze(1))
+def class_conditions(sd: StableDiffusion, vectors: torch.Tensor, context: str | None = None,
+                     placement: str = "token") -> Condition:
+    """K rows: one condition per class vector of (K, d), each holding that vector alone, or placed in ``context``'s
+    slot (vectors learned in context, docs/method.md §10)."""
+    vectors = vectors.to(sd.runtime.device)
+    if context is not None:
+        return sd.family.encode_in_context([context] * vectors.shape[0], vectors, placement)
+    return sd.family.encode_vectors(vectors.unsqueeze(1))
 
 
 @torch.no_grad()
 def samples_per_class(sd: StableDiffusion, vectors: torch.Tensor, n: int, seed: int, steps: int = 50,
-                      scale: float = 5.0) -> list[torch.Tensor]:
+                      scale: float = 5.0, context: str | None = None, placement: str = "token") -> list[torch.Tensor]:
     """For each class vector k of (K, d): ``n`` images in [-1, 1] generated from noise (seed ``seed + k``) with
-    c_k alone as the condition (CFG ``scale``)."""
-    conds = class_conditions(sd, vectors)
+    c_k alone (or in ``context``) as the condition (CFG ``scale``)."""
+    conds = class_conditions(sd, vectors, context, placement)
     return [decode_latents(sd, generate_latents(sd, conds[k:k + 1].expand(n), seed + k, steps, scale))
             for k in range(vectors.shape[0])]
 

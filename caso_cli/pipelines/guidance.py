@@ -93,9 +93,10 @@ def check_model(attrs: list[ResolvedAttr], sd: StableDiffusion, held: Sequence[E
             raise UsageError(f"embedding {emb.name!r} was learned for a model of family {emb.meta.family!r}, but "
                              f"{sd.name!r} is of family {sd.family.name!r}; {use}")
         d = emb.vectors.shape[1]
-        if d != sd.token_dim:
+        want = sd.family.context_width(emb.meta.placement) if emb.meta.contexts else sd.token_dim
+        if d != want:
             raise UsageError(f"embedding {emb.name!r} has {d}-dim vectors but model {sd.name!r} takes "
-                             f"{sd.token_dim} (made for another text encoder; {use})")
+                             f"{want} (made for another text encoder; {use})")
         if emb.meta.text_encoder_hash and emb.meta.text_encoder_hash != own_hash:
             raise UsageError(f"embedding {emb.name!r} was learned for model {emb.meta.model!r}, whose text encoder "
                              f"differs from {sd.name!r}'s; {use}")
@@ -114,6 +115,13 @@ def attribute_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr]) -> tuple[
     with torch.no_grad():
         if not attrs:
             return sd.family.null_condition(), 0.0
+        if any(a.embedding.meta.contexts for a in attrs):  # generation: the vector in its default context
+            if len(attrs) > 1:
+                raise UsageError("entries learned in context are sampled one at a time")
+            a = attrs[0]
+            meta = a.embedding.meta
+            return sd.family.encode_in_context([meta.contexts[0]], a.embedding.vectors[a.index].to(sd.runtime.device),
+                                               meta.placement), a.scale
         attrs = sorted(attrs, key=lambda a: (a.embedding.name, a.index))
         if len({a.scale for a in attrs}) == 1:
             vectors = torch.stack([a.embedding.vectors[a.index] for a in attrs]).to(sd.runtime.device)

@@ -34,6 +34,7 @@ class SweepJob:
     size: int | None = None  # image side; default the model's resolution
     hold: tuple[Embedding, ...] = ()  # the edit mode, as for caso edit (caso_cli.pipelines.batch_edit.EditJob)
     hold_form: str = "auto"
+    context: str | None = None  # the word context of entries learned in context (None: the entry's own)
     overwrite: bool = False
 
 
@@ -56,12 +57,14 @@ def run_sweep(sd: StableDiffusion, job: SweepJob) -> SweepResult:
     x = to_tensor([fit_image(load_image(job.source), job.size or sd.resolution)])
     z_t = invert_latents(sd, encode_images(sd, x), job.config)
     values = torch.tensor(job.scales)
-    cond, scale, held = edit_guidance(sd, attrs, holding, x, values.view(-1, 1, 1, 1) if holding else values)
+    per_latent = holding is not None or any(a.embedding.meta.contexts for a in attrs)  # a Contrast takes (B, 1, 1, 1)
+    cond, scale, held = edit_guidance(sd, attrs, holding, x, values.view(-1, 1, 1, 1) if per_latent else values,
+                                      context=job.context)
     edited = decode_latents(sd, edit_latents(sd, z_t.expand(len(values), -1, -1, -1), cond, scale, job.config))
     pics = to_pil(require_finite(edited, sd, "the sweep"))
     captions = [format_scale(round(v, 2)) for v in job.scales]
     meta = provenance(sd.name, attrs, scales=",".join(captions), config=job.config, source=job.source,
-                      held=held[0] if held else None, hold_form=job.hold_form)
+                      held=held[0] if held else None, hold_form=job.hold_form, context=job.context)
     grid = save_png(image_grid(pics, captions), job.out, meta, overwrite=job.overwrite)
     frames = []
     if job.frames is not None:

@@ -103,7 +103,7 @@ CHECK_PASS = 0.9  # a class passes the generation check when the classifier read
 CHECK_SEED = 4_000_037  # noise of the check's samples (class k uses CHECK_SEED + k)
 CHECK_STEPS = 50  # DDIM steps of the check's samples
 # settings that do not change what one run learns (a checkpoint stays valid when they change)
-RUN_INDEPENDENT = ("checkpoint_every", "check_samples", "check_scale", "restarts")
+RUN_INDEPENDENT = ("checkpoint_every", "check_samples", "check_scale", "restarts", "through_edit")
 
 
 def initial_vectors(sd: StableDiffusion, num_classes: int, init_word: str | None, gen: torch.Generator,
@@ -168,14 +168,26 @@ class Checkpoint:
         return int(info["step"]), list(info["history"])
 
 
-def _noised(sd: StableDiffusion, z0: torch.Tensor, noise: torch.Tensor, c_null: Condition,
+def _noised(sd: StableDiffusion, z0: torch.Tensor, noise: torch.Tensor, c_base: Condition,
             t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """z_t forward-noised to ``t`` (Eq. 8), abar_t, and the null branch's eps at z_t (no grad)."""
+    """z_t forward-noised to ``t`` (Eq. 8), abar_t, and the base branch's eps at z_t (no grad): the null condition,
+    or the context in words when learning in context."""
     abar = sd.schedule.abar(t)
     z_t = add_noise(z0, noise, abar).to(sd.unet.dtype)
     with torch.no_grad():
-        eps_null = predict_eps(sd, z_t, t, c_null).float()
+        eps_null = predict_eps(sd, z_t, t, c_base).float()
     return z_t, abar, eps_null
+
+
+def class_branch(sd: StableDiffusion, rows: torch.Tensor, contexts: list[str] | None, placement: str,
+                 c_null: Condition) -> tuple[Condition, Condition]:
+    """(base, class) conditions for one vector per row: the null condition and ``[BOS, e_k, EOS]`` (the paper), or,
+    in context, the context in words and the context with e_k in its slot (docs/method.md §10)."""
+    if contexts is None:
+        return c_null, sd.family.encode_vectors(rows.unsqueeze(1))
+    with torch.no_grad():
+        base = sd.family.encode_in_context(contexts, None, placement)
+    return base, sd.family.encode_in_context(contexts, rows, placement)
 
 
 def _decoded(sd: StableDiffusion, zhat0: torch.Tensor, views: torch.Tensor | None) -> torch.Tensor:
@@ -187,17 +199,20 @@ def _decoded(sd: StableDiffusion, zhat0: torch.Tensor, views: torch.Tensor | Non
 def caso_loss(sd: StableDiffusion, classifier: AttributeClassifier, vectors: torch.Tensor, z0: torch.Tensor,
               targets: torch.Tensor, noise: torch.Tensor, c_null: Condition, config: LearnConfig,
               labels: torch.Tensor | None = None, t: int | None = None,
-              views: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              views: torch.Tensor | None = None,
+              contexts: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The CASO loss of one batch (docs/method.md §3 steps 3-6) and the classifier's logits on the decoded estimates.
 
     Exactly the passes the method needs: the null UNet branch without grad, the class branch, the VAE
     decoder and the classifier with grad (into ``vectors`` only). ``labels`` (the classifier's reading of
     each original image) is needed only for the keep term; ``t`` is the training timestep (default t*);
     ``views`` (B, 3) = (dy, dx, flip) per image moves the decoded estimates before the classifier reads them.
+    With ``contexts`` (one per image) the vector is learned in context: the null condition's place is taken by the
+    context in words, the class branch is the context with e_k in its slot (docs/method.md §10).
     """
     t = config.t_train if t is None else t
-    z_t, abar, eps_null = _noised(sd, z0, noise, c_null, t)
-    cond = sd.family.encode_vectors(vectors[targets].unsqueeze(1))
+    c_base, cond = class_branch(sd, vectors[targets], contexts, config.placement, c_null)
+    z_t, abar, eps_null = _noised(sd, z0, noise, c_base, t)
     eps_cond = predict_eps(sd, z_t, t, cond).float()
     zhat0 = predict_x0(z_t.float(), cfg(eps_null, eps_cond, config.train_scale), abar)
     logits = classifier(_decoded(sd, zhat0, views))
@@ -296,6 +311,8 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
     config.check()
     if n < 1:
         raise UsageError("no training images")
+    if joint and config.contexts:
+        raise UsageError("attributes learned together cannot be learned in context yet; learn them one at a time")
     t_lo, t_hi = config.t_range(joint)
     draw_t = t_hi != t_lo or config.t_train_max is not None  # a fixed t* draws nothing from the generator
     if not 0 <= t_lo <= t_hi < sd.schedule.num_train_timesteps:
@@ -312,11 +329,16 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
         read_all = torch.stack([classify_images(c, images, device) for c in classifiers], dim=1)
     labels_all = classify_images(classifiers[0], images, device) if config.lambda_keep and not joint else None
     names = [c for clf in classifiers for c in clf.classes] if config.init_classes else None
-    vectors = initial_vectors(sd, k, config.init_word, gen, names).to(device).requires_grad_(True)
+    if config.contexts and config.placement == "output":  # a delta on an output state starts at zero
+        vectors = torch.zeros(k, sd.family.context_width("output")).to(device).requires_grad_(True)
+    else:
+        vectors = initial_vectors(sd, k, config.init_word, gen, names).to(device).requires_grad_(True)
+    norm_cap = None if config.max_norm is None else \
+        config.max_norm * float(sd.family.token_table().norm(dim=1).mean())
     opt = torch.optim.AdamW([vectors], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     total = config.total_steps(n)
     fingerprint = {**{k_: v for k_, v in asdict(config).items() if k_ not in RUN_INDEPENDENT},
-                   "betas": list(config.betas), "n_images": n,
+                   "betas": list(config.betas), "contexts": list(config.contexts), "n_images": n,
                    "classes": [c.classes for c in classifiers] if joint else classifiers[0].classes}
     start, history = 0, []
     if resume and checkpoint is not None and checkpoint.exists:
@@ -341,6 +363,8 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
             # This process's share of the global batch (all of it in a single process), weighted so that the
             # sum over processes is the batch mean; all_reduce_sum is the identity in a single process.
             views = draw_views(len(idx), config.augment, gen) if config.augment else None
+            ctx = [config.contexts[int(i)] for i in torch.randint(len(config.contexts), (len(idx),), generator=gen)] \
+                if config.contexts else None
             share = torch.tensor_split(torch.arange(len(idx)), world)[rank]
             view = None if views is None else views[share]
             if joint:  # targets index (attribute, class) pairs: that attribute goes to the class, the rest stay
@@ -356,7 +380,7 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
             else:
                 labels = None if labels_all is None else labels_all[idx].to(device)[share]
                 loss, logits = caso_loss(sd, classifiers[0], vectors, z0[share], targets[share], noise[share], c_null,
-                                         config, labels, t, view)
+                                         config, labels, t, view, None if ctx is None else [ctx[i] for i in share])
                 correct = (logits.argmax(1) == targets[share]).sum().to(loss.dtype)
             loss = loss * (len(share) / len(idx))
             stats = all_reduce_sum(torch.stack([loss.detach(), correct]), sd.runtime)
@@ -370,6 +394,9 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
             if vectors.grad is not None:
                 vectors.grad = all_reduce_sum(vectors.grad, sd.runtime)
             opt.step()
+            if norm_cap is not None:
+                with torch.no_grad():
+                    vectors.mul_((norm_cap / vectors.norm(dim=1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0))
             row = {"step": step + 1, "loss": total_loss.item(), "accuracy": accuracy.item()}
             history.append(row)
             rng_done = gen.get_state()
@@ -397,10 +424,12 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
 
 
 def generation_check(sd: StableDiffusion, classifier: AttributeClassifier, vectors: torch.Tensor, n: int,
-                     scale: float, steps: int = CHECK_STEPS) -> list[float]:
-    """Per class k: the share of ``n`` samples generated from noise with c_k alone (CFG ``scale``) that the
-    classifier reads as k. The noise is fixed (``CHECK_SEED``), so two sets of vectors meet the same samples."""
-    samples = samples_per_class(sd, vectors, n, CHECK_SEED, steps, scale)
+                     scale: float, steps: int = CHECK_STEPS, context: str | None = None,
+                     placement: str = "token") -> list[float]:
+    """Per class k: the share of ``n`` samples generated from noise with c_k alone, or in ``context`` (vectors
+    learned in context), at CFG ``scale`` that the classifier reads as k. The noise is fixed (``CHECK_SEED``), so
+    two sets of vectors meet the same samples."""
+    samples = samples_per_class(sd, vectors, n, CHECK_SEED, steps, scale, context, placement)
     return [float((classify_images(classifier, x, sd.runtime.device) == k).float().mean())
             for k, x in enumerate(samples)]
 
@@ -461,12 +490,13 @@ DRIFT = 0.3  # a class vector whose samples show another attribute's class this 
 
 def encoding_report(sd: StableDiffusion, vectors: torch.Tensor, classes: list[str],
                     others: dict[str, AttributeClassifier], images: torch.Tensor, n: int,
-                    scale: float) -> dict[str, Any]:
+                    scale: float, context: str | None = None, placement: str = "token") -> dict[str, Any]:
     """What each class vector encodes besides its class: the other attributes' rates (read by ``others``, name ->
-    classifier) in ``n`` samples generated with the vector alone (CFG ``scale``, the check's noise), against their
-    rates in the training ``images``; a warning per class and attribute that drifts by ``DRIFT`` or more."""
+    classifier) in ``n`` samples generated with the vector alone or in ``context`` (CFG ``scale``, the check's
+    noise), against their rates in the training ``images``; a warning per class and attribute that drifts by
+    ``DRIFT`` or more."""
     device = sd.runtime.device
-    samples = samples_per_class(sd, vectors, n, CHECK_SEED, CHECK_STEPS, scale)
+    samples = samples_per_class(sd, vectors, n, CHECK_SEED, CHECK_STEPS, scale, context, placement)
 
     def rates(clf: AttributeClassifier, x: torch.Tensor) -> dict[str, float]:
         counts = torch.bincount(classify_images(clf, x, device), minlength=len(clf.classes)).float() / len(x)
@@ -485,6 +515,12 @@ def encoding_report(sd: StableDiffusion, vectors: torch.Tensor, classes: list[st
                 warnings.append(f"samples of {cls}: {what} {got[cls][name][worst]:.0%} vs "
                                 f"{data[name][worst]:.0%} in the data")
     return {"samples": n, "scale": scale, "data": data, "samples_rates": got, "warnings": warnings}
+
+
+def edit_context(config: LearnConfig) -> str | None:
+    """The context an entry learned with ``config`` is checked and edited in by default: its first (None: the
+    paper's whole prompt)."""
+    return config.contexts[0] if config.contexts else None
 
 
 def learn_checked(sd: StableDiffusion, classifier: AttributeClassifier | list[AttributeClassifier],
@@ -512,7 +548,8 @@ def learn_checked(sd: StableDiffusion, classifier: AttributeClassifier | list[At
         report = None if progress is None else \
             (lambda row, run=run: progress({**row, "run": run + 1, "runs": config.restarts + 1}))
         result = learn_embedding(sd, classifier, images, cfg_run, ckpt, resume, report)
-        got = generation_check(sd, classifier, result.vectors, config.check_samples, config.check_scale)
+        got = generation_check(sd, classifier, result.vectors, config.check_samples, config.check_scale,
+                               context=edit_context(config), placement=config.placement)
         if best is None:
             best, rates, seeds = result, got, [cfg_run.seed] * len(got)
         else:

@@ -13,12 +13,13 @@ from caso_cli.config import EditConfig
 def provenance(model: str, attrs: Sequence[ResolvedAttr], *, scales: Sequence[float] | str | None = None,
                config: EditConfig | None = None, steps: int | None = None, seed: int | None = None,
                source: Path | str | None = None, held: dict[str, str] | None = None,
-               hold_form: str | None = None) -> dict[str, str]:
+               hold_form: str | None = None, context: str | None = None) -> dict[str, str]:
     """PNG text chunks for an output of ``model`` guided by ``attrs``.
 
     ``scales`` replaces the attributes' own scales (a sweep's values, or text as given); ``config`` records the
     edit's start, steps and inversion (``steps`` alone: a generation from noise); ``held`` the classes read for
-    held attributes, with ``hold_form``.
+    held attributes, with ``hold_form``; ``context`` the word context of entries learned in context (default: the
+    first entry's own).
     """
     if scales is None:
         scales = [a.scale for a in attrs]
@@ -38,6 +39,11 @@ def provenance(model: str, attrs: Sequence[ResolvedAttr], *, scales: Sequence[fl
         meta["caso:steps"] = str(steps)
     if seed is not None:
         meta["caso:seed"] = str(seed)
+    in_context = [a for a in attrs if a.embedding.meta.contexts]
+    if in_context:
+        from caso_cli.contexts import with_slot
+
+        meta["caso:context"] = with_slot(context or in_context[0].embedding.meta.contexts[0])
     if held:
         meta.update({"caso:held": ",".join(f"{k}={v}" for k, v in held.items()), "caso:hold_form": str(hold_form)})
     return meta

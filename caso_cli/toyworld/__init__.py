@@ -30,12 +30,27 @@ def _oracle() -> Oracle:
     return eval_oracle()
 
 
+def _phrase(attribute: str, cls: str) -> str | None:
+    """How the toy captions name a classifier's class ("no_mustache" -> "no mustache", "red" -> "red hair")."""
+    from caso_cli.toyworld.captions import phrase
+    from caso_cli.toyworld.render import ATTRIBUTES
+
+    if attribute not in ATTRIBUTES:
+        return None
+    classes = [c.lower() for c in ATTRIBUTES[attribute]]
+    if attribute == "hair":
+        return phrase("hair", classes.index(cls.lower())) if cls.lower() in classes else None
+    return phrase(attribute, 0 if cls.lower().startswith(("no_", "not_")) else 1)
+
+
 def _register() -> None:
+    from caso_cli.contexts import PHRASEBOOKS
     from caso_cli.models.loaders import register_local_model
     from caso_cli.oracles import register_oracle
 
     register_local_model(MODEL_NAME, MODEL_DIR)
     register_oracle("toy", _oracle)
+    PHRASEBOOKS[MODEL_NAME] = _phrase
 
 
 _register()

@@ -78,3 +78,24 @@ def captions(labels: Mapping[str, np.ndarray], rng: np.random.Generator, p_menti
     """Random captions for a batch: ``labels`` maps attribute names to (N,) class arrays."""
     n = len(next(iter(labels.values())))
     return [caption({k: int(v[i]) for k, v in labels.items()}, rng, p_mention, p_empty) for i in range(n)]
+
+
+def contexts(attribute: str, n: int = 64, seed: int = 0) -> tuple[str, ...]:
+    """Contexts for learning ``attribute`` in context (caso_cli.contexts): ``"a face with {}"`` first (the default
+    edit context), then ``n - 1`` drawn from the caption grammar: each other attribute named (at a random class) with
+    probability P_MENTION, the slot at a random place among the phrases."""
+    rng = np.random.default_rng(seed)
+    others = [a for a in (*BINARY_ATTRIBUTES, "hair") if a != attribute]
+    out = [compose(["{}"])]
+    while len(out) < n:
+        parts = [phrase(a, int(rng.integers(len(ATTRIBUTES[a])))) for a in others if rng.random() < P_MENTION]
+        parts.insert(int(rng.integers(len(parts) + 1)), "{}")
+        out.append(compose(parts))
+    return tuple(out)
+
+
+def held_context(attribute: str, labels: Mapping[str, int]) -> str:
+    """The edit context that names every other attribute at its class in ``labels``: ``"a face with {} and no
+    glasses and a smile and red hair"`` (the held classes in words)."""
+    return compose(["{}", *(phrase(a, int(labels[a])) for a in (*BINARY_ATTRIBUTES, "hair")
+                            if a != attribute and a in labels)])
