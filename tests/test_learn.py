@@ -265,7 +265,7 @@ def test_interrupted_restart_resumes_to_the_uninterrupted_result(tiny_sd, classi
 
     calls: list[int] = []
 
-    def check(*_args):  # fails every class on the first run of a call, passes on the second
+    def check(*_args, **_kwargs):  # fails every class on the first run of a call, passes on the second
         calls.append(1)
         return [0.5, 0.5] if len(calls) % 2 else [1.0, 1.0]
 
