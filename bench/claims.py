@@ -74,6 +74,7 @@ ARMS = {  # method -> (vectors, edit context: None whole prompt / "default" / "h
     "caso ctx norm2 --hold": ("norm2", "held", "ctx"),
     "caso edit": ("edit", None, "target"),
     "caso ctx+edit --hold": ("ctx+edit", "held", "ctx"),
+    "caso ctx+edit lr1e-2 --hold": ("ctx+edit10", "held", "ctx"),
 }
 BASELINES = ("prompt", "prompt ctx", "prompt ctx --hold", "sega", "ledits++", "ceiling")
 METHODS = (*ARMS, "caso --hold", *BASELINES)
@@ -90,9 +91,10 @@ METHOD_NOTES = {
     "caso ctx pair --hold": "paired form eps(ctx) + w (eps(ctx + e_target) - eps(ctx + e_source))",
     "caso out --hold": "learned in context as a delta on the slot's output state",
     "caso ctx norm2 --hold": "in context, vector norm held to 2 word norms",
-    "caso edit": f"the paper's vectors refined through the edit ({THROUGH_EDIT_STEPS} steps, start 0.6, K 1), "
-                 "[e_target] against null at +w",
-    "caso ctx+edit --hold": "in-context vectors refined through the edit",
+    "caso edit": f"the paper's vectors refined through the edit ({THROUGH_EDIT_STEPS} steps, lr 1e-3, start 0.6, "
+                 "w 2, K 1, keep 1, rec 1), [e_target] against null at +w",
+    "caso ctx+edit --hold": "in-context vectors refined through the edit (lr 1e-3)",
+    "caso ctx+edit lr1e-2 --hold": "the same at lr 1e-2",
     "caso --hold": "vectors learned together, held as learned tokens",
     "prompt": "'a face with <positive phrase>' against null at ±w",
     "prompt ctx": "'a face' -> 'a face with <target phrase>' as a difference",
@@ -140,7 +142,8 @@ def learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | N
 
 
 ONE_STEP_ARMS = {"single": {}, "ctx": {}, "out": {"placement": "output"}, "norm2": {"max_norm": 2.0}}
-THROUGH_ARMS = {"edit": "single", "ctx+edit": "ctx"}  # arm -> the one-step arm it refines
+THROUGH_ARMS = {"edit": "single", "ctx+edit": "ctx", "ctx+edit10": "ctx"}  # arm -> the one-step arm it refines
+THROUGH_LR = {"ctx+edit10": 1e-2}  # arms learning through the edit at another rate than ThroughEdit's 1e-3
 RUN = {"methods": list(DEFAULT_METHODS)}  # the methods of this run (--methods)
 
 
@@ -182,7 +185,8 @@ def _learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | 
                 acfg = arm_config(arm, attr, cfg)
                 if arm in THROUGH_ARMS:
                     acfg = dataclasses.replace(acfg, through_edit=ThroughEdit(
-                        steps=max(1, (steps or 1000) * THROUGH_EDIT_STEPS // 1000)))
+                        steps=max(1, (steps or 1000) * THROUGH_EDIT_STEPS // 1000),
+                        lr=THROUGH_LR.get(arm, ThroughEdit.lr)))
                     res = learn_through_edit(sd, clfs[attr], x, out[THROUGH_ARMS[arm]][attr], acfg,
                                              keep=[clfs[a] for a in TOKENS if a != attr])
                 else:
