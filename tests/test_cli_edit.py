@@ -63,8 +63,10 @@ def test_existing_outputs_resume_and_errors(embedding, photos, tmp_path, capsys)
     assert run_main(args, capsys)[0] == 0
     target = out / "p0.mustache.-3.png"
     before = target.read_bytes()
-    code, _, err = run_main(args, capsys)
+    code, stdout, err = run_main([*args, "--json"], capsys)
     assert code == 1 and "exists (use --overwrite or --skip-existing)" in err
+    row = json.loads(stdout)  # a failed input's record points at no file, even where one of that name exists
+    assert row["status"] == "error" and row["output"] is None
     code, stdout, err = run_main([*args, "--skip-existing", "-q"], capsys)
     assert code == 0 and stdout.strip() == str(target) and "0 edited, 1 skipped, 0 failed" in err
     assert target.read_bytes() == before

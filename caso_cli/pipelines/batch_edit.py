@@ -247,14 +247,13 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
             if item.error:
                 rec.status, rec.error = "error", f"{item.path}: {item.error}"
                 continue
-            out = output_path(job, item.path)
-            rec.output = str(out)
+            out = output_path(job, item.path)  # a record's output is a file that is there: none for a failure
             if out.resolve() == item.path.resolve():
                 rec.status, rec.error = "error", f"{item.path}: output would overwrite the input"
                 continue
             if out.exists() and not job.overwrite:
                 if job.skip_existing:
-                    rec.status = "skipped"
+                    rec.status, rec.output = "skipped", str(out)
                 else:
                     rec.status, rec.error = "error", f"{out}: exists (use --overwrite or --skip-existing)"
                 continue
@@ -265,6 +264,7 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
             except CasoError as exc:
                 rec.status, rec.error = "error", str(exc)
                 continue
+            rec.output = str(out)
             todo.append(rec)
         if todo:
             z_t = _inversions(sd, job, images, cache)
