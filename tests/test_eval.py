@@ -213,14 +213,30 @@ def test_fail_under(toy, capsys) -> None:
     assert code == 0, err
     code, _, err = run_main([*base, "--fail-under", "ssim=0.999", "--fail-under", "psnr=10"], capsys)
     assert code == 1 and err.count("\n") == 1 and err.startswith("Error: --fail-under missed: ssim ")
-    code, _, err = run_main([*base, "--fail-under", "lpips.mean=0.5"], capsys)
-    assert code == 1 and "lpips.mean unavailable (needs backbone weights" in err
+    code, _, err = run_main([*base, "--fail-over", "lpips.mean=0.5"], capsys)
+    assert code == 1 and "--fail-over missed: lpips.mean unavailable (needs backbone weights" in err
+    # a metric's better direction decides the option: LPIPS below 0.2 is good, not a failure
+    code, out, err = run_main([*base, "--fail-under", "lpips=0.2"], capsys)
+    assert code == 2 and out == "" and err.strip() == ("Error: --fail-under lpips=0.2: lower lpips is better, so a "
+                                                       "threshold on it is --fail-over lpips=0.2")
+    code, _, err = run_main([*base, "--fail-over", "psnr=50"], capsys)
+    assert code == 2 and "higher psnr is better, so a threshold on it is --fail-under psnr=50" in err
     code, out, err = run_main([*base, "--fail-under", "nonsense=1"], capsys)
     assert code == 2 and out == "" and err.strip().splitlines() == [  # refused before any image is read
         "Error: --fail-under: unknown metric 'nonsense' (metrics: psnr, ssim, classifier, classifier_fd, "
         "classifier_kid, oracle, lpips, fid, kid, inception_score)"]
     code, _, err = run_main([*base, "--fail-under", "psnr"], capsys)
     assert code == 2 and "METRIC=NUMBER" in err
+
+
+def test_fail_over_compares_from_above() -> None:
+    from caso_cli.pipelines.evaluate import missed_thresholds
+
+    metrics = {"lpips": {"available": True, "mean": 0.3}, "fid": {"available": False, "reason": "no weights"}}
+    assert missed_thresholds(metrics, [("lpips", 0.5)], over=True) == []
+    assert missed_thresholds(metrics, [("lpips", 0.2), ("fid", 10.0)], over=True) == [
+        "lpips 0.3 > 0.2", "fid unavailable (no weights)"]
+    assert missed_thresholds(metrics, [("lpips", 0.5)]) == ["lpips 0.3 < 0.5"]  # the library compares as told
 
 
 def test_weights_never_downloaded(toy, tmp_path: Path, capsys) -> None:

@@ -33,8 +33,13 @@ def eval_cmd(
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")]
     = None,
     fail_under: Annotated[list[str] | None, typer.Option("--fail-under", help="METRIC=VALUE: exit 1 when the "
-                                                         "metric is below VALUE or unavailable (repeatable).")]
+                                                         "metric is below VALUE or unavailable (repeatable; "
+                                                         "metrics where higher is better).")]
     = None,
+    fail_over: Annotated[list[str] | None, typer.Option("--fail-over", help="METRIC=VALUE: exit 1 when the "
+                                                       "metric is above VALUE or unavailable (repeatable; lpips, "
+                                                       "fid, kid, classifier_fd, classifier_kid: lower is "
+                                                       "better).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per classifier pass.")] = 64,
     json_out: JsonOpt = False,
 ) -> None:
@@ -51,7 +56,7 @@ def eval_cmd(
 
       caso eval photos/ edited/ --classifier smile.safetensors --target smile --fail-under classifier.success=0.8
 
-      caso eval photos/ edited/ --weights ~/.cache/torch/hub/checkpoints --weights vgg.pth --fail-under lpips=0.2
+      caso eval photos/ edited/ --weights ~/.cache/torch/hub/checkpoints --weights vgg.pth --fail-over lpips=0.2
     """
     from caso_cli.config import EvalConfig
     from caso_cli.errors import CheckFailed, UsageError
@@ -62,6 +67,7 @@ def eval_cmd(
     if fit not in FIT_MODES:
         raise UsageError(f"--fit must be one of {', '.join(FIT_MODES)}, not {fit!r}")
     thresholds = [parse_threshold(t) for t in fail_under or []]
+    ceilings = [parse_threshold(t, over=True) for t in fail_over or []]
     config = EvalConfig(classifier=classifier, target=target, oracle=oracle, weights=tuple(weights or ()), fit=fit,
                         batch_size=batch_size)
     check_config(config)
@@ -77,9 +83,10 @@ def eval_cmd(
         print_json(result.summary())
     else:
         _print_table(result.metrics, len(result.pairs))
-    missed = missed_thresholds(result.metrics, thresholds)
+    missed = [f"--fail-under missed: {m}" for m in missed_thresholds(result.metrics, thresholds)]
+    missed += [f"--fail-over missed: {m}" for m in missed_thresholds(result.metrics, ceilings, over=True)]
     if missed:
-        raise CheckFailed(f"--fail-under missed: {'; '.join(missed)}")
+        raise CheckFailed("; ".join(missed))
 
 
 def _print_table(metrics: dict[str, dict[str, object]], n_pairs: int) -> None:

@@ -31,6 +31,8 @@ SCHEMA_VERSION = 1
 BACKBONE_METRICS = ("lpips", "fid", "kid", "inception_score")
 #: every metric an evaluation can report (available or not), so that --fail-under names are checked up front
 METRICS = ("psnr", "ssim", "classifier", "classifier_fd", "classifier_kid", "oracle", *BACKBONE_METRICS)
+#: metrics where lower is better: thresholds on them take --fail-over, the others --fail-under
+LOWER_IS_BETTER = ("lpips", "fid", "kid", "classifier_fd", "classifier_kid")
 
 
 @dataclass
@@ -455,32 +457,42 @@ def flat_metrics(metrics: dict[str, dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def parse_threshold(text: str) -> tuple[str, float]:
-    """``"psnr=30"`` -> ``("psnr", 30.0)``."""
+def parse_threshold(text: str, over: bool = False) -> tuple[str, float]:
+    """``"psnr=30"`` -> ``("psnr", 30.0)``: a ``--fail-under`` threshold, or with ``over`` a ``--fail-over`` one;
+    a metric whose better direction is the other one is a usage error that names the right option."""
+    option = "--fail-over" if over else "--fail-under"
     name, sep, value = text.rpartition("=")  # a group's name has one too: oracle.groups.smile=5.success=0.8
     try:
         if not sep or not name.strip():
             raise ValueError
         threshold = name.strip(), float(value)
     except ValueError as exc:
-        raise UsageError(f"--fail-under {text!r}: expected METRIC=NUMBER, e.g. psnr=30") from exc
-    if threshold[0].split(".")[0] not in METRICS:
-        raise UsageError(f"--fail-under: unknown metric {threshold[0]!r} (metrics: {', '.join(METRICS)})")
+        raise UsageError(f"{option} {text!r}: expected METRIC=NUMBER, e.g. "
+                         f"{'lpips=0.2' if over else 'psnr=30'}") from exc
+    root = threshold[0].split(".")[0]
+    if root not in METRICS:
+        raise UsageError(f"{option}: unknown metric {threshold[0]!r} (metrics: {', '.join(METRICS)})")
+    if over != (root in LOWER_IS_BETTER):
+        better, right = ("higher", "--fail-under") if over else ("lower", "--fail-over")
+        raise UsageError(f"{option} {text}: {better} {root} is better, so a threshold on it is {right} "
+                         f"{threshold[0]}={value}")
     return threshold
 
 
-def missed_thresholds(metrics: dict[str, dict[str, Any]], thresholds: list[tuple[str, float]]) -> list[str]:
-    """One message per threshold missed (value below it, or the metric unavailable)."""
+def missed_thresholds(metrics: dict[str, dict[str, Any]], thresholds: list[tuple[str, float]],
+                      over: bool = False) -> list[str]:
+    """One message per threshold missed (value below it, or above it with ``over``; or the metric unavailable)."""
     flat = flat_metrics(metrics)
     missed = []
     for name, want in thresholds:
         root = name.split(".")[0]
         if name in flat:
-            if flat[name] < want:
-                missed.append(f"{name} {flat[name]:g} < {want:g}")
+            if flat[name] > want if over else flat[name] < want:
+                missed.append(f"{name} {flat[name]:g} {'>' if over else '<'} {want:g}")
         elif root in metrics and not metrics[root].get("available"):
             missed.append(f"{name} unavailable ({metrics[root]['reason']})")
         else:
             known = ", ".join(sorted(flat))
-            raise UsageError(f"--fail-under: unknown metric {name!r} (available: {known})")
+            raise UsageError(f"{'--fail-over' if over else '--fail-under'}: unknown metric {name!r} (available: "
+                             f"{known})")
     return missed
