@@ -204,3 +204,34 @@ def test_interpolate_hold_reads_once_and_records(registry, tmp_path, capsys) -> 
     assert code == 0, err
     meta = read_png_metadata(out)
     assert meta["caso:held"].startswith("smile=") and meta["caso:hold_form"] == "auto"
+
+
+def test_hold_all_holds_each_other_attribute_once(tiny_sd, tiny_model_dir, tmp_path) -> None:
+    """Entries are grouped by their classifier's attribute: never the edited attribute (whatever the entry's name),
+    one entry per other attribute (learned together with the edited one first, else the newest), and an entry whose
+    classifier was refitted is left out with a warning instead of stopping the edit."""
+    from caso_cli.registry import load_embedding
+
+    te = tiny_sd.family.encoder_hash()
+    clf = save_classifier(_classifier(["no_x", "x"], 0), tmp_path / "c.safetensors")
+    refit = save_classifier(_classifier(["no_x", "x"], 1), tmp_path / "r.safetensors")
+    rec = {"path": str(clf), "sha256": file_sha256(clf)}
+    entries = [("toy-mustache", "mustache", [], "2026-01-01"), ("my-mustache", "mustache", [], "2026-01-03"),
+               ("j-mustache", "mustache", ["j-glasses"], "2026-01-02"), ("j-glasses", "glasses", ["j-mustache"],
+                                                                          "2026-01-02"),
+               ("new-glasses", "glasses", [], "2026-01-05"), ("old-smile", "smile", [], "2026-01-01"),
+               ("new-smile", "smile", [], "2026-01-04")]
+    for name, attr, together, created in entries:
+        save_embedding(name, torch.randn(2, 16), {"classes": ["no_x", "x"], "model": str(tiny_model_dir),
+                                                  "text_encoder_hash": te, "attr": attr, "learned_with": together,
+                                                  "created": created, "classifier": rec})
+    save_embedding("refit-hair", torch.randn(2, 16), {"classes": ["no_x", "x"], "model": str(tiny_model_dir),
+                                                      "text_encoder_hash": te, "attr": "hair",
+                                                      "classifier": {"path": str(refit), "sha256": "0" * 64}})
+    held, warnings = held_embeddings(["all"], [load_embedding("j-mustache")])
+    assert [e.name for e in held] == ["j-glasses", "new-smile"]
+    assert "holding glasses with j-glasses (not new-glasses)" in warnings
+    assert "holding smile with new-smile (not old-smile)" in warnings
+    assert any(w.startswith("not holding refit-hair: its classifier") and "changed" in w for w in warnings)
+    held, _ = held_embeddings(["all"], [load_embedding("toy-mustache")])
+    assert [e.name for e in held] == ["new-glasses", "new-smile"]

@@ -161,9 +161,11 @@ def embedding_classifier(emb: Embedding, device: torch.device | str = "cpu") -> 
 def held_embeddings(names: list[str], edited: list[Embedding]) -> tuple[list[Embedding], list[str]]:
     """The registry entries to hold, and a warning per entry that ``all`` left out.
 
-    ``names`` are registry names or ``all``: every entry learned for the same text encoder as the edited
-    embeddings (their ``text_encoder_hash``), except the edited ones; with ``all``, an entry whose classifier
-    is not reachable is left out with a warning, while a named entry without one is an error (when it is read).
+    ``names`` are registry names or ``all``: one entry per other attribute learned for the same text encoder as
+    the edited embeddings (their ``text_encoder_hash``). ``all`` never holds an edited attribute (by the
+    classifier's attribute, whatever the entry's name); of several entries of one attribute it takes one learned
+    together with an edited entry, else the newest, and says which. An entry whose classifier is not reachable or
+    changed is left out with a warning, while a named entry without one is an error (when it is read).
     """
     from caso_cli.registry import load_embedding
 
@@ -173,7 +175,9 @@ def held_embeddings(names: list[str], edited: list[Embedding]) -> tuple[list[Emb
     for name in names:
         if name == "all":
             found, warnings = learned_for({str(e.meta.text_encoder_hash) for e in edited}, edited_names)
-            chosen += [e for e in found if all(c.name != e.name for c in chosen)]
+            picked, notes = one_per_attribute(found, edited)
+            warnings += notes
+            chosen += [e for e in picked if all(c.name != e.name for c in chosen)]
         elif name in edited_names:
             raise UsageError(f"{name!r} is edited, so it cannot be held too")
         elif all(c.name != name for c in chosen):
@@ -181,10 +185,33 @@ def held_embeddings(names: list[str], edited: list[Embedding]) -> tuple[list[Emb
     return chosen, warnings
 
 
+def one_per_attribute(found: list[Embedding], edited: list[Embedding]) -> tuple[list[Embedding], list[str]]:
+    """Of ``found``, one entry per classifier attribute, none of an edited attribute; a note per choice among
+    several (an entry learned together with an edited one first, else the newest)."""
+    def attribute(e: Embedding) -> str:
+        return e.meta.attr or e.name
+
+    edited_attrs = {attribute(e) for e in edited}
+    together = {n for e in edited for n in e.meta.learned_with}
+    groups: dict[str, list[Embedding]] = {}
+    for e in found:
+        if attribute(e) not in edited_attrs:
+            groups.setdefault(attribute(e), []).append(e)
+    picked, notes = [], []
+    for attr, entries in groups.items():
+        best = max(entries, key=lambda e: (e.name in together, e.meta.created or "", e.name))
+        picked.append(best)
+        if len(entries) > 1:
+            others = ", ".join(sorted(e.name for e in entries if e is not best))
+            notes.append(f"holding {attr} with {best.name} (not {others})")
+    return sorted(picked, key=lambda e: e.name), notes
+
+
 def learned_for(te_hashes: set[str], exclude: set[str]) -> tuple[list[Embedding], list[str]]:
     """Registry entries learned for one of these text encoders whose classifier is reachable (besides
     ``exclude``), and a warning for each such entry left out for want of its classifier or of a readable file."""
     from caso_cli.errors import InputError
+    from caso_cli.fileio import file_sha256
     from caso_cli.registry import list_names, load_embedding
 
     found, warnings = [], []
@@ -202,6 +229,10 @@ def learned_for(te_hashes: set[str], exclude: set[str]) -> tuple[list[Embedding]
         if rec is None or not rec.path or not Path(rec.path).is_file():
             warnings.append(f"not holding {name}: its classifier {rec and rec.path or '(none recorded)'} is not "
                             "reachable")
+            continue
+        if rec.sha256 and file_sha256(rec.path) != rec.sha256:
+            warnings.append(f"not holding {name}: its classifier {rec.path} changed since the embedding was learned "
+                            "(refitted?); learn it again to hold it")
             continue
         found.append(emb)
     return found, warnings
