@@ -29,6 +29,22 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def check_writable(path: str | Path, what: str = "output") -> None:
+    """Raise InputError (one line, exit 3) when ``path`` (a file, or a folder to fill) cannot be written: the
+    nearest folder that exists on its way is not a folder, or not one this process may write into. Called before
+    long work, so that nothing is computed only to be lost."""
+    from caso_cli.errors import InputError
+
+    target = Path(path).absolute()
+    probe = target if target.is_dir() else target.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{path}: cannot write the {what} here ({probe} is not a folder)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write the {what} here ({probe} is not writable)")
+
+
 def fsync_dir(path: str | Path) -> None:
     """Make renames in the folder ``path`` durable (POSIX; a no-op where folders cannot be opened)."""
     try:

@@ -325,6 +325,9 @@ def export(name: str, out_dir: str | Path, fmt: str = "diffusers", overwrite: bo
     except KeyError as exc:
         raise InputError(f"embedding {name!r}: {exc.args[0]}") from exc
     out = Path(out_dir)
+    from caso_cli.fileio import check_writable
+
+    check_writable(out, "textual-inversion files")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for k, token in enumerate(emb.meta.tokens):

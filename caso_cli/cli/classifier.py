@@ -62,6 +62,9 @@ def fit_cmd(
 
     if out.exists() and not overwrite:
         raise InputError(f"{out}: exists (use --overwrite)")
+    from caso_cli.fileio import check_writable
+
+    check_writable(out, "classifier")  # before fitting, not after
     if not 0 < val_fraction < 1:
         raise UsageError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
     data_set = load_labelled(data, labels, attr, partition)

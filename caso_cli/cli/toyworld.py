@@ -69,8 +69,12 @@ def render_cmd(
     """
     if grid is not None and grid.suffix.lower() != ".png":
         raise UsageError(f"--grid must name a .png file, got {grid}")
+    from caso_cli.fileio import check_writable
     from caso_cli.toyworld import render as R
 
+    check_writable(out, "faces")
+    if grid is not None:
+        check_writable(grid, "grid")
     config = R.RenderConfig(p_mustache=p_mustache, p_glasses=p_glasses, p_smile=p_smile,
                             hair_probs=_parse_hair(hair_probs))
     start = time.perf_counter()
