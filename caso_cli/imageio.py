@@ -395,3 +395,14 @@ def read_png_metadata(path: str | Path) -> dict[str, str]:
             raise InputError(f"{path}: not a PNG file ({img.format or 'unknown format'})")
         text = img.text  # type: ignore[attr-defined]  # reads chunks after the image data too
         return {str(key): str(value) for key, value in text.items()}
+
+
+def is_caso_output(path: str | Path) -> bool:
+    """Whether ``path`` is a PNG that caso wrote (its ``caso:*`` provenance chunks, read from the header only)."""
+    if Path(path).suffix.lower() != ".png":
+        return False
+    try:
+        with Image.open(path) as img:
+            return any(str(key).startswith("caso:") for key in img.info)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False

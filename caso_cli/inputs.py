@@ -44,9 +44,14 @@ def _item(path: Path) -> InputItem:
 
 
 def _folder(folder: Path, recursive: bool) -> Iterator[InputItem]:
+    """The images of a folder, less caso's own outputs (PNGs with caso provenance: a rerun into the input folder
+    must not edit its edits; name such a file to edit it again)."""
+    from caso_cli.imageio import is_caso_output
+
     pattern = folder.rglob("*") if recursive else folder.iterdir()
     for p in sorted(pattern):
-        if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or (p.is_symlink() and not p.is_dir())):
+        if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or (p.is_symlink() and not p.is_dir())) \
+                and not is_caso_output(p):
             yield _item(p)
 
 

@@ -448,3 +448,16 @@ def test_broken_files_and_options_fail_before_any_model_is_loaded(embedding, pho
         assert (code, stdout) == (want_code, ""), (args, err)
         assert err.startswith(f"Error: {message}") and err.count("\n") == 1, (args, err)
     assert not (tmp_path / "o").exists() and "new" not in R.list_names()
+
+
+@pytest.mark.slow
+def test_rerun_into_the_input_folder_edits_no_edit(embedding, photos, capsys) -> None:
+    folder = photos[0].parent
+    args = ["edit", str(folder), "--attr", "mustache", "--out", str(folder), "--json", *FAST]
+    code, stdout, err = run_main(args, capsys)
+    assert code == 0, err
+    first = sorted(p.name for p in folder.iterdir())
+    code, stdout, err = run_main([*args, "--skip-existing"], capsys)
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert code == 0 and {r["status"] for r in rows} == {"skipped"} and len(rows) == len(photos)
+    assert sorted(p.name for p in folder.iterdir()) == first  # no <stem>.mustache.5.mustache.5.png

@@ -90,3 +90,17 @@ def test_binary_data_on_stdin_is_one_usage_error(tmp_path) -> None:
 def test_a_name_too_long_for_the_file_system_is_an_error_item(tmp_path) -> None:
     items = list(expand_inputs([str(tmp_path / ("x" * 300 + ".png"))]))
     assert len(items) == 1 and items[0].error == "file name too long"
+
+
+def test_folders_leave_out_caso_outputs(tmp_path) -> None:
+    """A rerun into the input folder must not edit its edits: folders skip PNGs with caso provenance, while a file
+    named on the command line is taken as given."""
+    from PIL import Image
+
+    from caso_cli.imageio import save_png
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    save_png(Image.new("RGB", (8, 8)), tmp_path / "a.mustache.5.png", {"caso:version": "0"})
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.jpg")
+    assert names(expand_inputs([str(tmp_path)])) == ["a.png", "b.jpg"]
+    assert names(expand_inputs([str(tmp_path / "a.mustache.5.png")])) == ["a.mustache.5.png"]
