@@ -65,7 +65,10 @@ def test_rich_markup_does_not_eat_brackets(capsys: pytest.CaptureFixture[str], m
     for name, command in COMMANDS.items():
         if any(param.name == "size" for param in command.params):  # --size shows its default
             assert "Image side [default: the model's resolution]" in _help(name, capsys, monkeypatch), name
-    assert "[default: stable-diffusion-v1-5/stable-diffusion-v1-5]" in _help("edit", capsys, monkeypatch)
+    assert "[default: stable-diffusion-v1-5/stable-diffusion-v1-5]" in _help("embed learn", capsys, monkeypatch)
+    # commands that edit with embeddings use the model those record unless told (issue 27 item 9)
+    for name in ("edit", "interpolate", "generate", "reconstruct"):
+        assert "[default: the model the --attr embeddings record, else" in _help(name, capsys, monkeypatch), name
 
 
 def test_demo_force_is_an_on_off_pair(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,9 +13,9 @@ import typer
 from caso_cli.cli.options import (
     DeviceOpt,
     DtypeOpt,
+    EmbeddingModelOpt,
     JsonOpt,
     ModelConfigOpt,
-    ModelOpt,
     OverwriteOpt,
     SeedOpt,
     SizeOpt,
@@ -96,7 +96,7 @@ def edit_cmd(
     cache_inversions: Annotated[bool, typer.Option("--cache-inversions", help="Keep inversions on disk (user cache "
                                                                               "dir) for later runs.")] = False,
     json_out: JsonOpt = False,
-    model: ModelOpt = None,
+    model: EmbeddingModelOpt = None,
     model_config: ModelConfigOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",

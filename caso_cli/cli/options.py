@@ -35,13 +35,19 @@ def _model_callback(value: str | None) -> str | None:
     return value
 
 
+_MODEL_HELP = ("Stable Diffusion to use: 'toy' (shipped), a hub id in the local HF cache, a diffusers folder, "
+               "or a single-file .safetensors checkpoint.")
 ModelOpt = Annotated[
     str | None,
-    typer.Option(
-        "--model", "-m", envvar="CASO_MODEL", show_envvar=True, callback=_model_callback,
-        help="Stable Diffusion to use: 'toy' (shipped), a hub id in the local HF cache, a diffusers folder, "
-             "or a single-file .safetensors checkpoint. [default: stable-diffusion-v1-5/stable-diffusion-v1-5]",
-    ),
+    typer.Option("--model", "-m", envvar="CASO_MODEL", show_envvar=True, callback=_model_callback,
+                 help=f"{_MODEL_HELP} [default: stable-diffusion-v1-5/stable-diffusion-v1-5]"),
+]
+#: --model of the commands that use embeddings: by default the model the embeddings were learned for
+EmbeddingModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", envvar="CASO_MODEL", show_envvar=True, callback=_model_callback,
+                 help=f"{_MODEL_HELP} [default: the model the --attr embeddings record, else "
+                      "stable-diffusion-v1-5/stable-diffusion-v1-5]"),
 ]
 ModelConfigOpt = Annotated[
     str | None,
