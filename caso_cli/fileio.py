@@ -59,6 +59,13 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _temp_name(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp")
 
@@ -131,6 +138,9 @@ def atomic_path(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        # writers such as safetensors' save_file recreate the file 0600: give it the mode open() would (umask)
+        with suppress(OSError):
+            os.chmod(tmp, 0o666 & ~_umask())
         _commit(tmp, dest, overwrite)
     finally:
         with suppress(OSError):  # gone already after a rename

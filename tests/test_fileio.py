@@ -108,3 +108,23 @@ def test_atomic_path_for_writers_that_take_a_name(tmp_path) -> None:
         tmp.write_bytes(b"half")
         raise RuntimeError("killed")
     assert torch.equal(load_file(str(path))["x"], torch.arange(3.0)) and _leftovers(tmp_path) == []
+
+
+def test_atomic_path_files_get_the_umask_mode(tmp_path) -> None:
+    """safetensors' save_file writes 0600 whatever the umask; what caso stores takes the mode open() gives."""
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "x.safetensors") as tmp:
+            save_file({"a": torch.zeros(1)}, str(tmp))
+        assert (tmp_path / "x.safetensors").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        with atomic_path(tmp_path / "y.safetensors") as tmp:
+            save_file({"a": torch.zeros(1)}, str(tmp))
+        assert (tmp_path / "y.safetensors").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
