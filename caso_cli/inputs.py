@@ -72,7 +72,7 @@ def expand_inputs(specs: Iterable[str], recursive: bool = False,
 
     for spec in specs:
         if spec == "-":
-            for line in _path_lines(stdin if stdin is not None else sys.stdin):
+            for line in _path_lines(stdin if stdin is not None else _stdin()):
                 yield from _expand(Path(line), recursive, emit)
             continue
         path = Path(spec).expanduser()
@@ -93,23 +93,45 @@ def _exists(path: Path) -> bool:
         return False
 
 
+def _stdin() -> Iterable[str]:
+    """The process's stdin as text whose undecodable bytes survive (a file name need not be UTF-8)."""
+    import io
+
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # replaced by a text-only stream (tests)
+        return sys.stdin
+    return io.TextIOWrapper(buffer, encoding=sys.stdin.encoding or "utf-8", errors="surrogateescape")
+
+
+def _binary(line: str) -> bool:
+    """A line no file name has: a NUL or another control character (tabs aside)."""
+    return any(ord(ch) < 32 and ch != "\t" for ch in line)
+
+
 def _path_lines(lines: Iterable[str]) -> Iterator[str]:
-    """The non-blank lines of ``lines``; binary data (an image piped in by mistake) is one usage error."""
+    """The non-blank lines of ``lines``; binary data (an image piped in by mistake) is one usage error. Names that
+    are not UTF-8 pass (as surrogate escapes). Each line is given out only once the next one is read, so binary
+    data whose first line looks like a name (a PNG's) is refused before anything is done."""
     it = iter(lines)
+    pending: str | None = None
     while True:
         try:
             line = next(it)
         except StopIteration:
-            return
+            break
         except UnicodeDecodeError as exc:
             raise UsageError(STDIN_NOT_PATHS.format(what="binary data")) from exc
         line = line.rstrip("\r\n")
-        if "\x00" in line or any("\udc80" <= ch <= "\udcff" for ch in line):  # NUL, or bytes undecodable as text
+        if _binary(line):
             raise UsageError(STDIN_NOT_PATHS.format(what="binary data"))
         if len(line) > MAX_PATH_LINE:
             raise UsageError(STDIN_NOT_PATHS.format(what=f"a line of {len(line)} characters"))
         if line.strip():
-            yield line
+            if pending is not None:
+                yield pending
+            pending = line
+    if pending is not None:
+        yield pending
 
 
 def _expand(path: Path, recursive: bool, emit: Callable[[InputItem], Iterator[InputItem]]) -> Iterator[InputItem]:

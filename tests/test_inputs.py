@@ -87,6 +87,21 @@ def test_binary_data_on_stdin_is_one_usage_error(tmp_path) -> None:
         list(expand_inputs(["-"], stdin=["x" * 5000 + "\n"]))
 
 
+def test_a_name_that_is_not_utf8_on_stdin_is_one_input(tmp_path) -> None:
+    """One file name in another encoding must not refuse the whole batch."""
+    import io
+    import os
+
+    latin = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.png")  # 'café' in Latin-1: not UTF-8
+    with open(os.fsencode(latin), "wb") as fh:
+        fh.write(b"x")
+    (tmp_path / "a.png").write_bytes(b"x")
+    data = os.fsencode(str(tmp_path / "a.png")) + b"\n" + os.fsencode(latin) + b"\n"
+    stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape")
+    items = list(expand_inputs(["-"], stdin=stdin))
+    assert [i.error for i in items] == [None, None] and items[1].path.exists()
+
+
 def test_a_name_too_long_for_the_file_system_is_an_error_item(tmp_path) -> None:
     items = list(expand_inputs([str(tmp_path / ("x" * 300 + ".png"))]))
     assert len(items) == 1 and items[0].error == "file name too long"
