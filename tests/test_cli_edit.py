@@ -261,9 +261,12 @@ def test_interpolate_one_inversion_all_scales(embedding, photos, tmp_path, capsy
     out = tmp_path / "sweep.png"
     code, stdout, err = run_main(["interpolate", str(photos[0]), "--attr", "mustache", "--scales", "-4:4:5",
                                   "--out", str(out), "--frames", str(tmp_path / "frames"), "--gif",
-                                  str(tmp_path / "s.gif"), *FAST], capsys)
+                                  str(tmp_path / "s.gif"), "--json", *FAST], capsys)
     assert code == 0, err
     assert calls == [1]
+    row = json.loads(stdout)  # --json: one object naming everything written
+    assert row["grid"] == str(out) and row["scales"] == [-4, -2, 0, 2, 4] and len(row["frames"]) == 5
+    assert row["gif"] == str(tmp_path / "s.gif") and row["held"] == {} and row["input"] == str(photos[0])
     assert "5 scales from one inversion: -4, -2, 0, 2, 4" in err
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == sorted(
         f"p0.mustache.{s}.png" for s in ("-4", "-2", "0", "2", "4"))

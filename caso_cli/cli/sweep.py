@@ -82,6 +82,7 @@ def interpolate_cmd(
     context: ContextOpt = None,
     size: SizeOpt = None,
     overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
     model: EmbeddingModelOpt = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
@@ -93,7 +94,7 @@ def interpolate_cmd(
 
       caso interpolate photo.jpg --attr bushy_eyebrows --scales -6:6:7 --out sweep.png --gif sweep.gif
 
-      caso interpolate photo.jpg --attr mustache --hold all --out sweep.png   # only the mustache changes
+      caso interpolate photo.jpg --attr mustache --hold all --out sweep.png   # the other attributes named as read
     """
     from caso_cli.attrs import resolve_attrs
     from caso_cli.pipelines.batch_edit import open_model
@@ -112,7 +113,12 @@ def interpolate_cmd(
             _refuse_existing(path, overwrite)
     result = run_sweep(open_model(ModelChoice(model, model_config, device, dtype), attrs), job)
     info(f"{plural(len(values), 'scale')} from one inversion: {', '.join(result.captions)}")
-    typer.echo(str(result.grid))
+    if json_out:
+        print_json({"input": str(input), "grid": str(result.grid), "scales": values,
+                    "frames": [str(f) for f in result.frames], "gif": None if result.gif is None else str(result.gif),
+                    "held": result.held})
+    else:
+        typer.echo(str(result.grid))
 
 
 def reconstruct_cmd(
