@@ -211,3 +211,21 @@ def test_readme_follow_up_commands_write_under_the_demo_folder() -> None:
 
     outs = [out for line in _examples() for out in re.findall(r"--out (\S+)", line)]
     assert len(outs) == 2 and all(out.startswith("caso-demo/") for out in outs), outs
+
+
+def test_demo_refuses_before_any_work(tmp_path, capsys) -> None:
+    """--no-force with an earlier demo's entries, and a scale of 0, are refused before rendering or fitting."""
+    import time
+
+    import torch
+
+    from caso_cli.registry import save_embedding
+
+    save_embedding("toy-mustache", torch.randn(2, 32), {"classes": ["no_mustache", "mustache"]})
+    t0 = time.monotonic()
+    code, _, err = run_main(["demo", "--out", str(tmp_path / "d"), "--no-force"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "toy-mustache exists from an earlier demo" in err
+    assert "--name" not in err and not (tmp_path / "d").exists()
+    code, _, err = run_main(["demo", "--out", str(tmp_path / "d"), "--scale", "0"], capsys)
+    assert code == 2 and "scale must be positive" in err and not (tmp_path / "d").exists()
+    assert time.monotonic() - t0 < 10

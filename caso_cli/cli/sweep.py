@@ -212,7 +212,9 @@ def demo_cmd(
     = Path("caso-demo"),
     attr: Annotated[str, typer.Option("--attr", help="Toy attribute to learn and edit: mustache, glasses or "
                                                      "smile.")] = "mustache",
-    scale: Annotated[str, typer.Option("--scale", "-s", help="Edit scale: +scale adds, -scale removes.")] = "5",
+    scale: Annotated[str, typer.Option("--scale", "-s", help="Edit scale of the embedding alone: +scale adds, "
+                                                             "-scale removes (the held row uses the settings "
+                                                             "measured best: docs/editing.md).")] = "5",
     steps: Annotated[int | None, typer.Option("--learn-steps", help="Learning steps.")] = None,
     force: Annotated[bool, typer.Option("--force/--no-force", help="Replace the registry entries toy-<attr> an "
                                                                   "earlier demo saved (--no-force: stop if one "

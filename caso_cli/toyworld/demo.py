@@ -126,6 +126,18 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
 
         raise UsageError(f"the demo edits a binary toy attribute ({', '.join(BINARY_ATTRIBUTES)}), not {config.attr!r}")
     attrs = sorted(ATTRIBUTES) if config.hold else [config.attr]  # token order: by name
+    if not force:  # before any rendering or fitting
+        from caso_cli.errors import UsageError
+        from caso_cli.registry import list_names
+
+        taken = [n for n in (name if a == config.attr and name else f"toy-{a}" for a in attrs) if n in list_names()]
+        if taken:
+            raise UsageError(f"embedding{'s' * (len(taken) > 1)} {', '.join(taken)} exist{'s' * (len(taken) == 1)} "
+                             "from an earlier demo; run without --no-force to replace them (or `caso embed rm`)")
+    if not config.scale > 0:
+        from caso_cli.errors import UsageError
+
+        raise UsageError(f"the demo's scale must be positive (+scale adds, -scale removes), got {config.scale:g}")
     threads = pin_threads()  # one count whatever the load: the same numbers on every run (docs/performance.md)
     say(f"working on the CPU at {threads} thread{'s' * (threads != 1)} (CASO_THREADS=N for another count)")
     seconds: dict[str, float] = {}
