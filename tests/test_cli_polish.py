@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from tests.test_cli import run_main
 
@@ -151,7 +152,7 @@ def test_demo_force_pair_and_plain_output(tmp_path, capsys, monkeypatch) -> None
         return demo.DemoResult(classifier_accuracy=1.0, add_success=0.5, remove_success=0.5, kept=0.5, n_add=2,
                                n_remove=2, seconds={"classifier": 1.5, "learn": 20.0, "edit": 3.0},
                                sheet=out_dir / "sheet.png", embedding="toy-mustache", inputs=out_dir / "inputs",
-                               edits=out_dir / "edits")
+                               edits=out_dir / "edits", machine=demo.machine_facts(0, 1))
 
     monkeypatch.setattr(demo, "run_demo", fake_run_demo)
     out_dir = tmp_path / "demo"
@@ -159,6 +160,8 @@ def test_demo_force_pair_and_plain_output(tmp_path, capsys, monkeypatch) -> None
     assert code == 0 and out.strip() == str(out_dir / "sheet.png")
     assert "seconds: classifier 1.5, learn 20, edit 3" in err and "{" not in err + out  # no dict reprs
     assert f"--out {out_dir}/edited" in err  # the suggested edit writes under the demo folder
+    kernels = demo.machine_facts(0, 1)["cpu_kernels"]  # what the numbers repeat on is printed to compare machines
+    assert f"seed 0, 1 CPU thread, torch {torch.__version__}, {kernels} kernels: these numbers repeat" in err
     assert run_main(["demo", "--out", str(out_dir), "--no-force"], capsys)[0] == 0
     assert seen == [True, False]
 

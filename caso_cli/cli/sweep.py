@@ -261,6 +261,9 @@ def demo_cmd(
              f"   (add: {config.hold_add.form} form, w {config.hold_add.scale:g}; remove: {config.hold_remove.form} "
              f"form, w -{config.hold_remove.scale:g})")
     info("seconds: " + ", ".join(f"{k} {v:g}" for k, v in result.seconds.items()))
+    m = result.machine
+    info(f"seed {m['seed']}, {plural(m['threads'], 'CPU thread')}, torch {m['torch']}, {m['cpu_kernels']} kernels: "
+         "these numbers repeat where all four agree")
     info(f"embedding saved as {result.embedding}: try  caso edit {out}/data/images/000000.png --attr "
          f"{result.embedding}" + (" --hold all" if hold else "") + f" --out {out}/edited")
     info(f"measure the edits:  caso eval {result.inputs} {result.edits} --oracle toy --classifier "

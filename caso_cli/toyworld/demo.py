@@ -78,12 +78,24 @@ class DemoResult:
     inputs: Path | None = None  # the edited faces as <i>.png, for caso eval
     edits: Path | None = None  # their edits as <i>.<attr>.<scale>.png (caso edit's naming)
     held: Rates | None = None  # the same faces edited with every other attribute held (caso edit --hold all)
+    # what the numbers repeat on: the same seed, thread count, torch build and CPU kernels give the same bits
+    machine: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if k == "files" else v)
                for k, v in self.__dict__.items()}
         out["held"] = None if self.held is None else self.held.__dict__
         return out
+
+
+def machine_facts(seed: int, threads: int) -> dict[str, Any]:
+    """The seed, CPU thread count, torch build and the CPU kernels torch picked (AVX2, AVX512...): the demo's
+    numbers repeat bit for bit where all four agree, and may differ where the kernels differ (other rounding
+    learns other vectors; docs/editing.md)."""
+    import torch
+
+    return {"seed": seed, "threads": threads, "torch": torch.__version__,
+            "cpu_kernels": torch.backends.cpu.get_cpu_capability()}
 
 
 def _rates(before: Any, after: Any, attr: str, has: np.ndarray) -> Rates:
@@ -233,4 +245,5 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
         classifier_accuracy=accuracy[config.attr], add_success=plain.add_success,
         remove_success=plain.remove_success, kept=plain.kept, n_add=int((~has).sum()), n_remove=int(has.sum()),
         seconds={k_: round(v, 1) for k_, v in seconds.items()}, sheet=sheet, embedding=names[config.attr],
-        files=[sheet, *clf_files.values()], inputs=out_dir / "inputs", edits=out_dir / "edits", held=held_rates)
+        files=[sheet, *clf_files.values()], inputs=out_dir / "inputs", edits=out_dir / "edits", held=held_rates,
+        machine=machine_facts(config.seed, threads))
