@@ -235,3 +235,7 @@ def test_hold_all_holds_each_other_attribute_once(tiny_sd, tiny_model_dir, tmp_p
     assert any(w.startswith("not holding refit-hair: its classifier") and "changed" in w for w in warnings)
     held, _ = held_embeddings(["all"], [load_embedding("toy-mustache")])
     assert [e.name for e in held] == ["new-glasses", "new-smile"]
+    # what a newly learned mustache vector encodes is read by the other attributes' classifiers, one each
+    from caso_cli.pipelines.embed import registry_classifiers
+
+    assert sorted(registry_classifiers(te, {"new"}, "cpu", attribute="mustache")) == ["new-glasses", "new-smile"]

@@ -214,9 +214,10 @@ def learn_cmd(
                  f"alone (CFG {check['scale']:g}, {plural(check['runs'], 'run')}), the "
                  f"classifier reads as their class {rates}"
                  + ("" if check["passed"] else " - below 90%: try --restarts, more images or more --steps"))
+        advice = "the other attributes' embeddings, learned with it, are held by caso edit --hold all" \
+            if meta.get("learned_with") else "learn the attributes together and edit with --hold"
         for warning in (m.get("encodes") or {}).get("warnings", []):
-            info(f"Warning: {warning} (the vector carries more than its class; learn the attributes together "
-                 "and edit with --hold)")
+            info(f"Warning: {warning} (the vector carries more than its class; {advice})")
         typer.echo(str(entry))
 
 

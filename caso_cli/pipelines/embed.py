@@ -99,7 +99,8 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
     # what each vector encodes besides its class, read by the other attributes' classifiers: those learned
     # together, else those of the registry's embeddings for this text encoder
     others = dict(zip([n for n, _ in pairs], clfs, strict=True)) if len(clfs) > 1 else \
-        registry_classifiers(sd.family.encoder_hash(), exclude={job.name}, device=runtime.device)
+        registry_classifiers(sd.family.encoder_hash(), exclude={job.name}, device=runtime.device,
+                             attribute=clfs[0].meta.attr)
     metas = []
     for (name, path), clf, vectors in zip(pairs, clfs, result.per_attribute(), strict=True):
         say(f"reading what the {name} vectors encode")
@@ -143,14 +144,15 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
     return entries, result, metas
 
 
-def registry_classifiers(te_hash: str, exclude: set[str], device: Any) -> dict[str, Any]:
+def registry_classifiers(te_hash: str, exclude: set[str], device: Any, attribute: str | None = None) -> dict[str, Any]:
     """name -> classifier of every registry embedding for this text encoder whose classifier is reachable and
-    unchanged (what `--hold all` would hold)."""
+    unchanged, one per other attribute (what `--hold all` would hold; none of ``attribute`` itself)."""
     from caso_cli.errors import CasoError
-    from caso_cli.pipelines.hold import embedding_classifier, learned_for
+    from caso_cli.pipelines.hold import embedding_classifier, learned_for, one_per_attribute
 
     out = {}
-    for emb in learned_for({te_hash}, exclude)[0]:
+    found = [e for e in learned_for({te_hash}, exclude)[0] if not attribute or e.meta.attr != attribute]
+    for emb in one_per_attribute(found, [])[0]:
         try:
             out[emb.name] = embedding_classifier(emb, device)
         except CasoError:  # changed since: not read
