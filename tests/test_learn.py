@@ -57,12 +57,20 @@ def test_interrupt_then_resume_equals_uninterrupted(tiny_sd, classifier, images,
         if row["step"] == 5:
             raise KeyboardInterrupt
 
+    import json
+    import time
+
     ckpt = Checkpoint(tmp_path / "ckpt")
+    ckpt.started -= 100.0  # as if the interrupted run had been at it 100 s
     with pytest.raises(Interrupted, match="after step 5"):
         learn_embedding(tiny_sd, classifier, images, cfg, checkpoint=ckpt, progress=stop_at_5)
-    resumed = learn_embedding(tiny_sd, classifier, images, cfg, checkpoint=ckpt, resume=True)
+    assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["seconds"] >= 100
+    t0 = time.monotonic()
+    resumed = learn_embedding(tiny_sd, classifier, images, cfg, checkpoint=Checkpoint(tmp_path / "ckpt"), resume=True)
     assert torch.allclose(resumed.vectors, full.vectors, atol=1e-6)
     assert [r["step"] for r in resumed.history] == list(range(1, 9))
+    # the summary's time covers the interrupted part too
+    assert 100 <= resumed.seconds <= 100 + (time.monotonic() - t0) + 60
 
 
 def test_resume_with_other_settings_is_refused(tiny_sd, classifier, images, tmp_path) -> None:

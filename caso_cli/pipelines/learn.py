@@ -123,6 +123,8 @@ class Checkpoint:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.started = time.monotonic()  # learning time before this process is kept in the checkpoint
+        self.seconds_before = 0.0  # the time the runs before a resume took (set by load)
 
     @property
     def exists(self) -> bool:
@@ -142,7 +144,8 @@ class Checkpoint:
                 tensors[key] = state[key].detach().cpu().contiguous()
         with atomic_path(self.folder / "state.safetensors") as tmp:
             save_file(tensors, str(tmp))
-        info = {"step": step, "adam_step": float(state.get("step", 0)), "history": history, "fingerprint": fingerprint}
+        info = {"step": step, "adam_step": float(state.get("step", 0)), "history": history, "fingerprint": fingerprint,
+                "seconds": self.seconds_before + time.monotonic() - self.started}
         with atomic_write(self.folder / "state.json", "w") as fh:
             fh.write(json.dumps(info))
 
@@ -155,6 +158,7 @@ class Checkpoint:
             diff = sorted(k for k in fingerprint if info["fingerprint"].get(k) != fingerprint[k])
             raise UsageError(f"checkpoint in {self.folder} was made with other settings ({', '.join(diff)}); "
                              "rerun with the same options or without --resume")
+        self.seconds_before, self.started = float(info.get("seconds", 0.0)), time.monotonic()
         tensors = load_file(str(self.folder / "state.safetensors"))
         with torch.no_grad():
             vectors.copy_(tensors["vectors"].to(vectors.device))
@@ -419,7 +423,8 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
         checkpoint.save(len(history), vectors, opt, gen, history, fingerprint)
         raise Interrupted(f"interrupted after step {len(history)}; checkpoint saved in {checkpoint.folder} "
                           "(rerun with --resume)") from None
-    return LearnResult(vectors=vectors.detach().cpu().float(), steps=total, seconds=time.monotonic() - t0,
+    before = checkpoint.seconds_before if checkpoint is not None and start else 0.0  # a resumed run's earlier part
+    return LearnResult(vectors=vectors.detach().cpu().float(), steps=total, seconds=time.monotonic() - t0 + before,
                        history=history, split=sizes)
 
 
