@@ -272,6 +272,10 @@ def test_cli_learns_and_edits_in_context(ctx_registry, tiny_model_dir, tmp_path,
                                str(tiny_model_dir), "--steps", "2", "--check-samples", "1", "--restarts", "0",
                                "--contexts", str(ctx_file), "--max-norm", "3", "--json"], capsys)
     assert code == 0, err
+    code, out, _ = run_main(["embed", "show", "learned"], capsys)  # key-value lines, as classifier show prints
+    lines = {line.split()[0]: line.split(None, 1)[1] for line in out.splitlines() if len(line.split()) > 1}
+    assert lines["hyperparameters.placement"] == "token" and lines["classes"] == "no_x, x"
+    assert "{" not in out.replace("{}", "")  # no JSON or dict reprs (a context's slot aside)
     code, out, _ = run_main(["embed", "show", "learned", "--json"], capsys)
     hp = json.loads(out)["hyperparameters"]
     assert hp["contexts"] == ["a face with {}", "a {} face with glasses"] and hp["placement"] == "token"

@@ -18,7 +18,7 @@ from caso_cli.cli.options import (
     SeedOpt,
     SizeOpt,
 )
-from caso_cli.cli.output import Progress, info, plural, print_json
+from caso_cli.cli.output import Progress, info, plural, print_fields, print_json
 from caso_cli.config import LearnConfig
 
 app = CasoTyper(help="Learn embeddings from a classifier and manage the local registry.\n\n"
@@ -312,15 +312,13 @@ def show_cmd(name: NameArg, json_out: JsonOpt = False) -> None:
 
       caso embed show toy-mustache --json | jq .metrics
     """
-    import json
-
     from caso_cli.registry import read_meta
 
     meta = read_meta(name)
     if json_out:
         print_json(meta)
     else:
-        typer.echo(json.dumps(meta, indent=2))
+        print_fields(meta)
 
 
 @app.command("verify")
