@@ -42,7 +42,7 @@ HoldOpt = Annotated[list[str] | None, typer.Option(
 HoldFormOpt = Annotated[str, typer.Option(
     "--hold-form", help="Guidance with --hold: delta = null + w (target - source), source = source + w (target - "
                         "source), null = null + w (target - null); auto = source for w >= 0, delta for w < 0 (the "
-                        "best measured on the toy world: docs/results.md).")]
+                        "best measured on the toy world: docs/results-2026-12-05.md).")]
 ContextOpt = Annotated[str | None, typer.Option(
     "--context", help="Word context for entries learned in context, with {} where the token goes (default: the "
                       "entry's own, e.g. 'a photo of a face with {}'); the edit is the difference from it. With "

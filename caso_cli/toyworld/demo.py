@@ -27,7 +27,7 @@ class HoldSetting:
     start: float  # edit start (fraction of the trajectory)
 
 
-# chosen on validation faces by bench/claims.py, before its test faces were edited (docs/results.md)
+# chosen on validation faces by bench/claims.py, before its test faces were edited (docs/results-2026-12-05.md)
 HOLD_ADD = HoldSetting("source", 3.0, 1.0)
 HOLD_REMOVE = HoldSetting("delta", 5.0, 1.0)
 
@@ -46,7 +46,7 @@ class DemoConfig:
     edit: EditConfig = field(default_factory=lambda: EditConfig(steps=25))
     seed: int = 0
     # learn every toy attribute together (one run) and also edit with the others held (caso edit --hold all), with
-    # the setting of each direction chosen on validation faces (docs/results.md)
+    # the setting of each direction chosen on validation faces (docs/results-2026-12-05.md)
     hold: bool = True
     hold_add: HoldSetting = HOLD_ADD
     hold_remove: HoldSetting = HOLD_REMOVE
