@@ -36,9 +36,10 @@ StartOpt = Annotated[str, typer.Option("--start", help=(
     "Where guidance starts: a fraction of the trajectory (0 < f <= 1; 1 = from pure noise) or a timestep (a whole "
     "number > 1: the largest timestep <= it on the loaded model's own DDIM grid)."))]
 HoldOpt = Annotated[list[str] | None, typer.Option(
-    "--hold", help="Keep this attribute at the class its classifier reads in each input (repeatable), or 'all': "
-                   "every other embedding learned for the same model. The condition then names the edited class "
-                   "with the held ones, so only the edited attribute changes (docs/editing.md).")]
+    "--hold", help="Name this attribute at the class its classifier reads in each input (repeatable), or 'all': "
+                   "one embedding per other attribute learned for the same model. The condition then names the "
+                   "edited class with the held ones; on the toy world that keeps the others on 23-86% of faces, "
+                   "not all (docs/results-2026-12-05.md).")]
 HoldFormOpt = Annotated[str, typer.Option(
     "--hold-form", help="Guidance with --hold: delta = null + w (target - source), source = source + w (target - "
                         "source), null = null + w (target - null); auto = source for w >= 0, delta for w < 0 (the "
@@ -117,7 +118,7 @@ def edit_cmd(
 
       caso edit faces/ -r --attr smile=3 --attr hair:blond=5 --out edited/
 
-      caso edit photo.jpg --attr mustache --hold all      # every other known attribute stays as it is
+      caso edit photo.jpg --attr mustache --hold all      # name every other known attribute as read
 
       find shots -name '*.png' | caso edit - --attr smile --out edited/ --json | jq .
     """
