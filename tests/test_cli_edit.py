@@ -303,6 +303,13 @@ def test_generate_grid(embedding, tmp_path, capsys) -> None:
     again = tmp_path / "gen2.png"
     run_main(["generate", "--attr", "mustache", "--n", "3", "--seed", "1", "--out", str(again), *FAST], capsys)
     assert Image.open(out).tobytes() == Image.open(again).tobytes()
+    # --out DIR/: one PNG per image and the grid beside them
+    code, stdout, err = run_main(["generate", "--attr", "mustache", "--n", "3", "--seed", "1", "--out",
+                                  f"{tmp_path / 'd'}/", "--json", *FAST], capsys)
+    row = json.loads(stdout)
+    assert code == 0 and row["output"] == str(tmp_path / "d" / "mustache.1.grid.png")
+    assert [Path(p).name for p in row["images"]] == [f"mustache.1.00{i}.png" for i in range(3)]
+    assert Image.open(row["images"][0]).tobytes() == Image.open(frames[0]).tobytes()
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -166,7 +167,8 @@ def reconstruct_cmd(
 def generate_cmd(
     attr: Annotated[list[str], typer.Option("--attr", "-a", help="NAME[:CLASS], repeatable (one multi-token "
                                                                  "condition).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Grid PNG.")] = Path("generated.png"),
+    out: Annotated[str, typer.Option("--out", "-o", help="Grid PNG, or a folder (DIR/) for one PNG per image and "
+                                                          "the grid.")] = "generated.png",
     n: Annotated[int, typer.Option("--n", "-n", min=1, max=256, help="Number of images.")] = 8,
     scale: Annotated[str, typer.Option("--scale", "-s", help="Classifier-free guidance scale.")] = "5",
     steps: StepsOpt = 50,
@@ -187,6 +189,8 @@ def generate_cmd(
       caso generate --attr species:cat --n 8 --seed 1 --out cats.png
 
       caso generate --attr toy-mustache --attr toy-glasses --n 16 --out both.png
+
+      caso generate --attr toy-mustache --n 4 --out samples/      (samples/toy-mustache.0.000.png ... and a grid)
     """
     from caso_cli.attrs import parse_scale, resolve_attrs
     from caso_cli.pipelines.batch_edit import open_model
@@ -197,14 +201,19 @@ def generate_cmd(
     attrs = resolve_attrs(attr, w)
     edit_config(steps, "1", False)  # the --steps check
     check_edit_options(size)
-    _refuse_existing(out, overwrite)
-    job = GenerateJob(attrs=attrs, out=out, n=n, scale=w, steps=steps, seed=seed, size=size, frames=frames,
+    grid = Path(out)
+    if out.endswith(("/", os.sep)) or grid.is_dir():  # a folder: every image, and the grid beside them
+        frames = grid
+        grid = grid / f"{'+'.join(a.label for a in attrs)}.{seed}.grid.png"
+    _refuse_existing(grid, overwrite)
+    job = GenerateJob(attrs=attrs, out=grid, n=n, scale=w, steps=steps, seed=seed, size=size, frames=frames,
                       overwrite=overwrite)
-    run_generate(open_model(ModelChoice(model, model_config, device, dtype), attrs), job)
+    paths = run_generate(open_model(ModelChoice(model, model_config, device, dtype), attrs), job)
     if json_out:
-        print_json({"output": str(out), "n": n, "seed": seed, "class": [a.cls for a in attrs], "scale": w})
+        print_json({"output": str(grid), "images": [str(p) for p in paths[1:]], "n": n, "seed": seed,
+                    "class": [a.cls for a in attrs], "scale": w})
     else:
-        typer.echo(str(out))
+        typer.echo(str(grid))
 
 
 def demo_cmd(

@@ -8,8 +8,9 @@ class (docs/method.md §1, several learned tokens side by side)::
     c_src = [BOS, e_{edit, source}, e_{held_1, read_1}, ..., EOS]
     c_tgt = [BOS, e_{edit, target}, e_{held_1, read_1}, ..., EOS]
 
-and guides by one of three forms (``FORMS``; measured in docs/results-2026-12-05.md, where ``auto``, the default, takes the
-source form for w >= 0 and the delta form for w < 0, as the validation faces chose), written here for w >= 0::
+and guides by one of three forms (``FORMS``; measured in docs/results-2026-12-05.md, where ``auto``, the default,
+takes the source form for w >= 0 and the delta form for w < 0, as the validation faces chose), written here for
+w >= 0::
 
     null:    eps_null + w (eps(c_tgt) - eps_null)
     source:  eps(c_src) + w (eps(c_tgt) - eps(c_src))
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
     from caso_cli.models.loaders import StableDiffusion
     from caso_cli.registry import Embedding
 
-FORMS = ("auto", "null", "source", "delta")  # auto: source for w >= 0, delta for w < 0 (measured: docs/results-2026-12-05.md)
+# auto: source for w >= 0, delta for w < 0 (measured: docs/results-2026-12-05.md)
+FORMS = ("auto", "null", "source", "delta")
 
 
 @dataclass(frozen=True)
