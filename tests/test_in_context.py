@@ -13,10 +13,11 @@ from caso_cli import conditioning
 from caso_cli.config import LearnConfig, ThroughEdit
 from caso_cli.contexts import TEMPLATES, resolve, split, with_slot, words
 from caso_cli.errors import UsageError
-from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN
+from caso_cli.models.classifier import AttributeClassifier
 from caso_cli.pipelines.learn import caso_loss, learn_embedding
 from caso_cli.pipelines.through_edit import edit_loss, learn_through_edit
 from caso_cli.toyworld.captions import contexts, held_context
+from tests.tiny import tiny_classifier
 
 
 def test_context_text() -> None:
@@ -92,10 +93,7 @@ def test_placement_and_family_checks(tiny_sd, tiny_xl) -> None:
 
 @pytest.fixture(scope="module")
 def classifier() -> AttributeClassifier:
-    torch.manual_seed(0)
-    meta = ClassifierMeta(classes=["no_x", "x"], backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
-                          backbone_config={"widths": [8, 8]})
-    return AttributeClassifier(SmallCNN(2, (8, 8)), meta).eval().requires_grad_(False)
+    return tiny_classifier()
 
 
 @pytest.fixture(scope="module")
@@ -199,10 +197,7 @@ def ctx_registry(tiny_sd, tiny_model_dir, tmp_path) -> dict[str, object]:
     from caso_cli.registry import save_embedding
 
     te = tiny_sd.family.encoder_hash()
-    torch.manual_seed(5)
-    meta = ClassifierMeta(classes=["no_smile", "smile"], backbone="small-cnn", input_size=32, mean=[0.5] * 3,
-                          std=[0.5] * 3, attr="smile", backbone_config={"widths": [8, 8]})
-    clf = save_classifier(AttributeClassifier(SmallCNN(2, (8, 8)), meta), tmp_path / "smile.safetensors")
+    clf = save_classifier(tiny_classifier(("no_smile", "smile"), 5, "smile"), tmp_path / "smile.safetensors")
     common = {"model": str(tiny_model_dir), "text_encoder_hash": te}
     g = torch.Generator().manual_seed(0)
     vec = {"ctx-mustache": torch.randn(2, 16, generator=g), "ctx-out": torch.randn(2, 16, generator=g),

@@ -16,6 +16,18 @@ def tiny_components(seed: int = 0, prediction_type: str = "epsilon") -> dict[str
     return build_components(shape, seed=seed, tokenizer_dir=tempfile.mkdtemp(prefix="caso-tok-"))
 
 
+def tiny_classifier(classes: tuple[str, ...] = ("no_x", "x"), seed: int = 0, attr: str = "") -> Any:
+    """A seeded small-CNN classifier of 32-px images, frozen, for tests."""
+    import torch
+
+    from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN
+
+    torch.manual_seed(seed)
+    meta = ClassifierMeta(classes=list(classes), backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
+                          attr=attr, backbone_config={"widths": [8, 8]})
+    return AttributeClassifier(SmallCNN(len(classes), (8, 8)), meta).eval().requires_grad_(False)
+
+
 def learn_inputs(root: Any) -> tuple[Any, Any]:
     """8 toy faces in ``root/imgs`` and a seeded tiny 2-class classifier ``root/c.safetensors``, for ``embed learn``."""
     import torch

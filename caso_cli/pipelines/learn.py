@@ -289,6 +289,27 @@ def classify_images(classifier: AttributeClassifier, images: torch.Tensor, devic
                           for i in range(0, images.shape[0], batch)])
 
 
+def draw_contexts(config: LearnConfig, n: int, gen: torch.Generator) -> list[str] | None:
+    """One of ``config.contexts`` for each of ``n`` images, drawn anew each step (None: not learning in context)."""
+    if not config.contexts:
+        return None
+    return [config.contexts[int(i)] for i in torch.randint(len(config.contexts), (n,), generator=gen)]
+
+
+def max_norm(sd: StableDiffusion, config: LearnConfig) -> float | None:
+    """``config.max_norm`` mean token-embedding norms, the most a vector may measure (None: no cap)."""
+    if config.max_norm is None:
+        return None
+    return config.max_norm * float(sd.family.token_table().norm(dim=1).mean())
+
+
+def cap_norms(vectors: torch.Tensor, cap: float | None) -> None:
+    """Scale down, in place, every row of ``vectors`` longer than ``cap``."""
+    if cap is not None:
+        with torch.no_grad():
+            vectors.mul_((cap / vectors.norm(dim=1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0))
+
+
 def _targets(step: int, batch: int, k: int, gen: torch.Generator) -> torch.Tensor:
     """Round-robin class targets, shuffled within the batch: each batch covers min(batch, K) classes."""
     base = (torch.arange(batch) + step * batch) % k
@@ -337,8 +358,7 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
         vectors = torch.zeros(k, sd.family.context_width("output")).to(device).requires_grad_(True)
     else:
         vectors = initial_vectors(sd, k, config.init_word, gen, names).to(device).requires_grad_(True)
-    norm_cap = None if config.max_norm is None else \
-        config.max_norm * float(sd.family.token_table().norm(dim=1).mean())
+    norm_cap = max_norm(sd, config)
     opt = torch.optim.AdamW([vectors], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     total = config.total_steps(n)
     fingerprint = {**{k_: v for k_, v in asdict(config).items() if k_ not in RUN_INDEPENDENT},
@@ -367,8 +387,7 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
             # This process's share of the global batch (all of it in a single process), weighted so that the
             # sum over processes is the batch mean; all_reduce_sum is the identity in a single process.
             views = draw_views(len(idx), config.augment, gen) if config.augment else None
-            ctx = [config.contexts[int(i)] for i in torch.randint(len(config.contexts), (len(idx),), generator=gen)] \
-                if config.contexts else None
+            ctx = draw_contexts(config, len(idx), gen)
             share = torch.tensor_split(torch.arange(len(idx)), world)[rank]
             view = None if views is None else views[share]
             if joint:  # targets index (attribute, class) pairs: that attribute goes to the class, the rest stay
@@ -398,9 +417,7 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
             if vectors.grad is not None:
                 vectors.grad = all_reduce_sum(vectors.grad, sd.runtime)
             opt.step()
-            if norm_cap is not None:
-                with torch.no_grad():
-                    vectors.mul_((norm_cap / vectors.norm(dim=1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0))
+            cap_norms(vectors, norm_cap)
             row = {"step": step + 1, "loss": total_loss.item(), "accuracy": accuracy.item()}
             history.append(row)
             rng_done = gen.get_state()

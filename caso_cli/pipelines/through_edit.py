@@ -32,7 +32,16 @@ from caso_cli.models.loaders import StableDiffusion
 from caso_cli.pipelines.edit import invert_latents
 from caso_cli.pipelines.generate import encode_images
 from caso_cli.pipelines.guidance import predict_eps
-from caso_cli.pipelines.learn import LearnResult, ProgressFn, class_branch, classify_images, tail_means
+from caso_cli.pipelines.learn import (
+    LearnResult,
+    ProgressFn,
+    cap_norms,
+    class_branch,
+    classify_images,
+    draw_contexts,
+    max_norm,
+    tail_means,
+)
 
 
 def edit_loss(sd: StableDiffusion, classifier: AttributeClassifier, keep: Sequence[AttributeClassifier],
@@ -91,14 +100,12 @@ def learn_through_edit(sd: StableDiffusion, classifier: AttributeClassifier, ima
     k = vectors.shape[0]
     vectors = vectors.detach().clone().to(device).requires_grad_(True)
     opt = torch.optim.AdamW([vectors], lr=te.lr, betas=config.betas, weight_decay=config.weight_decay)
-    norm_cap = None if config.max_norm is None else \
-        config.max_norm * float(sd.family.token_table().norm(dim=1).mean())
+    norm_cap = max_norm(sd, config)
     history: list[dict[str, float]] = []
     for step in range(te.steps):
         idx = torch.randint(0, images.shape[0], (config.batch_size,), generator=gen)
         targets = torch.randint(0, k, (len(idx),), generator=gen)
-        ctx = [config.contexts[int(i)] for i in torch.randint(len(config.contexts), (len(idx),), generator=gen)] \
-            if config.contexts else None
+        ctx = draw_contexts(config, len(idx), gen)
         loss, logits = edit_loss(sd, classifier, keep, vectors, z_s_all[idx].to(device), z0_all[idx].to(device),
                                  targets.to(device), read_all[idx].to(device), config, ctx)
         if not torch.isfinite(loss):
@@ -106,9 +113,7 @@ def learn_through_edit(sd: StableDiffusion, classifier: AttributeClassifier, ima
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if norm_cap is not None:
-            with torch.no_grad():
-                vectors.mul_((norm_cap / vectors.norm(dim=1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0))
+        cap_norms(vectors, norm_cap)
         history.append({"step": step + 1, "loss": loss.item(),
                         "accuracy": float((logits.argmax(1).cpu() == targets).float().mean())})
         if progress:
