@@ -278,6 +278,17 @@ def test_cli_learns_and_edits_in_context(ctx_registry, tiny_model_dir, tmp_path,
     code, _, err = run_main(["embed", "learn", str(folder), "-c", str(clf), "-n", "x", "--model",
                              str(tiny_model_dir), "--contexts", "nowhere.txt"], capsys)
     assert code == UsageError.exit_code and "neither a built-in set" in err
+    # the default, auto: the toy caption grammar for a toy attribute on the toy model, else the whole prompt
+    from caso_cli.models.classifier import save_classifier
+
+    toy_clf = save_classifier(tiny_classifier(("no_mustache", "mustache"), 0, "mustache"), tmp_path / "m.safetensors")
+    for name, args, want in (("auto-toy", ["--model", "toy"], contexts("mustache")),
+                             ("auto-tiny", ["--model", str(tiny_model_dir)], ())):
+        code, _, err = run_main(["embed", "learn", str(folder), "-c", str(toy_clf), "-n", name, *args, "--steps", "1",
+                                 "--check-samples", "0"], capsys)
+        assert code == 0, err
+        code, out, _ = run_main(["embed", "show", name, "--json"], capsys)
+        assert json.loads(out)["hyperparameters"]["contexts"] == list(want)
 
     face = tmp_path / "face.png"
     Image.fromarray(render_faces(1, seed=4)[0][0]).save(face)

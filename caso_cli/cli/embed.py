@@ -90,12 +90,13 @@ def learn_cmd(
     init_word: Annotated[str | None, typer.Option("--init-word", help="Start each vector at this (single-token) "
                                                                       "word's embedding [default: random]")] =
     LearnConfig.init_word,
-    contexts: Annotated[str | None, typer.Option("--contexts", help="Learn in context: the token sits in the slot "
-                                                                  "of word contexts (faces, animals, objects, toy, "
-                                                                  "or a file of lines like 'a photo of a face with "
-                                                                  "{}') and is guided as a difference from them "
-                                                                  "(docs/method.md §10). Default: the paper's whole "
-                                                                  "prompt.")] = None,
+    contexts: Annotated[str, typer.Option("--contexts", help="Learn in context: the token sits in the slot of word "
+                                                           "contexts (faces, animals, objects, toy, or a file of "
+                                                           "lines like 'a photo of a face with {}') and is guided as "
+                                                           "a difference from them (docs/method.md §10); whole: the "
+                                                           "paper's whole prompt. auto: toy on the toy model (where "
+                                                           "it was measured better: docs/results.md), else "
+                                                           "whole.")] = "auto",
     placement: Annotated[str, typer.Option("--placement", help="In context: the slot's input token (token; a "
                                                                "textual-inversion vector) or a delta on its output "
                                                                "state (output).")] = LearnConfig.placement,
@@ -147,16 +148,24 @@ def learn_cmd(
     together = tuple(zip(name[1:], classifier[1:], strict=True))
     t_low, t_high = parse_t_train(t_train)
     ctx_list: tuple[str, ...] = ()
-    if contexts is not None:
+    attribute: str | None = None
+    if contexts in ("auto", "toy") and len(classifier) == 1:
+        from caso_cli.models.classifier import read_classifier_meta
+
+        attribute = read_classifier_meta(classifier[0]).attr
+    if contexts == "auto":  # in context where that was measured better: one toy attribute on the toy model
+        from caso_cli.models.loaders import default_model
+        from caso_cli.toyworld import MODEL_NAME
+        from caso_cli.toyworld.render import ATTRIBUTES
+
+        contexts = "toy" if len(classifier) == 1 and (model or default_model()) == MODEL_NAME \
+            and attribute in ATTRIBUTES else "whole"
+    if contexts != "whole":
         from caso_cli.contexts import resolve
 
         if len(classifier) > 1:
-            raise UsageError("--contexts learns one attribute at a time; give one --classifier")
-        attribute = None
-        if contexts == "toy":
-            from caso_cli.models.classifier import load_classifier
-
-            attribute = load_classifier(classifier[0]).meta.attr
+            raise UsageError("--contexts learns one attribute at a time; give one --classifier (or --contexts "
+                             "whole)")
         ctx_list = resolve(contexts, attribute)
     config = LearnConfig(t_train=t_low, t_train_max=t_high, train_scale=train_scale, lambda_rec=lambda_rec,
                          lambda_keep=lambda_keep, augment=augment, lr=lr, batch_size=batch_size, steps=steps,
