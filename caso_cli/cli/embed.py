@@ -138,6 +138,8 @@ def learn_cmd(
 
       accelerate launch -m caso_cli embed learn faces/ -c smile.safetensors -n smile   (one process per GPU)
     """
+    import dataclasses
+
     from caso_cli.errors import UsageError
     from caso_cli.pipelines.embed import EmbedJob, check_job, run_embed_job
     from caso_cli.runtime import is_main_process, launched_processes
@@ -147,30 +149,10 @@ def learn_cmd(
                          "names)")
     together = tuple(zip(name[1:], classifier[1:], strict=True))
     t_low, t_high = parse_t_train(t_train)
-    ctx_list: tuple[str, ...] = ()
-    attribute: str | None = None
-    if contexts in ("auto", "toy") and len(classifier) == 1:
-        from caso_cli.models.classifier import read_classifier_meta
-
-        attribute = read_classifier_meta(classifier[0]).attr
-    if contexts == "auto":  # in context where that was measured better: one toy attribute on the toy model
-        from caso_cli.models.loaders import default_model
-        from caso_cli.toyworld import MODEL_NAME
-        from caso_cli.toyworld.render import ATTRIBUTES
-
-        contexts = "toy" if len(classifier) == 1 and (model or default_model()) == MODEL_NAME \
-            and attribute in ATTRIBUTES else "whole"
-    if contexts != "whole":
-        from caso_cli.contexts import resolve
-
-        if len(classifier) > 1:
-            raise UsageError("--contexts learns one attribute at a time; give one --classifier (or --contexts "
-                             "whole)")
-        ctx_list = resolve(contexts, attribute)
     config = LearnConfig(t_train=t_low, t_train_max=t_high, train_scale=train_scale, lambda_rec=lambda_rec,
                          lambda_keep=lambda_keep, augment=augment, lr=lr, batch_size=batch_size, steps=steps,
                          epochs=epochs, init_word=init_word, seed=seed, checkpoint_every=checkpoint_every,
-                         check_samples=check_samples, restarts=restarts, contexts=ctx_list, placement=placement,
+                         check_samples=check_samples, restarts=restarts, placement=placement,
                          max_norm=max_norm)
     # every bad option, each named with its flag and value, before any model or image is loaded
     problems = [f"--{field.replace('_', '-')} {problem}" for field, problem in config.problems()]
@@ -178,6 +160,26 @@ def learn_cmd(
         problems.append("--lr must be positive, got 0")
     if problems:
         raise UsageError("; ".join(problems))
+    from caso_cli.models.loaders import default_model
+    from caso_cli.toyworld import MODEL_NAME
+
+    attribute: str | None = None
+    on_toy = (model or default_model()) == MODEL_NAME
+    if len(classifier) == 1 and (contexts == "toy" or (contexts == "auto" and on_toy)):
+        from caso_cli.models.classifier import read_classifier_meta
+
+        attribute = read_classifier_meta(classifier[0]).attr
+    if contexts == "auto":  # in context where that was measured better: one toy attribute on the toy model
+        from caso_cli.toyworld.render import ATTRIBUTES
+
+        contexts = "toy" if attribute in ATTRIBUTES else "whole"
+    if contexts != "whole":
+        from caso_cli.contexts import resolve
+
+        if len(classifier) > 1:
+            raise UsageError("--contexts learns one attribute at a time; give one --classifier (or --contexts "
+                             "whole)")
+        config = dataclasses.replace(config, contexts=resolve(contexts, attribute))
     if num_processes < 1:
         raise UsageError("--num-processes must be at least 1")
     if num_processes > 1:
