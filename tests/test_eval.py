@@ -264,7 +264,7 @@ def test_backbone_metrics_from_weight_files(toy, tmp_path: Path, capsys) -> None
     w = write_weight_files(tmp_path)
     report = tmp_path / "r.html"
     code, out, err = run_main(["eval", str(o_dir), str(e_dir), "--weights", str(w), "--json", "--report",
-                               str(report), "--fail-under", "lpips=0"], capsys)
+                               str(report), "--fail-over", "lpips=10"], capsys)
     assert code == 0, err
     s = json.loads(out)
     m = s["metrics"]
