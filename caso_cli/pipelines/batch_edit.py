@@ -127,9 +127,13 @@ def edit_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr], holding: Holdi
     device = sd.runtime.device
     read = read_classes(list(holding.tokens), x, device)
     contrast = hold_contrast(sd, edits, list(holding.tokens), read, source_classes(edits, x, device), holding.form)
-    held = [{t.name: t.classifier.classes[int(k)] for t, k in zip(holding.tokens, row, strict=True)}  # type: ignore[union-attr]
-            for row in read.tolist()]
-    return contrast, None, held
+    return contrast, None, _held_names(holding, read)
+
+
+def _held_names(holding: Holding, read: torch.Tensor) -> list[dict[str, str]]:
+    """Per image, each held entry's name -> the name of the class its classifier read."""
+    return [{t.name: t.classifier.classes[int(k)]  # type: ignore[union-attr]
+             for t, k in zip(holding.tokens, row, strict=True)} for row in read.tolist()]
 
 
 def context_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr], holding: Holding | None,
@@ -154,9 +158,7 @@ def context_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr], holding: Ho
     if holding is not None:
         if x is None:
             raise ValueError("a held edit reads the images: pass them")
-        read = read_classes(list(holding.tokens), x, sd.runtime.device)
-        held = [{t.name: t.classifier.classes[int(k)]  # type: ignore[union-attr]
-                 for t, k in zip(holding.tokens, row, strict=True)} for row in read.tolist()]
+        held = _held_names(holding, read_classes(list(holding.tokens), x, sd.runtime.device))
         attr_of = {t.name: t.classifier.meta.attr for t in holding.tokens}  # type: ignore[union-attr]
         rows = [with_held(ctx, [class_words(sd.name, attr_of[name], cls) for name, cls in h.items()]) for h in held]
     device = sd.runtime.device
