@@ -31,23 +31,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from caso_cli.config import EditConfig, LearnConfig, ThroughEdit
+from caso_cli.config import T_SCREEN, EditConfig, LearnConfig, ThroughEdit
 from caso_cli.contexts import words
 from caso_cli.models.classifier import load_classifier, save_classifier
-from caso_cli.models.loaders import load_model, toy_model_dir
+from caso_cli.models.loaders import load_model, local_model_dir
+from caso_cli.pipelines.classifier_guidance import classifier_guided_latents
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import class_conditions, decode_latents, encode_images
 from caso_cli.pipelines.guidance import Contrast
 from caso_cli.pipelines.hold import EditTerm, Token, hold_contrast, read_classes, source_classes
-from caso_cli.pipelines.learn import learn_embedding
+from caso_cli.pipelines.learn import learn_embedding, screen_t
 from caso_cli.pipelines.through_edit import learn_through_edit
 from caso_cli.runtime import cpu_runtime, pin_threads
 from caso_cli.toyworld import baselines as B
+from caso_cli.toyworld import captions as C
 from caso_cli.toyworld import measure, oracle
 from caso_cli.toyworld.captions import contexts, held_context, phrase
 from caso_cli.toyworld.captions import prompt as caption
 from caso_cli.toyworld.counterfactual import counterfactual_scores, counterfactuals, vae_reconstruction
-from caso_cli.toyworld.render import ATTRIBUTES, render_faces
+from caso_cli.toyworld.render import render_faces
 from caso_cli.toyworld.sample import labelled_grid
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -58,7 +60,7 @@ LADDER = (0.5, 1.0, 2.0, 3.0, 5.0)  # --ladder replaces it (a smoke run only)
 STARTS = [0.4, 0.6, 1.0]  # edit starts (--starts); 1.0: from the full inversion
 FORM_LADDER = (1.0, 3.0, 5.0)  # the scales at which --hold with separately learned vectors is measured (--forms)
 VAL_LADDER = (1.0, 2.0, 3.0, 5.0)  # the scales among which the validation faces choose --hold's form and setting
-EDITED = ("mustache", "glasses", "smile")
+EDITED = ["mustache", "glasses", "smile"]  # --attrs replaces it (the second world adds skin and eyes)
 TOKENS = ("glasses", "hair", "mustache", "smile")  # every toy attribute, in token (name) order
 TARGET = 0.9  # edit success at which methods are compared
 FORMS = ("null", "source", "delta")  # the guidance forms of --hold (caso_cli.pipelines.hold)
@@ -76,7 +78,8 @@ ARMS = {  # method -> (vectors, edit context: None whole prompt / "default" / "h
     "caso ctx+edit --hold": ("ctx+edit", "held", "ctx"),
     "caso ctx+edit lr1e-2 --hold": ("ctx+edit10", "held", "ctx"),
 }
-BASELINES = ("prompt", "prompt ctx", "prompt ctx --hold", "sega", "ledits++", "ceiling")
+BASELINES = ("prompt", "prompt ctx", "prompt ctx --hold", "sega", "ledits++", "classifier guidance", "ceiling")
+CG_UNIT = 1.0  # classifier guidance's strength s = CG_UNIT x the ladder's w (probed on the first model: s 0.1-100)
 METHODS = (*ARMS, "caso --hold", *BASELINES)
 DEFAULT_METHODS = (*ARMS, *BASELINES)  # "caso --hold" (vectors learned together) only when asked (--methods)
 SEPARATE = "caso --hold (separately learned)"  # validation only (--forms)
@@ -101,9 +104,13 @@ METHOD_NOTES = {
     "prompt ctx --hold": "the held context in words -> the same with the target phrase",
     "sega": "SEGA (diffusers), warm-up (1 - start) x steps",
     "ledits++": "LEDITS++ (diffusers)",
+    "classifier guidance": "no learning: the attribute's classifier on the decoded clean estimate at every step, "
+                           "s = CG_UNIT x w (caso_cli.pipelines.classifier_guidance)",
     "ceiling": "the full caption the oracle reads, target flipped, against null (no user has it)",
 }
 FIRST_SEED = [0]  # the validation seed (the first of --seeds)
+GRAMMAR = [C.DEFAULT]  # the caption grammar of the model measured (--model)
+T_AUTO = [False]  # learn at the t* embed learn's default screen chooses (--t-train auto), not LearnConfig's 201
 TOGETHER_FORM = "null"  # how the vectors learned together were trained (--together-form)
 
 
@@ -116,7 +123,7 @@ def log(**kw: Any) -> None:
 
 def classifiers(work: Path, n_clf: int) -> dict[str, Any]:
     out = {}
-    for attr in TOKENS:
+    for attr in dict.fromkeys([*TOKENS, *EDITED]):
         path = work / f"{attr}.clf"
         if not path.exists():
             clf, fit = fit_toy_classifier(attr, work, n_clf)
@@ -160,7 +167,7 @@ def arm_config(arm: str, attr: str, cfg: LearnConfig) -> LearnConfig:
     base = THROUGH_ARMS.get(arm, arm)
     if base == "single":
         return cfg
-    return dataclasses.replace(cfg, contexts=contexts(attr), **ONE_STEP_ARMS[base])
+    return dataclasses.replace(cfg, contexts=contexts(attr, grammar=GRAMMAR[0]), **ONE_STEP_ARMS[base])
 
 
 def learn_jobs(seeds: list[int]) -> list[tuple[int, str, str]]:
@@ -174,7 +181,7 @@ def _learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | 
     faces; ``only`` restricts which runs this process may learn (the others must be cached already)."""
     cfg = LearnConfig(checkpoint_every=0, seed=seed, **({"steps": steps} if steps else {}))
     x = measure.to_unit(render_faces(200, TRAIN_SEED)[0])
-    tag = f"{seed}" + (f"-s{steps}" if steps else "")
+    tag = f"{seed}" + (f"-s{steps}" if steps else "") + ("-tauto" if T_AUTO[0] else "")
     out: dict[str, dict] = {}
     for arm in arms_needed():
         out[arm] = {}
@@ -190,6 +197,9 @@ def _learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | 
                     res = learn_through_edit(sd, clfs[attr], x, out[THROUGH_ARMS[arm]][attr], acfg,
                                              keep=[clfs[a] for a in TOKENS if a != attr])
                 else:
+                    if T_AUTO[0]:  # t* as embed learn chooses it by default: the screen of T_SCREEN
+                        acfg, screen = screen_t(sd, clfs[attr], x, dataclasses.replace(acfg, t_screen=T_SCREEN))
+                        log(screen=arm, attr=attr, seed=seed, **screen)
                     res = learn_embedding(sd, clfs[attr], x, acfg)
                 torch.save(res.vectors, path)
                 log(learned=arm, attr=attr, seed=seed, seconds=round(time.monotonic() - t0, 1),
@@ -238,7 +248,8 @@ class Faces:
 
     def held_contexts(self, todo: np.ndarray, attr: str) -> list[str]:
         """Per face: the edit context naming every other attribute at the class its classifier reads."""
-        return [held_context(attr, {a: int(v[i]) for a, v in self.read.items()}) for i in np.nonzero(todo)[0]]
+        return [held_context(attr, {a: int(v[i]) for a, v in self.read.items()}, GRAMMAR[0])
+                for i in np.nonzero(todo)[0]]
 
 
 def edit(sd: Any, pipes: tuple[Any, Any], method: str, faces: Faces, todo: np.ndarray, attr: str, target: int,
@@ -261,7 +272,8 @@ def edit(sd: Any, pipes: tuple[Any, Any], method: str, faces: Faces, todo: np.nd
             z = edit_latents(sd, z_t, class_conditions(sd, v)[target:target + 1], w, cfg)
         else:
             placement = "output" if arm == "out" else "token"
-            ctx = faces.held_contexts(todo, attr) if where == "held" else [contexts(attr)[0]] * int(todo.sum())
+            ctx = faces.held_contexts(todo, attr) if where == "held" else \
+                [contexts(attr, grammar=GRAMMAR[0])[0]] * int(todo.sum())
             with torch.no_grad():
                 conds = [sd.family.encode_in_context(ctx, None, placement),
                          sd.family.encode_in_context(ctx, v[target], placement)]
@@ -269,10 +281,11 @@ def edit(sd: Any, pipes: tuple[Any, Any], method: str, faces: Faces, todo: np.nd
                     conds.append(sd.family.encode_in_context(ctx, v[1 - target], placement))
             z = edit_latents(sd, z_t, Contrast(conds, 0, [(w, 1, 2 if form == "pair" else 0)]), None, cfg)
     elif method.startswith("prompt ctx"):  # the target class's phrase as a difference from a context in words
-        ctx = faces.held_contexts(todo, attr) if method.endswith("--hold") else [contexts(attr)[0]] * int(todo.sum())
+        ctx = faces.held_contexts(todo, attr) if method.endswith("--hold") else \
+            [contexts(attr, grammar=GRAMMAR[0])[0]] * int(todo.sum())
         with torch.no_grad():
             conds = [sd.family.encode_prompts([words(c) for c in ctx]),
-                     sd.family.encode_prompts([c.replace("{}", phrase(attr, target)) for c in ctx])]
+                     sd.family.encode_prompts([c.replace("{}", phrase(attr, target, GRAMMAR[0])) for c in ctx])]
         z = edit_latents(sd, z_t, Contrast(conds, 0, [(w, 1, 0)]), None, cfg)
     elif method.startswith("caso --hold"):
         assert vecs is not None
@@ -283,19 +296,23 @@ def edit(sd: Any, pipes: tuple[Any, Any], method: str, faces: Faces, todo: np.nd
         z = edit_latents(sd, z_t, hold_contrast(sd, [term], held, read_classes(held, x), source_classes([term], x),
                                                  form), None, cfg)  # type: ignore[arg-type]
     elif method == "prompt":
-        z = B.prompt_edit(sd, z_t, B.attribute_prompt(attr, 1), signed, cfg)
+        z = B.prompt_edit(sd, z_t, B.attribute_prompt(attr, 1, GRAMMAR[0]), signed, cfg)
+    elif method == "classifier guidance":
+        z = classifier_guided_latents(sd, z_t, clfs[attr], target, CG_UNIT * w, cfg)
     elif method == "ceiling":  # the face's full caption as the oracle reads it, the edited attribute at the target
         r = faces.readings
-        caps = [caption(**{a: (target if a == attr else int(getattr(r, a)[i])) for a in ATTRIBUTES})
+        named = [a for a in measure.READ if a in GRAMMAR[0].phrases]  # skin and eyes where the grammar names them
+        caps = [caption(GRAMMAR[0], **{a: (target if a == attr else int(getattr(r, a)[i])) for a in named
+                                       if a == attr or getattr(r, a)[i] >= 0})
                 for i in np.nonzero(todo)[0]]
         with torch.no_grad():
             z = edit_latents(sd, z_t, sd.family.encode_prompts(caps), w, cfg)
     elif method == "sega":
         warmup = round((1 - start) * steps)
-        z = B.sega_edit(pipes[0], faces.z_t[1.0][mask], B.attribute_prompt(attr, 1), steps, reverse=target == 0,
-                        edit_guidance_scale=w, edit_warmup_steps=warmup)
+        z = B.sega_edit(pipes[0], faces.z_t[1.0][mask], B.attribute_prompt(attr, 1, GRAMMAR[0]), steps,
+                        reverse=target == 0, edit_guidance_scale=w, edit_warmup_steps=warmup)
     else:  # ledits++: its own inversion (done by the caller for this start and subset)
-        z = B.ledits_edit(pipes[1], B.attribute_prompt(attr, 1), reverse=target == 0, edit_guidance_scale=w)
+        z = B.ledits_edit(pipes[1], B.attribute_prompt(attr, 1, GRAMMAR[0]), reverse=target == 0, edit_guidance_scale=w)
     return measure.to_uint8(decode_latents(sd, z))
 
 
@@ -316,7 +333,7 @@ def sweep(sd: Any, pipes: tuple[Any, Any], methods: list[str], faces: Faces, att
         for direction, target in (("add", 1), ("remove", 0)):
             if direction not in directions:
                 continue
-            todo = have != target
+            todo = (have != target) & (have >= 0)  # eye shape: only where glasses do not hide it
             before = faces.images[todo]
             sub = measure._subset(faces.readings, todo)
             ref: dict[str, Any] = {}
@@ -523,6 +540,7 @@ def markdown(r: dict[str, Any], reading: str) -> str:
             + ".", ""]
     out += defaults_table(r)
     out += one_setting_table(r) + [""]
+    out += time_table(r)
     if not r["chosen"]:
         return "\n".join(out + matched_section(r))
     out += ["## The pre-chosen setting against the targets", "",
@@ -538,6 +556,23 @@ def markdown(r: dict[str, Any], reading: str) -> str:
     out[out.index("## The pre-chosen setting against the targets") + 2] += (
         f" The vectors learned together were trained with the {r['together_form']} form (docs/learning.md).")
     return "\n".join(out + matched_section(r))
+
+
+def time_table(r: dict[str, Any]) -> list[str]:
+    """Seconds per edited face of each method (the edit after the shared inversion; LEDITS++ without its own
+    inversion), at the run's thread count, as ratios to the fastest caso form."""
+    per: dict[str, list[float]] = {}
+    for x in r["rows"]:
+        if x["method"] != "reference" and x.get("seconds") and x.get("n"):
+            per.setdefault(x["method"], []).append(x["seconds"] / x["n"])
+    if not per:
+        return []
+    mean = {m: float(np.mean(v)) for m, v in per.items()}
+    base = min((v for m, v in mean.items() if m.startswith("caso")), default=min(mean.values()))
+    out = [f"## Time per edited face ({r['steps']}-step edits, {r['threads']} threads)", "",
+           "| method | seconds per face | × the fastest caso form |", "|---|---|---|"]
+    out += [f"| {m} | {v:.3f} | {v / base:.1f} |" for m, v in sorted(mean.items(), key=lambda kv: kv[1])]
+    return out + [""]
 
 
 def defaults_table(r: dict[str, Any]) -> list[str]:
@@ -678,6 +713,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--direction", choices=("add", "remove"), help="edit phase: only this direction")
     ap.add_argument("--work", type=Path, default=Path("/tmp/caso-claims"), help="cache of classifiers, vectors and "
                                                                                  "edit rows")
+    ap.add_argument("--model", default="toy", help="the toy model measured: toy (the second world) or toy-v1")
+    ap.add_argument("--attrs", default=",".join(EDITED), help="the attributes edited, comma-separated (the second "
+                                                            "world adds skin and eyes)")
+    ap.add_argument("--t-train", choices=("201", "auto"), default="201",
+                    help="t* of the caso arms: LearnConfig's 201, or auto (embed learn's default screen)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads for editing (learning runs at "
                                                            f"{LEARN_THREADS}: the count changes learned bits)")
     args = ap.parse_args(argv)
@@ -699,9 +739,12 @@ def main(argv: list[str] | None = None) -> int:
         RUN["methods"] = [m for m in RUN["methods"] if m not in ("sega", "ledits++")]
     n_edit, n_val = (12, 12) if quick else (args.n_edit, args.n_val)
     seeds_list = [int(s) for s in args.seeds.split(",")]
+    EDITED[:] = [a.strip() for a in args.attrs.split(",")]
+    GRAMMAR[0] = C.for_model(args.model) or C.DEFAULT
+    T_AUTO[0] = args.t_train == "auto"
     FIRST_SEED[:] = seeds_list[:1]
     args.work.mkdir(parents=True, exist_ok=True)
-    sd = load_model("toy", cpu_runtime())
+    sd = load_model(args.model, cpu_runtime())
     clfs = classifiers(args.work, 600 if quick else 2000)
     learn_steps = 60 if quick else None
     if args.phase == "learn":  # this process's share of the runs; the others come from the cache
@@ -712,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
             learned(sd, clfs, args.work, seed, learn_steps, mine)
         return 0
     seeds = {s: learned(sd, clfs, args.work, s, learn_steps) for s in seeds_list}
-    pipes = B.load_pipelines(toy_model_dir())
+    pipes = B.load_pipelines(local_model_dir(args.model))
     directions = (args.direction,) if args.direction else ("add", "remove")
     part = args.work / f"rows-{'-'.join(directions)}.json"
 
@@ -758,7 +801,8 @@ def main(argv: list[str] | None = None) -> int:
     img.mkdir(parents=True, exist_ok=True)
     front_figure(means, img / "claims-front.png")
     pictures(sd, pipes, test, chosen, best, seeds, clfs, steps, img / "claims-edits.png")
-    report = {"mode": "quick" if quick else "full", "steps": steps, "n_edit": n_edit, "n_val": n_val,
+    report = {"mode": "quick" if quick else "full", "model": args.model, "t_train": args.t_train,
+              "attrs": list(EDITED), "steps": steps, "n_edit": n_edit, "n_val": n_val,
               "seeds": seeds_list, "together_form": TOGETHER_FORM, "ladder": LADDER, "methods": RUN["methods"],
               "starts": STARTS, "chosen": chosen,
               "at_chosen": sorted(at_chosen, key=lambda r: (EDITED.index(r["attr"]), r["direction"])),

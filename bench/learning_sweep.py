@@ -30,7 +30,8 @@ from caso_cli.runtime import cpu_runtime, pin_threads
 from caso_cli.toyworld import measure
 from caso_cli.toyworld.render import render_faces, write_dataset
 
-COLUMN = {"mustache": "Mustache", "glasses": "Glasses", "smile": "Smile", "hair": "Hair"}
+COLUMN = {"mustache": "Mustache", "glasses": "Glasses", "smile": "Smile", "hair": "Hair", "skin": "Dark_skin",
+          "eyes": "Narrow_eyes"}
 CLASSIFIER_SEED, TRAIN_SEED, EDIT_SEED, GEN_SEED = 500, 600, 700, 800
 
 

@@ -4,7 +4,8 @@
 
 Prints one JSON object: (a) VAE reconstruction, (b) prompted text-to-image samples,
 (c) null-prompt DDIM inversion + reconstruction, (d) the prompt-editing baseline (inversion +
-guidance with "a face with a mustache" at a few scales), targets, wall times. See
+guidance with "a face with a mustache" at a few scales), (e) every phrasing of the model's caption grammar,
+targets, wall times. See
 :mod:`caso_cli.toyworld.quality` for the definitions and docs/toyworld-model.md for results.
 """
 
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--scale", type=float, default=5.0, help="CFG scale for (b)")
     p.add_argument("--edit-scales", default="1,3,5,10")
-    p.add_argument("--parts", default="abcd", help="which measurements to run")
+    p.add_argument("--parts", default="abcde", help="which measurements to run")
+    p.add_argument("--n-language", type=int, default=16, help="samples per prompt for (e)")
     p.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     p.add_argument("--grid", type=Path, default=None, help="save a labelled sample grid PNG here")
     p.add_argument("--threads", type=int, default=2)
@@ -86,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         scales = tuple(float(s) for s in args.edit_scales.split(","))
         out["d_prompt_edit"] = timed("d_prompt_edit", Q.prompt_edit_baseline, sd, n=args.n_edit, steps=args.steps,
                                      scales=scales)
+    if "e" in args.parts:
+        from caso_cli.toyworld.captions import DEFAULT, for_model
+
+        out["e_language"] = timed("e_language", Q.language_quality, sd, for_model(args.model) or DEFAULT,
+                                  n_per_prompt=args.n_language, steps=args.steps, scale=args.scale)
     if all(k in out for k in ("a_vae", "b_prompts", "c_inversion")):
         out["targets_met"] = Q.summary_ok(out["a_vae"], out["b_prompts"], out["c_inversion"])  # type: ignore[arg-type]
     if args.grid:

@@ -61,6 +61,10 @@ class ThroughEdit:
         return out
 
 
+#: the candidates of ``--t-train auto`` (LearnConfig.t_screen): three fixed timesteps and one range
+T_SCREEN: tuple[tuple[int, int], ...] = ((201, 201), (401, 401), (601, 601), (201, 601))
+
+
 @dataclass(frozen=True)
 class LearnConfig:
     """Hyperparameters of learning (defaults chosen by measurement on the toy world: docs/learning.md)."""
@@ -100,6 +104,10 @@ class LearnConfig:
     # hold each vector's norm to at most this many times the mean token-embedding norm after every step (None: free)
     max_norm: float | None = None
     through_edit: ThroughEdit = ThroughEdit()  # a second stage that learns through the real edit (off by default)
+    # t* by measurement (--t-train auto): before learning, a short run per candidate (low, high) timestep range, each
+    # scored by the generation check; the full run then uses the best (empty: t_train as given)
+    t_screen: tuple[tuple[int, int], ...] = ()
+    screen_steps: int = 200  # steps of each screening run
     seed: int = 0
     checkpoint_every: int = 50  # steps between checkpoints (0: never)
     # after learning, generate this many samples per class from noise with the class's vector alone (CFG
@@ -109,6 +117,11 @@ class LearnConfig:
     # extra runs (seeds seed+1, seed+2, ...) while some class's check rate is below 0.9; each class keeps the
     # vector of the run whose check read it best (not in the paper: docs/learning.md)
     restarts: int = 4
+
+    def t_label(self) -> str:
+        """t* as the CLI writes it: ``201`` or ``201:601``."""
+        lo, hi = self.t_range()
+        return str(lo) if lo == hi and self.t_train_max is None else f"{lo}:{hi}"
 
     def t_range(self, together: bool = False) -> tuple[int, int]:
         """(low, high) of the training timestep, for attributes learned together or not; low == high: a fixed t*."""
@@ -138,6 +151,10 @@ class LearnConfig:
         if self.max_norm is not None and not self.max_norm > 0:
             out.append(("max_norm", f"must be positive, got {self.max_norm:g}"))
         out += self.through_edit.problems()
+        if self.t_screen and not self.check_samples:
+            out.append(("t_screen", "needs the generation check (check_samples > 0) to score the candidates"))
+        if self.t_screen and self.screen_steps < 1:
+            out.append(("screen_steps", f"must be at least 1, got {self.screen_steps}"))
         if self.together_form not in ("null", "delta"):
             out.append(("together_form", f"must be null or delta, got {self.together_form!r}"))
         return out

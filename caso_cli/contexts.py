@@ -64,19 +64,21 @@ def words(context: str) -> str:
     return " ".join(p for p in (before.strip(), after.strip()) if p)
 
 
-def resolve(spec: str, attribute: str | None = None) -> tuple[str, ...]:
-    """Contexts from a domain name of :data:`TEMPLATES`, ``toy`` (the toy world's caption grammar around
-    ``attribute``), or a file with one context per line (blank lines and lines starting with ``#`` skipped)."""
+def resolve(spec: str, attribute: str | None = None, model: str | None = None) -> tuple[str, ...]:
+    """Contexts from a domain name of :data:`TEMPLATES`, ``toy`` (the caption grammar of toy model ``model``, the
+    default ``toy`` model's when it is not one, around ``attribute``), or a file with one context per line (blank
+    lines and lines starting with ``#`` skipped)."""
     if spec in TEMPLATES:
         return TEMPLATES[spec]
     if spec == "toy":
-        from caso_cli.toyworld.captions import contexts
-        from caso_cli.toyworld.render import ATTRIBUTES
+        from caso_cli.toyworld import captions
 
-        if attribute not in ATTRIBUTES:
-            raise UsageError(f"--contexts toy draws captions around a toy attribute ({', '.join(ATTRIBUTES)}); "
+        grammar = captions.for_model(model) or captions.DEFAULT
+        attr = captions.caption_attribute(attribute, grammar)
+        if attr is None:
+            raise UsageError(f"--contexts toy draws captions around a toy attribute ({', '.join(grammar.phrases)}); "
                              f"this classifier's attribute is {attribute!r}")
-        return contexts(attribute)
+        return captions.contexts(attr, grammar=grammar)
     path = Path(spec)
     if not path.is_file():
         raise UsageError(f"--contexts {spec!r} is neither a built-in set ({', '.join(TEMPLATES)}, toy) nor a file")

@@ -471,3 +471,18 @@ def test_rerun_into_the_input_folder_edits_no_edit(embedding, photos, capsys) ->
     rows = [json.loads(line) for line in stdout.splitlines()]
     assert code == 0 and {r["status"] for r in rows} == {"skipped"} and len(rows) == len(photos)
     assert sorted(p.name for p in folder.iterdir()) == first  # no <stem>.mustache.5.mustache.5.png
+
+
+def test_inputs_that_all_fail_are_reported_before_the_model_loads(capsys, monkeypatch, tmp_path) -> None:
+    """Missing inputs are known before any model is loaded: one line each, exit 3 (an input error), no load."""
+    import caso_cli.pipelines.batch_edit as batch_edit
+
+    save_embedding("m", torch.randn(2, 16), {"classes": ["no_x", "x"], "model": "toy"})
+    monkeypatch.setattr(batch_edit, "open_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    code, _, err = run_main(["edit", str(tmp_path / "missing.png"), "--attr", "m"], capsys)
+    assert code == 3 and err.strip().splitlines() == [f"Error: {tmp_path / 'missing.png'}: no such file"]
+    code, _, err = run_main(["reconstruct", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", "toy"],
+                            capsys)
+    assert code == 3 and err.strip().splitlines() == [
+        f"Error: {tmp_path / 'a.png'}: no such file",
+        f"Error: {tmp_path / 'b.png'}: no such file (no input of 2 can be read, so nothing was reconstructed)"]

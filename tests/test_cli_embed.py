@@ -114,7 +114,8 @@ def test_learn_options_are_refused_before_any_model_or_image_loads(tmp_path, cap
              (["--epochs", "-1"], "--epochs must be positive, got -1"),
              (["--augment", "-2"], "--augment must be 0 or more, got -2"),
              (["--check-samples", "-1"], "--check-samples must be 0 or more, got -1"),
-             (["--t-train", "401:201"], "--t-train '401:201': use a timestep (201) or a range LOW:HIGH (201:401)")]
+             (["--t-train", "401:201"],
+              "--t-train '401:201': use auto, a timestep (201) or a range LOW:HIGH (201:401)")]
     for extra, message in cases:
         code, out, err = run_main([*base, *extra], capsys)
         assert code == 2 and err.strip().splitlines() == [f"Error: {message}"], (extra, err)

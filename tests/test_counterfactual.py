@@ -145,3 +145,30 @@ def test_vae_reconstruction_is_the_vae_round_trip(tiny_sd) -> None:
     assert rec.shape == x.shape and rec.dtype == np.uint8
     with torch.no_grad():
         assert np.array_equal(rec, S.decode(tiny_sd, S.encode(tiny_sd, x)))
+
+
+def test_rarely_named_attributes_have_counterfactuals_and_are_scored() -> None:
+    """Skin: the tone mirrored across 0.5 on faces of the other class; eyes: the shape set. The oracle reads both
+    (eye shape only without glasses, and an unreadable eye shape never counts as changed)."""
+    from caso_cli.toyworld import measure, oracle
+    from caso_cli.toyworld.counterfactual import counterfactual_params
+
+    params = R.sample_params(64, 5).replace(glasses=0)
+    dark = counterfactual_params(params, "skin", 1)
+    light = params.skin_tone <= R.DARK_SKIN
+    assert np.allclose(dark.skin_tone[light], 1 - params.skin_tone[light])
+    assert np.array_equal(dark.skin_tone[~light], params.skin_tone[~light])
+    assert np.array_equal(dark.mustache, params.mustache) and np.array_equal(dark.hair, params.hair)
+    before, after = R.render(params), R.render(dark)
+    s = measure.edit_scores(before[light], after[light], "skin", 1)
+    assert s["success"] == 1.0 and s["kept"] == 1.0 and set(s["kept_each"]) == {"mustache", "glasses", "smile",
+                                                                                  "hair", "eyes"}
+    narrow = counterfactual_params(params, "eyes", 1)
+    todo = params.eye_shape == 0
+    s = measure.edit_scores(before[todo], R.render(narrow)[todo], "eyes", 1)
+    assert s["success"] == 1.0 and s["kept"] == 1.0
+    # glasses added hide the eyes: eye shape is then unknown, not changed
+    specs = R.render(params.replace(glasses=1))
+    assert (oracle.read_attributes(specs).eyes == oracle.UNKNOWN).all()
+    s = measure.edit_scores(before, specs, "glasses", 1)
+    assert s["success"] == 1.0 and s["kept"] == 1.0

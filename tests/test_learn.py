@@ -297,3 +297,43 @@ def test_interrupted_restart_resumes_to_the_uninterrupted_result(tiny_sd, classi
                                   progress=lambda row: steps_run.append((row["run"], row["step"])))
     assert steps_run == [(2, 6)]  # the first run is reloaded whole, the second goes on after step 5
     assert torch.allclose(resumed.vectors, full.vectors, atol=1e-6) and resumed.check == full.check
+
+
+def test_t_screen_keeps_the_candidate_whose_check_reads_best(tiny_sd, classifier, images, monkeypatch,
+                                                           tmp_path) -> None:
+    """--t-train auto: one short run per candidate t*, scored by the generation check (lowest class first, then the
+    mean); the full run learns at the winner; the table is saved so that a resumed run does not screen again."""
+    import caso_cli.pipelines.learn as learn
+
+    seen: list[tuple[int, int | None, int]] = []
+    real = learn.learn_embedding
+
+    def recording(sd, clf, x, cfg, *args, **kwargs):
+        seen.append((cfg.t_train, cfg.t_train_max, cfg.steps))
+        return real(sd, clf, x, cfg, *args, **kwargs)
+
+    # candidates in order: 201, 401, 601, 201:601; 401 and 201:601 tie on the lowest class, 401 has the better mean
+    readings = iter([[0.2, 0.9], [0.6, 0.9], [0.1, 1.0], [0.6, 0.7], [0.95, 0.95]])
+    monkeypatch.setattr(learn, "learn_embedding", recording)
+    monkeypatch.setattr(learn, "generation_check", lambda *a, **k: next(readings))
+    cfg = LearnConfig(steps=3, screen_steps=2, checkpoint_every=0, check_samples=4, restarts=0,
+                      t_screen=((201, 201), (401, 401), (601, 601), (201, 601)))
+    out = learn.learn_checked(tiny_sd, classifier, images, cfg, learn.Checkpoint(tmp_path / "ck"))
+    assert seen == [(201, None, 2), (401, None, 2), (601, None, 2), (201, 601, 2), (401, None, 3)]
+    screen = out.check["t_screen"]
+    assert screen["chosen"] == "401" and screen["steps"] == 2
+    assert [r["t"] for r in screen["table"]] == ["201", "401", "601", "201:601"]
+    assert screen["table"][1] == {"t": "401", "rates": {"no_x": 0.6, "x": 0.9}, "min": 0.6, "mean": 0.75}
+    assert out.config is not None and out.config.t_train == 401 and out.config.t_screen == ()
+    # a screening run is never longer than the run itself
+    seen.clear()
+    readings = iter([[0.5, 0.5]] * 4 + [[1.0, 1.0]])
+    learn.learn_checked(tiny_sd, classifier, images, LearnConfig(**{**cfg.__dict__, "steps": 1}))
+    assert [s for *_, s in seen] == [1] * 5
+    # resumed: the saved table, no screening run
+    seen.clear()
+    readings = iter([[1.0, 1.0]])
+    again = learn.learn_checked(tiny_sd, classifier, images, cfg, learn.Checkpoint(tmp_path / "ck"))
+    assert seen == [(401, None, 3)] and again.check["t_screen"] == screen
+    with pytest.raises(UsageError, match="t_screen needs the generation check"):
+        LearnConfig(t_screen=((201, 201),), check_samples=0).check()

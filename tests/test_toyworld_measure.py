@@ -41,7 +41,7 @@ def test_generation_and_edit_rates_shapes(tiny_sd) -> None:
     for key in ("mustache", "-mustache"):
         if key in rates:
             each = rates[key]["kept_each"]
-            assert set(each) == {"glasses", "smile", "hair"}
+            assert set(each) == {"glasses", "smile", "hair", "skin", "eyes"}
             # all-at-once preservation can be no higher than any single attribute's
             assert rates[key]["kept"] <= min(each.values()) + 1e-9
 

@@ -133,15 +133,17 @@ def test_write_dataset_is_parseable_celeba_style(tmp_path) -> None:
     lines = (out / R.LIST_ATTR_FILE).read_text().splitlines()
     assert lines[0] == "20"
     header = lines[1].split()
-    assert header == ["Mustache", "Glasses", "Smile", "Hair_black", "Hair_blond", "Hair_red"]
+    assert header == ["Mustache", "Glasses", "Smile", "Hair_black", "Hair_blond", "Hair_red", "Dark_skin",
+                      "Narrow_eyes"]
     assert len(lines) == 22
     for i, line in enumerate(lines[2:]):
         name, *vals = line.split()
         assert name == f"{i:06d}.png" and (out / "images" / name).is_file()
         values = [int(v) for v in vals]
-        assert len(values) == 6 and set(values) <= {1, -1}
+        assert len(values) == 8 and set(values) <= {1, -1}
         assert values[:3] == [1 if getattr(params, a)[i] else -1 for a in ("mustache", "glasses", "smile")]
-        assert values[3:].count(1) == 1 and values[3 + int(params.hair[i])] == 1
+        assert values[3:6].count(1) == 1 and values[3 + int(params.hair[i])] == 1
+        assert values[6:] == [1 if params.skin_tone[i] > R.DARK_SKIN else -1, 1 if params.eye_shape[i] else -1]
 
     with (out / R.LABELS_FILE).open(newline="") as fh:
         rows = list(csv.DictReader(fh))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from typing import Any
 
 from caso_cli.models.build import TINY, SDShape, build_components
@@ -13,7 +12,7 @@ WORDS = ("a", "face", "with", "mustache", "glasses", "smile")
 def tiny_components(seed: int = 0, prediction_type: str = "epsilon") -> dict[str, Any]:
     """vae, unet, text_encoder, tokenizer, scheduler of the TINY shape with a few whole words."""
     shape = SDShape(**{**TINY.__dict__, "words": WORDS, "prediction_type": prediction_type})
-    return build_components(shape, seed=seed, tokenizer_dir=tempfile.mkdtemp(prefix="caso-tok-"))
+    return build_components(shape, seed=seed)
 
 
 def tiny_classifier(classes: tuple[str, ...] = ("no_x", "x"), seed: int = 0, attr: str = "") -> Any:
@@ -53,4 +52,4 @@ def tiny_xl_components(seed: int = 0) -> dict[str, Any]:
     from caso_cli.models.build import TINY_XL, SDXLShape, build_sdxl_components
 
     shape = SDXLShape(**{**TINY_XL.__dict__, "words": WORDS})
-    return build_sdxl_components(shape, seed=seed, tokenizer_dir=tempfile.mkdtemp(prefix="caso-tok-"))
+    return build_sdxl_components(shape, seed=seed)

@@ -22,7 +22,7 @@ from caso_cli.cli.options import (
 )
 from caso_cli.cli.output import Progress, info, plural, print_json
 from caso_cli.config import EditConfig, ModelChoice
-from caso_cli.errors import EXIT_CHECK_FAILED, Interrupted, UsageError
+from caso_cli.errors import EXIT_CHECK_FAILED, InputError, Interrupted, UsageError
 
 if TYPE_CHECKING:
     from caso_cli.attrs import ResolvedAttr
@@ -145,6 +145,12 @@ def run_batch(inputs: list[str], job: EditJob, model: ModelChoice, *, recursive:
     items = list(expand_inputs(inputs, recursive))
     if not items:
         raise UsageError("no input images")
+    if all(item.error for item in items):  # nothing to do: say so before the model loads
+        for item in items[:-1]:
+            info(f"Error: {item.path}: {item.error}")
+        last = f"{items[-1].path}: {items[-1].error}"
+        raise InputError(last if len(items) == 1 else f"{last} (no input of {len(items)} can be read, so nothing "
+                         f"was {'reconstructed' if job.kind else 'edited'})")
     sd = open_model(model, job.attrs)
     rt = sd.runtime
     counts = {"ok": 0, "skipped": 0, "error": 0}

@@ -19,7 +19,7 @@ from caso_cli.cli.options import (
     SizeOpt,
 )
 from caso_cli.cli.output import Progress, info, plural, print_fields, print_json
-from caso_cli.config import LearnConfig
+from caso_cli.config import T_SCREEN, LearnConfig
 
 app = CasoTyper(help="Learn embeddings from a classifier and manage the local registry.\n\n"
                      "Examples:\n\n  caso embed learn faces/ --classifier mustache.safetensors --name mustache\n\n"
@@ -29,9 +29,11 @@ NameArg = Annotated[str, typer.Argument(help="Embedding name in the registry.")]
 
 
 def parse_t_train(text: str) -> tuple[int, int | None]:
-    """``201`` -> (201, None); ``201:401`` -> (201, 401)."""
+    """``201`` -> (201, None); ``201:401`` -> (201, 401); ``auto`` -> (-1, None)."""
     from caso_cli.errors import UsageError
 
+    if text == "auto":
+        return -1, None
     try:
         parts = [int(p) for p in text.split(":")]
     except ValueError:
@@ -40,7 +42,7 @@ def parse_t_train(text: str) -> tuple[int, int | None]:
         return parts[0], None
     if len(parts) == 2 and parts[0] <= parts[1]:
         return parts[0], parts[1]
-    raise UsageError(f"--t-train {text!r}: use a timestep (201) or a range LOW:HIGH (201:401)")
+    raise UsageError(f"--t-train {text!r}: use auto, a timestep (201) or a range LOW:HIGH (201:401)")
 
 
 @app.command("learn")
@@ -56,8 +58,11 @@ def learn_cmd(
                                                                  "--classifier, in the same order).")],
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
-    t_train: Annotated[str, typer.Option("--t-train", help="Training timestep t*, or a range LOW:HIGH to draw it "
-                                                           "from at every step.")] = str(LearnConfig.t_train),
+    t_train: Annotated[str, typer.Option("--t-train", help="Training timestep t*, a range LOW:HIGH to draw it from "
+                                                           "at every step, or auto: a short run at each of "
+                                                           "201, 401, 601 and 201:601, scored by the generation "
+                                                           "check, and the best kept (attributes learned "
+                                                           "together, or --check-samples 0: 201).")] = "auto",
     train_scale: Annotated[float, typer.Option("--train-scale", help="Guidance scale w in the loss.")] =
     LearnConfig.train_scale,
     lambda_rec: Annotated[float, typer.Option("--lambda-rec", help="Weight of the latent reconstruction term.")] =
@@ -149,8 +154,11 @@ def learn_cmd(
                          "names)")
     together = tuple(zip(name[1:], classifier[1:], strict=True))
     t_low, t_high = parse_t_train(t_train)
-    config = LearnConfig(t_train=t_low, t_train_max=t_high, train_scale=train_scale, lambda_rec=lambda_rec,
-                         lambda_keep=lambda_keep, augment=augment, lr=lr, batch_size=batch_size, steps=steps,
+    screen = T_SCREEN if t_low < 0 and check_samples and not together else ()
+    t_low = LearnConfig.t_train if t_low < 0 else t_low
+    config = LearnConfig(t_train=t_low, t_train_max=t_high, t_screen=screen, train_scale=train_scale,
+                         lambda_rec=lambda_rec, lambda_keep=lambda_keep, augment=augment, lr=lr,
+                         batch_size=batch_size, steps=steps,
                          epochs=epochs, init_word=init_word, seed=seed, checkpoint_every=checkpoint_every,
                          check_samples=check_samples, restarts=restarts, placement=placement,
                          max_norm=max_norm)
@@ -161,25 +169,23 @@ def learn_cmd(
     if problems:
         raise UsageError("; ".join(problems))
     from caso_cli.models.loaders import default_model
-    from caso_cli.toyworld import MODEL_NAME
+    from caso_cli.toyworld import captions
 
     attribute: str | None = None
-    on_toy = (model or default_model()) == MODEL_NAME
-    if len(classifier) == 1 and (contexts == "toy" or (contexts == "auto" and on_toy)):
+    grammar = captions.for_model(model or default_model())
+    if len(classifier) == 1 and (contexts == "toy" or (contexts == "auto" and grammar)):
         from caso_cli.models.classifier import read_classifier_meta
 
         attribute = read_classifier_meta(classifier[0]).attr
-    if contexts == "auto":  # in context where that was measured better: one toy attribute on the toy model
-        from caso_cli.toyworld.render import ATTRIBUTES
-
-        contexts = "toy" if attribute in ATTRIBUTES else "whole"
+    if contexts == "auto":  # in context where that was measured better: one toy attribute on a toy model
+        contexts = "toy" if grammar and captions.caption_attribute(attribute, grammar) else "whole"
     if contexts != "whole":
         from caso_cli.contexts import resolve
 
         if len(classifier) > 1:
             raise UsageError("--contexts learns one attribute at a time; give one --classifier (or --contexts "
                              "whole)")
-        config = dataclasses.replace(config, contexts=resolve(contexts, attribute))
+        config = dataclasses.replace(config, contexts=resolve(contexts, attribute, model or default_model()))
     if num_processes < 1:
         raise UsageError("--num-processes must be at least 1")
     if num_processes > 1:
@@ -208,7 +214,14 @@ def learn_cmd(
             continue
         together_note = f" together with {', '.join(meta['learned_with'])}" if meta.get("learned_with") else ""
         check = m.get("generation_check") or m.get("edit_check")
-        t_at = f"t* {t_low}" if t_high is None else f"t {t_low}:{t_high}"
+        chosen = meta["hyperparameters"]
+        t_at = f"t* {chosen['t_train']}" if chosen["t_train_max"] is None else \
+            f"t {chosen['t_train']}:{chosen['t_train_max']}"
+        if check and check.get("t_screen"):
+            scr = check["t_screen"]
+            rows = "; ".join(f"{r['t']}: " + ", ".join(f"{c} {v:.0%}" for c, v in r["rates"].items())
+                             for r in scr["table"])
+            info(f"t* screen ({scr['steps']} steps each, the generation check): {rows} - kept t {scr['chosen']}")
         info(f"learned {entry.name} ({', '.join(meta['classes'])}){together_note} in {m['steps']} steps, "
              f"{m['seconds']} s; {tail_text(m, check['runs'] if check and check['runs'] > 1 else None)} (the "
              f"training loss, and the share of one-step estimates at {t_at} the classifier reads as their target "
@@ -224,12 +237,25 @@ def learn_cmd(
             info(f"generation check: of {check['samples']} samples per class generated from noise with its vector "
                  f"alone (CFG {check['scale']:g}, {plural(check['runs'], 'run')}), the "
                  f"classifier reads as their class {rates}"
-                 + ("" if check["passed"] else " - below 90%: try --restarts, more images or more --steps"))
+                 + ("" if check["passed"] else " - below 90%: " + check_advice(check)))
         advice = "the other attributes' embeddings, learned with it, are held by caso edit --hold all" \
             if meta.get("learned_with") else "learn the attributes together and edit with --hold"
         for warning in (m.get("encodes") or {}).get("warnings", []):
             info(f"Warning: {warning} (the vector carries more than its class; {advice})")
         typer.echo(str(entry))
+
+
+def check_advice(check: dict) -> str:
+    """What to try when the generation check fails, from what this run measured."""
+    scr = check.get("t_screen")
+    if scr and max(r["min"] for r in scr["table"]) < 0.5:
+        return ("no training timestep screened reached 50% for every class, so the model may not draw this "
+                "attribute from its text input at all (caso edit still may move it: measure with caso eval); "
+                "more --steps or images rarely help then")
+    if scr:
+        return (f"the screen's best t* was {scr['chosen']}; try more --steps at it (--t-train {scr['chosen']}), "
+                "--restarts or more images")
+    return "try --t-train auto (a screen of training timesteps), --restarts, more images or more --steps"
 
 
 def hand_off_to_accelerate(ctx: typer.Context, num_processes: int, device: str) -> None:

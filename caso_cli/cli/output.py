@@ -28,6 +28,8 @@ def _flat(facts: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     for key, value in facts.items():
         if isinstance(value, Mapping):
             out.update(_flat(value, f"{prefix}{key}."))
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, Mapping) for v in value):  # rows: one key each
+            out.update(_flat({str(i): v for i, v in enumerate(value)}, f"{prefix}{key}."))
         elif isinstance(value, (list, tuple)):
             out[prefix + key] = ", ".join(_plain(v) for v in value)
         else:

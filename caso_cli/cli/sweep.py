@@ -230,6 +230,10 @@ def demo_cmd(
                                                                   "exists).")] = True,
     hold: Annotated[bool, typer.Option("--hold/--no-hold", help="Learn every toy attribute together and also edit "
                                                                 "with the others held (caso edit --hold all).")] = True,
+    rare: Annotated[bool, typer.Option("--rare/--no-rare", help="Also learn skin tone, which the toy captions "
+                                                                "seldom name, in context and edit the same faces "
+                                                                "towards the other skin class, beside the prompt "
+                                                                "that names it.")] = True,
     seed: SeedOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
@@ -237,7 +241,9 @@ def demo_cmd(
 
     Renders labelled toy faces, fits a classifier per attribute, learns the embeddings together (saved as
     toy-<attr>), edits held-out faces at +scale and -scale with the embedding alone and with every other attribute
-    held, writes a before/after sheet and prints the oracle's rates side by side (docs/editing.md).
+    held, writes a before/after sheet and prints the oracle's rates side by side (docs/editing.md). Then it learns
+    skin tone (Dark_skin), which the toy captions seldom name, in context and edits the same faces to the other skin
+    class with it and with the prompt that names the class, in two more columns.
 
     Examples:
 
@@ -251,6 +257,8 @@ def demo_cmd(
     from caso_cli.toyworld.demo import DemoConfig, run_demo
 
     config = DemoConfig(attr=attr, scale=parse_scale(scale, "--scale"), seed=seed, hold=hold)
+    if not rare:
+        config = dataclasses.replace(config, rare=None)
     if steps is not None:
         config = dataclasses.replace(config, learn=dataclasses.replace(config.learn, steps=steps))
     from caso_cli.pipelines.learn import progress_text
@@ -269,6 +277,12 @@ def demo_cmd(
         info(f"{'--hold all':18} {h.add_success:>{9 + len(attr)}.0%}  {h.remove_success:>15.0%}  {h.kept:>22.0%}"
              f"   (add: {config.hold_add.form} form, w {config.hold_add.scale:g}; remove: {config.hold_remove.form} "
              f"form, w -{config.hold_remove.scale:g})")
+    if result.rare is not None:
+        r = result.rare
+        info(f"{r['attr']}, named in 2.6% of the toy captions: {r['n']} faces each edited to the other class (w "
+             f"{r['scale']:g}, start {r['start']:g}): caso {r['caso']['success']:.0%} (others kept "
+             f"{r['caso']['kept']:.0%}), the prompt naming the class {r['prompt']['success']:.0%} (kept "
+             f"{r['prompt']['kept']:.0%})")
     info("seconds: " + ", ".join(f"{k} {v:g}" for k, v in result.seconds.items()))
     m = result.machine
     info(f"seed {m['seed']}, {plural(m['threads'], 'CPU thread')}, torch {m['torch']}, {m['cpu_kernels']} kernels: "

@@ -92,7 +92,8 @@ def render_cmd(
     hair = " / ".join(f"{(params.hair == k).mean():.0%}" for k in range(3))
     info(f"wrote {plural(n, 'face')} to {out} in {took:.1f} s: mustache {params.mustache.mean():.0%}, "
          f"glasses {params.glasses.mean():.0%}, smile {params.smile.mean():.0%}, "
-         f"hair black/blond/red {hair}")
+         f"hair black/blond/red {hair}, dark skin {(params.skin_tone > R.DARK_SKIN).mean():.0%}, "
+         f"narrow eyes {params.eye_shape.mean():.0%}")
     typer.echo(str(out))
 
 

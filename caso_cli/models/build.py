@@ -54,10 +54,21 @@ def scheduler_config(prediction_type: str = "epsilon") -> dict[str, Any]:
     }
 
 
-def build_components(shape: SDShape, seed: int = 0, tokenizer_dir: str | Path | None = None) -> dict[str, Any]:
-    """Randomly initialised vae, unet, text_encoder, tokenizer and DDIM scheduler of ``shape``."""
+def _tokenizer(words: Sequence[str], folder: str | Path | None) -> Any:
+    """The offline tokenizer of ``words``, its files written to ``folder`` (None: a temporary folder, removed once
+    the tokenizer has read them)."""
     import tempfile
 
+    if folder is not None:
+        write_tokenizer_files(Path(folder), words)
+        return load_tokenizer(Path(folder))
+    with tempfile.TemporaryDirectory(prefix="caso-tok-") as tmp:
+        write_tokenizer_files(Path(tmp), words)
+        return load_tokenizer(Path(tmp))
+
+
+def build_components(shape: SDShape, seed: int = 0, tokenizer_dir: str | Path | None = None) -> dict[str, Any]:
+    """Randomly initialised vae, unet, text_encoder, tokenizer and DDIM scheduler of ``shape``."""
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -86,11 +97,9 @@ def build_components(shape: SDShape, seed: int = 0, tokenizer_dir: str | Path | 
         num_hidden_layers=shape.text_layers, num_attention_heads=shape.text_heads, max_position_embeddings=77,
         bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, projection_dim=shape.text_width,
     ))
-    tok_dir = Path(tokenizer_dir) if tokenizer_dir else Path(tempfile.mkdtemp(prefix="caso-tok-"))
-    write_tokenizer_files(tok_dir, shape.words)
     return {
         "vae": vae.eval(), "unet": unet.eval(), "text_encoder": text_encoder.eval(),
-        "tokenizer": load_tokenizer(tok_dir),
+        "tokenizer": _tokenizer(shape.words, tokenizer_dir),
         "scheduler": DDIMScheduler(**scheduler_config(shape.prediction_type)),
     }
 
@@ -125,8 +134,6 @@ SDXL = SDXLShape(sample_size=128, vae_channels=(128, 256, 512, 512), unet_channe
 def build_sdxl_components(shape: SDXLShape, seed: int = 0, tokenizer_dir: str | Path | None = None) -> dict[str, Any]:
     """Randomly initialised vae, unet, both text encoders and tokenizers and a DDIM scheduler of an SDXL ``shape``
     (the layout of diffusers' StableDiffusionXLPipeline)."""
-    import tempfile
-
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -160,12 +167,11 @@ def build_sdxl_components(shape: SDXLShape, seed: int = 0, tokenizer_dir: str | 
     text_encoder = CLIPTextModel(clip(shape.text_widths[0]))
     torch.manual_seed(seed + 3)
     text_encoder_2 = CLIPTextModelWithProjection(clip(shape.text_widths[1]))
-    tok_dir = Path(tokenizer_dir) if tokenizer_dir else Path(tempfile.mkdtemp(prefix="caso-tok-"))
-    write_tokenizer_files(tok_dir, shape.words)
+    tokenizer = _tokenizer(shape.words, tokenizer_dir)
     return {
         "vae": vae.eval(), "unet": unet.eval(), "text_encoder": text_encoder.eval(),
-        "text_encoder_2": text_encoder_2.eval(), "tokenizer": load_tokenizer(tok_dir),
-        "tokenizer_2": load_tokenizer(tok_dir), "scheduler": DDIMScheduler(**scheduler_config()),
+        "text_encoder_2": text_encoder_2.eval(), "tokenizer": tokenizer,
+        "tokenizer_2": _tokenizer(shape.words, tokenizer_dir), "scheduler": DDIMScheduler(**scheduler_config()),
     }
 
 

@@ -121,7 +121,7 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
             "classifier": {"path": str(Path(path).resolve()), "sha256": file_sha256(path),
                            "backbone": clf.meta.backbone, "val_accuracy": clf.meta.metrics.get("val_accuracy")},
             **({"learned_with": [n for n, _ in pairs if n != name]} if len(pairs) > 1 else {}),
-            "hyperparameters": {**asdict(config), "betas": list(config.betas)},
+            "hyperparameters": {**asdict(result.config or config), "betas": list(config.betas)},
             "data": {"path": str(Path(job.data).resolve()), "n_images": len(paths), "digest": digest_files(paths)},
             "metrics": {**result.summary(), "steps": result.steps, "seconds": round(result.seconds, 1),
                         **peak_memory(runtime.device), "processes": runtime.world_size, "cpu_threads": threads,

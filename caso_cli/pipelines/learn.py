@@ -58,6 +58,7 @@ class LearnResult:
     # which run's seed each class's vector comes from
     check: dict[str, Any] | None = None
     split: list[int] = field(default_factory=list)  # rows per attribute (several when learned together)
+    config: LearnConfig | None = None  # the settings the vectors were learned with, where a screen chose t*
 
     def per_attribute(self) -> list[torch.Tensor]:
         """The vectors of each attribute, in the order the classifiers were given."""
@@ -96,6 +97,8 @@ def tail_text(means: dict[str, float], run: int | None = None) -> str:
 def progress_text(row: dict[str, Any]) -> str:
     """The progress bar's text for a row that :func:`learn_embedding` (or :func:`learn_checked`) reported."""
     run = f"run {row['run']}/{row['runs']} " if row.get("runs", 1) > 1 else ""
+    if row.get("screen"):
+        run = f"screening t* {row['screen']} ({row['candidate']}/{row['candidates']}) "
     return run + tail_text({"loss": row["mean_loss"], "accuracy": row["mean_accuracy"], "last_steps": row["mean_of"]})
 
 
@@ -103,7 +106,8 @@ CHECK_PASS = 0.9  # a class passes the generation check when the classifier read
 CHECK_SEED = 4_000_037  # noise of the check's samples (class k uses CHECK_SEED + k)
 CHECK_STEPS = 50  # DDIM steps of the check's samples
 # settings that do not change what one run learns (a checkpoint stays valid when they change)
-RUN_INDEPENDENT = ("checkpoint_every", "check_samples", "check_scale", "restarts", "through_edit")
+RUN_INDEPENDENT = ("checkpoint_every", "check_samples", "check_scale", "restarts", "through_edit", "t_screen",
+                   "screen_steps")
 
 
 def initial_vectors(sd: StableDiffusion, num_classes: int, init_word: str | None, gen: torch.Generator,
@@ -545,6 +549,47 @@ def edit_context(config: LearnConfig) -> str | None:
     return config.contexts[0] if config.contexts else None
 
 
+def with_t(config: LearnConfig, low: int, high: int) -> LearnConfig:
+    """``config`` learning at t* ``low`` (``low`` == ``high``) or drawing it from ``low``..``high``."""
+    return replace(config, t_train=low, t_train_max=None if low == high else high)
+
+
+def screen_t(sd: StableDiffusion, classifier: AttributeClassifier, images: torch.Tensor, config: LearnConfig,
+             folder: Path | None = None, progress: ProgressFn | None = None) -> tuple[LearnConfig, dict[str, Any]]:
+    """t* by measurement: a ``config.screen_steps`` run per candidate of ``config.t_screen``, each scored by the
+    generation check (the lowest class rate first, then the mean); returns ``config`` at the best candidate and the
+    screen's table. The table is kept in ``folder`` (a checkpoint folder), so that ``--resume`` does not screen
+    again."""
+    key = {"candidates": [list(c) for c in config.t_screen], "steps": config.screen_steps, "seed": config.seed,
+           "check": [config.check_samples, config.check_scale]}
+    path = None if folder is None else folder / "t_screen.json"
+    table: list[dict[str, Any]] | None = None
+    if path is not None and path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        table = saved["table"] if saved.get("key") == key else None
+    if table is None:
+        table = []
+        for i, (low, high) in enumerate(config.t_screen):
+            # a screening run is never longer than the run it screens for
+            cfg = replace(with_t(config, low, high), steps=min(config.screen_steps, config.total_steps(len(images))),
+                          epochs=None, t_screen=())
+            report = None if progress is None else (lambda row, label=cfg.t_label(), i=i: progress(
+                {**row, "screen": label, "candidate": i + 1, "candidates": len(config.t_screen)}))
+            vectors = learn_embedding(sd, classifier, images, cfg, progress=report).vectors
+            got = generation_check(sd, classifier, vectors, config.check_samples, config.check_scale,
+                                   context=edit_context(config), placement=config.placement)
+            table.append({"t": cfg.t_label(), "rates": {c: round(r, 4) for c, r in zip(classifier.classes, got,
+                                                                                        strict=True)},
+                          "min": round(min(got), 4), "mean": round(sum(got) / len(got), 4)})
+        if path is not None and sd.runtime.is_main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"key": key, "table": table}), encoding="utf-8")
+    best = max(range(len(table)), key=lambda i: (table[i]["min"], table[i]["mean"]))
+    chosen = with_t(replace(config, t_screen=()), *config.t_screen[best])
+    return chosen, {"steps": min(config.screen_steps, config.total_steps(len(images))), "table": table,
+                    "chosen": chosen.t_label()}
+
+
 def learn_checked(sd: StableDiffusion, classifier: AttributeClassifier | list[AttributeClassifier],
                   images: torch.Tensor, config: LearnConfig, checkpoint: Checkpoint | None = None,
                   resume: bool = False, progress: ProgressFn | None = None) -> LearnResult:
@@ -560,6 +605,9 @@ def learn_checked(sd: StableDiffusion, classifier: AttributeClassifier | list[At
     if isinstance(classifier, list) and len(classifier) > 1:
         return _learn_together_checked(sd, classifier, images, config, checkpoint, resume, progress)
     classifier = classifier[0] if isinstance(classifier, list) else classifier
+    screen = None
+    if config.t_screen:
+        config, screen = screen_t(sd, classifier, images, config, checkpoint.folder if checkpoint else None, progress)
     best: LearnResult | None = None
     rates: list[float] = []
     seeds: list[int] = []
@@ -585,7 +633,9 @@ def learn_checked(sd: StableDiffusion, classifier: AttributeClassifier | list[At
     best.history = result.history  # the summary describes the last run, the one the progress bar ended on
     best.check = {"samples": config.check_samples, "scale": config.check_scale, "runs": run + 1,
                   "rates": {c: round(r, 4) for c, r in zip(classifier.classes, rates, strict=True)},
-                  "seeds": dict(zip(classifier.classes, seeds, strict=True)), "passed": min(rates) >= CHECK_PASS}
+                  "seeds": dict(zip(classifier.classes, seeds, strict=True)), "passed": min(rates) >= CHECK_PASS,
+                  **({"t_screen": screen} if screen else {})}
+    best.config = config
     return best
 
 

@@ -2,10 +2,12 @@
 
 The toy world uses caso like any other user of the library: importing this package registers
 
-* the local model alias ``toy`` (``--model toy``): the diffusers folder :data:`MODEL_DIR` shipped
-  here (:func:`caso_cli.models.loaders.register_local_model`);
+* the local model aliases ``toy`` (``--model toy``, the second-generation model, :data:`MODEL_DIR`) and ``toy-v1``
+  (the first model, kept loadable until every documented result is re-run on ``toy``): diffusers folders shipped
+  here (:func:`caso_cli.models.loaders.register_local_model`), each with its caption grammar (:data:`MODELS`);
 * the oracle ``toy`` (``caso eval --oracle toy``): :func:`caso_cli.toyworld.oracle.eval_oracle`
-  (:func:`caso_cli.oracles.register_oracle`).
+  (:func:`caso_cli.oracles.register_oracle`);
+* how each toy model's captions name a classifier's classes (:data:`caso_cli.contexts.PHRASEBOOKS`).
 
 Both lookups import this package on their first use, so ``toy`` works without importing it first.
 Importing it is cheap (no numpy, no torch).
@@ -20,8 +22,11 @@ if TYPE_CHECKING:
     from caso_cli.oracles import Oracle
 
 MODEL_NAME = "toy"
+_HERE = Path(__file__).resolve().parent
 #: The toy model: a standard diffusers Stable Diffusion folder shipped in the package.
-MODEL_DIR = Path(__file__).resolve().parent / "model"
+MODEL_DIR = _HERE / "model"
+#: alias -> folder (each model's caption grammar: :data:`caso_cli.toyworld.captions.MODEL_GRAMMARS`)
+MODELS: dict[str, Path] = {MODEL_NAME: MODEL_DIR, "toy-v1": _HERE / "model-v1"}
 
 
 def _oracle() -> Oracle:
@@ -30,17 +35,16 @@ def _oracle() -> Oracle:
     return eval_oracle()
 
 
-def _phrase(attribute: str, cls: str) -> str | None:
-    """How the toy captions name a classifier's class ("no_mustache" -> "no mustache", "red" -> "red hair")."""
-    from caso_cli.toyworld.captions import phrase
-    from caso_cli.toyworld.render import ATTRIBUTES
+def _phrasebook(model: str):  # noqa: ANN202 - a (attribute, class) -> words function
+    def phrase(attribute: str, cls: str) -> str | None:
+        """How the toy captions name a classifier's class ("no_mustache" -> "no mustache", "red" -> "red hair")."""
+        from caso_cli.toyworld.captions import class_label, for_model
 
-    if attribute not in ATTRIBUTES:
-        return None
-    classes = [c.lower() for c in ATTRIBUTES[attribute]]
-    if attribute == "hair":
-        return phrase("hair", classes.index(cls.lower())) if cls.lower() in classes else None
-    return phrase(attribute, 0 if cls.lower().startswith(("no_", "not_")) else 1)
+        grammar = for_model(model)
+        found = None if grammar is None else class_label(attribute, cls, grammar)
+        return None if found is None or grammar is None else grammar.phrase(*found)
+
+    return phrase
 
 
 def _register() -> None:
@@ -48,9 +52,10 @@ def _register() -> None:
     from caso_cli.models.loaders import register_local_model
     from caso_cli.oracles import register_oracle
 
-    register_local_model(MODEL_NAME, MODEL_DIR)
+    for name, folder in MODELS.items():
+        register_local_model(name, folder)
+        PHRASEBOOKS[name] = _phrasebook(name)
     register_oracle("toy", _oracle)
-    PHRASEBOOKS[MODEL_NAME] = _phrase
 
 
 _register()

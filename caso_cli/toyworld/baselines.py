@@ -74,9 +74,9 @@ QUICK_GRIDS: dict[str, dict[str, tuple]] = {
 SEGA_GUIDANCE_SCALE = 2.0  # > 1 switches SEGA's guidance branch on; with the empty prompt its CFG term is 0
 
 
-def attribute_prompt(attr: str, present: int = 1) -> str:
+def attribute_prompt(attr: str, present: int = 1, grammar: C.Grammar = C.DEFAULT) -> str:
     """The toy caption naming one attribute: ``"a face with a mustache"`` / ``"a face with no mustache"``."""
-    return C.prompt(**{attr: present})
+    return C.prompt(grammar, **{attr: present})
 
 
 def grid(spec: dict[str, tuple]) -> list[dict[str, Any]]:

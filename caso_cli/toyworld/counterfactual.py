@@ -36,14 +36,26 @@ from caso_cli.toyworld import render as R
 PSNR_IDENTICAL = 10 * math.log10(255.0**2 / 1e-10)
 
 
+#: The rarely named attributes' classes (class index = label value): skin tone dark above 0.5, eye shape.
+RARE = {"skin": ("light", "dark"), "eyes": R.EYE_SHAPES}
+
+
 def counterfactual_params(params: R.FaceParams, attr: str, target: int) -> R.FaceParams:
-    """``params`` with only the label ``attr`` set to class index ``target`` for every face."""
-    if attr not in R.ATTRIBUTES:
-        raise UsageError(f"unknown toy attribute {attr!r}; known: {', '.join(R.ATTRIBUTES)}")
-    classes = R.ATTRIBUTES[attr]
+    """``params`` with only the label ``attr`` set to class index ``target`` for every face.
+
+    ``skin`` (light 0 / dark 1) mirrors the tone of faces on the other side of 0.5 (tone t becomes 1 - t, as far
+    from the boundary as before); ``eyes`` sets the eye shape."""
+    if attr not in R.ATTRIBUTES and attr not in RARE:
+        raise UsageError(f"unknown toy attribute {attr!r}; known: {', '.join([*R.ATTRIBUTES, *RARE])}")
+    classes = R.ATTRIBUTES.get(attr) or RARE[attr]
     if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < len(classes):
         raise UsageError(f"target of {attr!r} must be a class index 0..{len(classes) - 1} "
                          f"({', '.join(classes)}), got {target!r}")
+    if attr == "skin":
+        dark = params.skin_tone > R.DARK_SKIN
+        return params.replace(skin_tone=np.where(dark == bool(target), params.skin_tone, 1 - params.skin_tone))
+    if attr == "eyes":
+        return params.replace(eye_shape=int(target))
     return params.replace(**{attr: int(target)})
 
 

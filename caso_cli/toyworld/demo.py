@@ -33,6 +33,17 @@ HOLD_REMOVE = HoldSetting("delta", 5.0, 1.0)
 
 
 @dataclass(frozen=True)
+class RareSetting:
+    """How the demo edits the rarely named attribute: learned in context, edited as the difference from the
+    context, and the same edit written as a prompt for comparison."""
+
+    attr: str = "skin"  # a toy attribute captions seldom name: skin (Dark_skin) or eyes (Narrow_eyes)
+    scale: float = 2.0  # w of the in-context difference, for caso and for the prompt alike
+    start: float = 0.6
+    t_train: int = 201
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     """What the demo does (defaults fit in about 3 minutes on 2 CPU cores)."""
 
@@ -50,6 +61,9 @@ class DemoConfig:
     hold: bool = True
     hold_add: HoldSetting = HOLD_ADD
     hold_remove: HoldSetting = HOLD_REMOVE
+    # also learn a rarely named attribute in context and edit the same faces towards its other class, beside the
+    # prompt that names it (None: skip)
+    rare: RareSetting | None = field(default_factory=RareSetting)
 
 
 @dataclass
@@ -78,6 +92,7 @@ class DemoResult:
     inputs: Path | None = None  # the edited faces as <i>.png, for caso eval
     edits: Path | None = None  # their edits as <i>.<attr>.<scale>.png (caso edit's naming)
     held: Rates | None = None  # the same faces edited with every other attribute held (caso edit --hold all)
+    rare: dict[str, Any] | None = None  # the rarely named attribute: caso's and the prompt's rates (_rare_edit)
     # what the numbers repeat on: the same seed, thread count, torch build and CPU kernels give the same bits
     machine: dict[str, Any] = field(default_factory=dict)
 
@@ -86,6 +101,68 @@ class DemoResult:
                for k, v in self.__dict__.items()}
         out["held"] = None if self.held is None else self.held.__dict__
         return out
+
+
+RARE_COLUMNS = {"skin": "Dark_skin", "eyes": "Narrow_eyes"}
+
+
+def _rare_edit(sd: Any, data_dir: Path, config: DemoConfig, faces: np.ndarray, before: Any,
+               progress: Callable[[dict[str, Any]], None] | None, say: Callable[[str], None]
+               ) -> tuple[dict[str, Any], list[np.ndarray], Any]:
+    """Fit the rarely named attribute's classifier, learn its embedding in context (the toy caption contexts, as
+    ``embed learn`` does by default on the toy model) and edit ``faces`` towards the other class, caso's vector
+    against the prompt naming the class in the same context. Returns the rates, [caso's edits, the prompt's] and
+    the classifier."""
+    from caso_cli.datasets import load_labelled
+    from caso_cli.pipelines.classifier_fit import fit_classifier
+    from caso_cli.pipelines.edit import edit_latents, invert_latents
+    from caso_cli.pipelines.generate import decode_latents, encode_images
+    from caso_cli.pipelines.guidance import Contrast
+    from caso_cli.pipelines.learn import learn_embedding
+    from caso_cli.runtime import cpu_runtime
+    from caso_cli.toyworld import captions, measure, oracle
+    from caso_cli.toyworld.render import render_faces
+    from caso_cli.toyworld.sample import to_uint8, to_unit
+
+    rare = config.rare
+    assert rare is not None
+    clf, report = fit_classifier(load_labelled(data_dir, data_dir / "list_attr_toy.txt", RARE_COLUMNS[rare.attr]),
+                                 FitConfig(attr=rare.attr, batch_size=32, seed=config.seed), cpu_runtime())
+    say(f"classifier {rare.attr} ({RARE_COLUMNS[rare.attr]}, a word captions seldom use): validation accuracy "
+        f"{report.val_accuracy:.3f}")
+    grammar = captions.for_model(sd.name) or captions.DEFAULT
+    learn = replace(config.learn, contexts=captions.contexts(rare.attr, grammar=grammar), t_train=rare.t_train)
+    train, _ = render_faces(config.n_train, config.seed + 1)
+    say(f"learning the {rare.attr} embedding in context from {config.n_train} faces ({learn.steps} steps)")
+    vectors = learn_embedding(sd, clf, to_unit(train), learn, progress=progress).vectors
+    have = getattr(before, rare.attr)
+    todo = have >= 0  # eye shape: only faces whose eyes glasses do not hide
+    target = 1 - np.clip(have, 0, 1)
+    cfg = replace(config.edit, start=rare.start)
+    x = to_unit(faces)
+    z_t = invert_latents(sd, encode_images(sd, x), cfg)
+    ctx = learn.contexts[0]
+    out = {"attr": rare.attr, "n": int(todo.sum()), "scale": rare.scale, "start": rare.start,
+           "classifier_accuracy": report.val_accuracy}
+    edits = []
+    for method in ("caso", "prompt"):
+        edited = faces.copy()
+        for k in (0, 1):
+            rows = todo & (target == k)
+            if not rows.any():
+                continue
+            with torch.no_grad():
+                base = sd.family.encode_in_context([ctx], None)
+                cond = sd.family.encode_in_context([ctx], vectors[k]) if method == "caso" else \
+                    sd.family.encode_prompts([ctx.replace("{}", grammar.phrase(rare.attr, k))])
+            z = edit_latents(sd, z_t[torch.from_numpy(rows)], Contrast([base, cond], 0, [(rare.scale, 1, 0)]), None,
+                             cfg)
+            edited[rows] = to_uint8(decode_latents(sd, z))
+        after = oracle.read_attributes(edited[todo])
+        out[method] = {"success": float(np.mean(getattr(after, rare.attr) == target[todo])),
+                       "kept": float(np.mean(measure.others_kept(measure._subset(before, todo), after, rare.attr)))}
+        edits.append(edited)
+    return out, edits, clf
 
 
 def machine_facts(seed: int, threads: int) -> dict[str, Any]:
@@ -216,6 +293,14 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
         held_rates = _rates(before, oracle.read_attributes(edited_h), config.attr, has)
         rows.append(edited_h)
     seconds["edit"] = time.monotonic() - t
+    worded = rows[-1]  # the edits written for caso eval: held where the demo holds
+    rare_rates = None
+    if config.rare is not None:
+        t = time.monotonic()
+        rare_rates, rare_rows, rare_clf = _rare_edit(sd, data_dir, config, faces, before, progress, say)
+        rows += rare_rows
+        clf_files[config.rare.attr] = save_classifier(rare_clf, out_dir / f"{config.rare.attr}.classifier.safetensors")
+        seconds["rare"] = time.monotonic() - t
 
     from PIL import Image
 
@@ -226,7 +311,7 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
     def held_scale(h: bool) -> str:
         return format_scale(-config.hold_remove.scale if h else config.hold_add.scale)
 
-    for i, (face, out, h) in enumerate(zip(faces, rows[-1], has, strict=True)):
+    for i, (face, out, h) in enumerate(zip(faces, worded, has, strict=True)):
         save_png(Image.fromarray(face), out_dir / "inputs" / f"{i:03d}.png", overwrite=True)
         scale = held_scale(h) if config.hold else format_scale(-config.scale if h else config.scale)
         # what caso eval groups the edits by (caso:* provenance): +scale and -scale are two edits
@@ -237,13 +322,15 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
                   **({"caso:hold_form": (config.hold_remove if h else config.hold_add).form} if config.hold else {})},
                  overwrite=True)
     pics = [Image.fromarray(img[i]) for i in range(len(faces)) for img in rows]
+    rare = [] if config.rare is None else [f"{config.rare.attr} caso", f"{config.rare.attr} prompt"]
     captions = [c for h in has for c in (["input", f"{'-' if h else '+'}{config.scale:g}"]
-                                         + ([f"hold {held_scale(h)}"] if config.hold else []))]
-    sheet = save_png(image_grid(pics, captions, ncol=4 * len(rows)), out_dir / f"{config.attr}.before_after.png",
+                                         + ([f"hold {held_scale(h)}"] if config.hold else []) + rare)]
+    grid = image_grid(pics, captions, ncol=len(rows) * (4 if len(rows) <= 3 else 2))
+    sheet = save_png(grid, out_dir / f"{config.attr}.before_after.png",
                      {"caso:embeddings": names[config.attr], "caso:scales": f"+-{config.scale:g}"}, overwrite=True)
     return DemoResult(
         classifier_accuracy=accuracy[config.attr], add_success=plain.add_success,
         remove_success=plain.remove_success, kept=plain.kept, n_add=int((~has).sum()), n_remove=int(has.sum()),
         seconds={k_: round(v, 1) for k_, v in seconds.items()}, sheet=sheet, embedding=names[config.attr],
         files=[sheet, *clf_files.values()], inputs=out_dir / "inputs", edits=out_dir / "edits", held=held_rates,
-        machine=machine_facts(config.seed, threads))
+        rare=rare_rates, machine=machine_facts(config.seed, threads))

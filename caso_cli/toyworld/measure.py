@@ -1,6 +1,7 @@
 """Measure learned embeddings on the toy world with the oracle: guided generation and edits.
 
-Attribute names here are the toy world's (``mustache``, ``glasses``, ``smile``, ``hair``);
+Attribute names here are the toy world's (``mustache``, ``glasses``, ``smile``, ``hair``, and the rarely named
+``skin`` and ``eyes``: :data:`READ`);
 an embedding's classes are matched to the attribute's classes by name (``no_mustache`` /
 ``mustache`` for binary attributes as ``classifier fit --labels`` names them, the colour
 names for hair).
@@ -21,11 +22,29 @@ from caso_cli.toyworld import oracle
 from caso_cli.toyworld import render as R
 from caso_cli.toyworld.sample import to_uint8, to_unit  # also measure.to_uint8 / measure.to_unit for callers
 
+#: Everything an edit is scored on: the four worded attributes and the two rarely named ones, skin tone (dark above
+#: 0.5) and eye shape (read only without glasses). "kept" counts every one of them but the edited one.
+READ: tuple[str, ...] = (*R.ATTRIBUTES, "skin", "eyes")
+#: The classes of the rarely named attributes, as ``classifier fit --labels list_attr_toy.txt`` names them.
+RARE_CLASSES = {"skin": ("no_dark_skin", "dark_skin"), "eyes": ("no_narrow_eyes", "narrow_eyes")}
+
+
+def same(attr: str, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Per image: ``attr`` reads the same (eye shape: also where glasses hide it in either image)."""
+    if attr == "eyes":
+        return (before == after) | (before < 0) | (after < 0)
+    return before == after
+
 
 def class_value(attr: str, cls: str) -> int:
-    """The toy label value of an embedding class name: ``mustache`` -> 1, ``no_mustache`` -> 0, ``red`` -> 2."""
-    names = R.ATTRIBUTES[attr]
+    """The toy label value of an embedding class name: ``mustache`` -> 1, ``no_mustache`` -> 0, ``red`` -> 2,
+    ``dark_skin`` -> 1 (attribute ``skin``), ``no_narrow_eyes`` -> 0 (attribute ``eyes``)."""
     c = cls.lower()
+    if attr in RARE_CLASSES:
+        if c in RARE_CLASSES[attr]:
+            return RARE_CLASSES[attr].index(c)
+        raise ValueError(f"class {cls!r} is not a class of toy attribute {attr!r}")
+    names = R.ATTRIBUTES[attr]
     if attr in R.BINARY_ATTRIBUTES:
         if c in ("no_" + attr, "no", "0", "false"):
             return 0
@@ -47,9 +66,9 @@ def generation_accuracy(sd: Any, vectors: torch.Tensor, classes: list[str], attr
 def others_kept(before: oracle.Readings, after: oracle.Readings, attr: str) -> np.ndarray:
     """Per image: every attribute other than ``attr`` reads the same."""
     keep = np.ones(len(before), dtype=bool)
-    for name in R.ATTRIBUTES:
+    for name in READ:
         if name != attr:
-            keep &= getattr(before, name) == getattr(after, name)
+            keep &= same(name, getattr(before, name), getattr(after, name))
     return keep
 
 
@@ -72,7 +91,7 @@ def edit_rates(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, im
                               "reconstruction_kept": float(np.mean(others_kept(before, rec, attr)
                                                                    & (getattr(rec, attr) == current)))}
     edits = [(cls, cls, scale) for cls in classes]
-    if attr in R.BINARY_ATTRIBUTES:  # the reverse edit: the positive class's embedding at -scale
+    if attr in R.BINARY_ATTRIBUTES or attr in RARE_CLASSES:  # the reverse edit: the positive class at -scale
         positive = next(c for c in classes if class_value(attr, c) == 1)
         edits.append((f"-{positive}", positive, -scale))
     for label, cls, w in edits:
@@ -97,8 +116,8 @@ def edit_scores(before: np.ndarray, after: np.ndarray, attr: str, target: int,
     ra = oracle.read_attributes(after)
     return {"n": len(before), "success": float(np.mean(getattr(ra, attr) == target)),
             "kept": float(np.mean(others_kept(rb, ra, attr))),
-            "kept_each": {name: float(np.mean(getattr(rb, name) == getattr(ra, name)))
-                          for name in R.ATTRIBUTES if name != attr},
+            "kept_each": {name: float(np.mean(same(name, getattr(rb, name), getattr(ra, name))))
+                          for name in READ if name != attr},
             "psnr": round(psnr(before, after), 3)}
 
 

@@ -133,6 +133,17 @@ class Readings:
     def __len__(self) -> int:
         return int(self.mustache.shape[0])
 
+    @property
+    def skin(self) -> np.ndarray:
+        """(N,) int8, 1 = dark skin (tone read above :data:`~caso_cli.toyworld.render.DARK_SKIN`): the Dark_skin
+        label."""
+        return (self.skin_tone > R.DARK_SKIN).astype(np.int8)
+
+    @property
+    def eyes(self) -> np.ndarray:
+        """(N,) int8, 1 = narrow eyes (the Narrow_eyes label), UNKNOWN (-1) under glasses."""
+        return self.eye_shape
+
     def labels(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in R.ATTRIBUTES}
 

@@ -6,6 +6,7 @@
     prompted (>= 90%).
 (c) :func:`inversion_quality`: DDIM inversion with the null prompt + null denoising keeps every
     attribute (target >= 97%), PSNR.
+(e) :func:`language_quality`: every phrasing of the captions' grammar, alone: how often samples show the class.
 (d) :func:`prompt_edit_baseline`: inversion + guided denoising with a prompt naming an attribute
     (a plain prompt-editing baseline for CASO): how often the attribute appears and how often
     the other attributes change.
@@ -88,6 +89,41 @@ def prompt_quality(sd: Any, n_per_prompt: int = 48, seed: int = TEST_SEED, steps
         out["_images"] = images
         out["_prompts"] = [p for p, _, _ in plan]
     return out
+
+
+def language_set(grammar: C.Grammar) -> list[tuple[str, str, int]]:
+    """(prompt, attribute, class) for (e): every phrasing of every class the oracle reads (background excluded), each
+    alone after ``"a face with"`` (an adjective before ``"face"``)."""
+    out = []
+    for attr in (*R.BINARY_ATTRIBUTES, "hair", "skin", "eyes"):
+        for k, options in enumerate(grammar.phrases.get(attr, ())):
+            for p in options:
+                out.append((C.compose([] if p.before else [p.text], "a face", [p.text] if p.before else []), attr, k))
+    return out
+
+
+def language_quality(sd: Any, grammar: C.Grammar, n_per_prompt: int = 16, seed: int = TEST_SEED + 3,
+                     steps: int = 50, scale: float = 5.0) -> dict[str, Any]:
+    """(e) How the model understands its captions' language: per prompt of :func:`language_set`, the share of
+    samples the oracle reads as the named class (eye shape among samples without glasses), and the same shares in
+    unconditional samples (``""``) for reference. Rarely named classes are expected to follow their words less."""
+    plan = language_set(grammar)
+    prompts = [p for p, _, _ in plan for _ in range(n_per_prompt)] + [""] * (4 * n_per_prompt)
+    images = S.sample(sd, prompts, seed, steps, scale)
+    rd = oracle.read_attributes(images)
+    rows = []
+    for j, (prompt, attr, k) in enumerate(plan):
+        read = getattr(rd, attr)[j * n_per_prompt:(j + 1) * n_per_prompt]
+        seen = read >= 0
+        rows.append({"prompt": prompt, "attribute": attr, "class": C.CLASSES[attr][k],
+                     "share": round(float((read[seen] == k).mean()) if seen.any() else float("nan"), 4)})
+    base = {}
+    for attr in (*R.BINARY_ATTRIBUTES, "hair", "skin", "eyes"):
+        read = getattr(rd, attr)[len(plan) * n_per_prompt:]
+        seen = read >= 0
+        base[attr] = {c: round(float((read[seen] == k).mean()), 4) for k, c in enumerate(C.CLASSES[attr])}
+    return {"grammar": grammar.name, "n_per_prompt": n_per_prompt, "steps": steps, "scale": scale, "rows": rows,
+            "unconditional": base, "face_found": round(float(rd.face_found.mean()), 4)}
 
 
 def inversion_quality(sd: Any, n: int = 128, seed: int = TEST_SEED + 1, steps: int = 50,

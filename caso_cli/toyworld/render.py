@@ -109,6 +109,9 @@ class RenderConfig:
     jitter: float = 2.0  # face centre moves uniformly within +-jitter pixels (32-px units)
     face_w_range: tuple[float, float] = FACE_W_RANGE  # semi-axis a of the face, 32-px units
     skin_range: tuple[float, float] = (0.0, 1.0)  # skin tone t: 0 lightest, 1 darkest
+    #: Odds multipliers of black hair for faces with a mustache and for dark skin (tone > 0.5): (1, 1) keeps
+    #: every attribute independent; the second-generation model trains on correlated faces (TRAIN_CONFIG).
+    black_hair_odds: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         for name in ("p_mustache", "p_glasses", "p_smile", "p_narrow_eyes"):
@@ -128,6 +131,16 @@ class RenderConfig:
         lo, hi = self.skin_range
         if not 0.0 <= lo <= hi <= 1.0:
             raise UsageError(f"skin_range must satisfy 0 <= lo <= hi <= 1, got {self.skin_range}")
+        odds = tuple(float(o) for o in self.black_hair_odds)
+        if len(odds) != 2 or min(odds) <= 0:
+            raise UsageError(f"black_hair_odds must be two positive numbers, got {self.black_hair_odds}")
+        object.__setattr__(self, "black_hair_odds", odds)
+
+
+#: The training faces of the second-generation toy model: attributes correlated as in real data (black hair
+#: three times as likely, in odds, with a mustache and with dark skin); every test set stays independent.
+TRAIN_CONFIG = RenderConfig(black_hair_odds=(3.0, 3.0))
+DARK_SKIN = 0.5  # skin tone above which a face counts as dark-skinned (the Dark_skin label)
 
 
 @dataclass(frozen=True)
@@ -225,19 +238,24 @@ def sample_params(n: int, seed: int, config: RenderConfig | None = None) -> Face
     rng = np.random.default_rng(seed)
     # One block of uniforms in a fixed layout, so probabilities never shift other factors.
     r = rng.random((n, 12))
-    hair_cum = np.cumsum(cfg.hair_probs)
-    hair = np.minimum(np.searchsorted(hair_cum, r[:, 3], side="right"), len(hair_cum) - 1)
     lo, hi = cfg.face_w_range
     slo, shi = cfg.skin_range
+    mustache = (r[:, 0] < cfg.p_mustache).astype(np.int8)
+    skin_tone = (slo + r[:, 7] * (shi - slo)).astype(np.float32)
+    probs = np.tile(np.asarray(cfg.hair_probs), (n, 1))  # (N, 3) per-face hair probabilities
+    odds = np.where(mustache == 1, cfg.black_hair_odds[0], 1.0) * np.where(skin_tone > 0.5, cfg.black_hair_odds[1], 1.0)
+    probs[:, 0] *= odds
+    hair_cum = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
+    hair = np.minimum((r[:, 3:4] >= hair_cum).sum(axis=1), len(ATTRIBUTES["hair"]) - 1)
     return FaceParams(
-        mustache=(r[:, 0] < cfg.p_mustache).astype(np.int8),
+        mustache=mustache,
         glasses=(r[:, 1] < cfg.p_glasses).astype(np.int8),
         smile=(r[:, 2] < cfg.p_smile).astype(np.int8),
         hair=hair.astype(np.int8),
         cx=(CENTRE[0] + (2 * r[:, 4] - 1) * cfg.jitter).astype(np.float32),
         cy=(CENTRE[1] + (2 * r[:, 5] - 1) * cfg.jitter).astype(np.float32),
         face_w=(lo + r[:, 6] * (hi - lo)).astype(np.float32),
-        skin_tone=(slo + r[:, 7] * (shi - slo)).astype(np.float32),
+        skin_tone=skin_tone,
         background=_background_rgb(
             BG_HUE[0] + r[:, 8] * (BG_HUE[1] - BG_HUE[0]),
             BG_SAT[0] + r[:, 9] * (BG_SAT[1] - BG_SAT[0]),
@@ -361,7 +379,8 @@ LABELS_FILE = "labels.csv"
 META_FILE = "toyworld.json"
 IMAGES_DIR = "images"
 #: CelebA-style column names of list_attr_toy.txt, in order.
-LIST_ATTR_COLUMNS = ("Mustache", "Glasses", "Smile") + tuple(f"Hair_{c}" for c in ATTRIBUTES["hair"])
+LIST_ATTR_COLUMNS = (("Mustache", "Glasses", "Smile") + tuple(f"Hair_{c}" for c in ATTRIBUTES["hair"])
+                     + ("Dark_skin", "Narrow_eyes"))
 LABEL_COLUMNS = (
     "path", "mustache", "glasses", "smile", "hair", "cx", "cy", "face_w", "face_h", "skin_tone",
     "skin_r", "skin_g", "skin_b", "bg_r", "bg_g", "bg_b", "eye_shape",
@@ -423,7 +442,8 @@ def write_dataset(
 
     onehot = np.stack(
         [params.mustache, params.glasses, params.smile]
-        + [(params.hair == k).astype(np.int8) for k in range(len(ATTRIBUTES["hair"]))],
+        + [(params.hair == k).astype(np.int8) for k in range(len(ATTRIBUTES["hair"]))]
+        + [(params.skin_tone > DARK_SKIN).astype(np.int8), params.eye_shape],
         axis=1,
     )
     lines = [str(n), " ".join(LIST_ATTR_COLUMNS)]

@@ -18,6 +18,7 @@ pipeline folder in ``DIR`` (``model_index.json`` + safetensors) plus ``DIR/train
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -35,11 +36,17 @@ from caso_cli.models.build import SDShape  # noqa: E402
 from caso_cli.toyworld import captions as C  # noqa: E402
 from caso_cli.toyworld import render as R  # noqa: E402
 
-TOY_SHAPE = SDShape(
+#: The first model (``toy-v1``): a 32-wide text encoder for the 12 words of the v1 captions.
+TOY_SHAPE_V1 = SDShape(
     sample_size=16, vae_channels=(16, 32), vae_layers=1, latent_channels=4,
     unet_channels=(32, 64), unet_layers=1, attention_head_dim=4, norm_groups=8,
-    text_width=32, text_layers=2, text_heads=2, text_intermediate=128, words=C.WORDS,
+    text_width=32, text_layers=2, text_heads=2, text_intermediate=128, words=C.V1.words(),
 )
+#: The second-generation model (``toy``): the same VAE and UNet, a 64-wide text encoder for the v2 captions.
+TOY_SHAPE_V2 = dataclasses.replace(TOY_SHAPE_V1, text_width=64, text_heads=4, text_intermediate=256,
+                                   words=C.V2.words())
+#: Per world: the model's shape, its caption grammar and the training faces' render config.
+WORLDS = {"v1": (TOY_SHAPE_V1, C.V1, R.RenderConfig()), "v2": (TOY_SHAPE_V2, C.V2, R.TRAIN_CONFIG)}
 MIN_SNR_GAMMA = 5.0
 DETAIL_WEIGHT = 4.0  # VAE loss weight on detail pixels
 
@@ -107,16 +114,17 @@ def images_to_tensor(images: np.ndarray) -> Any:
 
 # ---- data ---------------------------------------------------------------------------------------
 
-def training_data(ckpt: Path, n: int, seed: int, console: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Rendered training faces and labels (cached in the checkpoint folder)."""
+def training_data(ckpt: Path, n: int, seed: int, console: Any,
+                  config: R.RenderConfig | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Rendered training faces and the class labels captions name (cached in the checkpoint folder)."""
     path = ckpt / "data.npz"
     if path.is_file():
         d = np.load(path)
-        if len(d["images"]) == n:
-            return d["images"], {k: d[k] for k in R.ATTRIBUTES}
+        if len(d["images"]) == n and all(k in d for k in C.CLASSES):
+            return d["images"], {k: d[k] for k in C.CLASSES}
     console.print(f"rendering {n} training faces (seed {seed})")
-    images, params = R.render_faces(n, seed)
-    labels = params.labels()
+    images, params = R.render_faces(n, seed, config)
+    labels = C.caption_labels(params)
     np.savez(path, images=images, **labels)
     return images, labels
 
@@ -239,6 +247,7 @@ def train_unet(parts: dict[str, Any], images: np.ndarray, labels: dict[str, np.n
     from caso_cli.toyworld import quality
     from caso_cli.toyworld import sample as S
 
+    grammar = WORLDS[args.world][1]
     unet, text = parts["unet"], parts["text_encoder"]
     sd = toy_sd(parts)
     lat_path = ckpt / "latents.pt"
@@ -303,7 +312,7 @@ def train_unet(parts: dict[str, Any], images: np.ndarray, labels: dict[str, np.n
             opt.param_groups[0]["lr"] = lr
             opt.param_groups[1]["lr"] = lr * args.text_lr_mult if train_text else 0.0
             idx = rng.integers(0, n, args.batch)
-            caps = C.captions({k: v[idx] for k, v in labels.items()}, rng)
+            caps = C.captions({k: v[idx] for k, v in labels.items()}, rng, grammar)
             ids = tokens(caps)
             z0 = z0_all[idx]
             t = torch.randint(0, len(abar), (args.batch,), generator=gen)
@@ -350,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m caso_cli.toyworld.train", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="output folder (diffusers pipeline); checkpoints in OUT/checkpoints")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--world", choices=sorted(WORLDS), default="v2",
+                   help="v2: the second-generation model (captions like real ones, correlated training faces); "
+                        "v1: the first model")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--extend", action="store_true", help="with --resume: keep training a finished UNet stage")
     p.add_argument("--n-train", type=int, default=20000, help="rendered training faces")
@@ -385,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.vae_steps is None and args.vae_minutes is None:
         args.vae_steps = 1000
     if args.unet_steps is None and args.unet_minutes is None:
-        args.unet_steps = 2800
+        args.unet_steps = 2800 if args.world == "v1" else 3000
     torch.set_num_threads(args.threads)
     from caso_cli.models.build import build_components, save_pipeline_folder
     from caso_cli.models.loaders import quiet_libraries
@@ -396,14 +408,16 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = out / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    parts = build_components(TOY_SHAPE, seed=args.seed, tokenizer_dir=ckpt / "tokenizer")
-    images, labels = training_data(ckpt, args.n_train, args.seed, console)
+    shape, grammar, config = WORLDS[args.world]
+    parts = build_components(shape, seed=args.seed, tokenizer_dir=ckpt / "tokenizer")
+    images, labels = training_data(ckpt, args.n_train, args.seed, console, config)
     vae_log = train_vae(parts, images, args, ckpt, console)
     parts["vae"].requires_grad_(False)
     unet_log = train_unet(parts, images, labels, args, ckpt, console)
     save_pipeline_folder(parts, out)
-    log = {"seed": args.seed, "shape": {k: (list(v) if isinstance(v, tuple) else v)
-                                        for k, v in asdict(TOY_SHAPE).items()},
+    log = {"seed": args.seed, "world": args.world, "grammar": grammar.name,
+           "render_config": asdict(config),
+           "shape": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(shape).items()},
            "args": {k: v for k, v in vars(args).items()}, "vae": vae_log, "unet": unet_log,
            "wall_seconds_this_run": round(time.time() - t0, 1),
            "parameters": {k: sum(p.numel() for p in parts[k].parameters()) for k in ("vae", "unet", "text_encoder")}}
