@@ -63,7 +63,7 @@ def test_fit_learn_list_show_export(toy_data, tiny_model_dir, tmp_path, capsys) 
     for bad in ("401:201", "x", "1:2:3"):
         code, out, err = run_main(["embed", "learn", str(toy_data / "images"), "--classifier", str(clf), "--name",
                                    "other", "--model", str(tiny_model_dir), "--t-train", bad], capsys)
-        assert code == 2 and err.strip().endswith(f"--t-train {bad!r}: use a timestep (201) or a range LOW:HIGH "
+        assert code == 2 and err.strip().endswith(f"--t-train {bad!r}: use auto, a timestep (201) or a range LOW:HIGH "
                                                   "(201:401)") and "Traceback" not in err
 
     code, out, _ = run_main(["embed", "export", "mustache", "--out", str(tmp_path / "ti")], capsys)

@@ -48,7 +48,7 @@ def test_bar_and_summary_agree_on_the_last_number(tmp_path, tiny_model_dir, caps
     monkeypatch.setattr(Progress, "update", _Texts.update)
     _Texts.texts = []
     base = ["embed", "learn", str(folder), "-c", str(clf), "--model", str(tiny_model_dir), "--steps", "23",
-            "--batch-size", "2", "--check-samples", "2", "--restarts", "0", "--device", "cpu"]
+            "--batch-size", "2", "--check-samples", "2", "--restarts", "0", "--device", "cpu", "--t-train", "201"]
     code, out, err = run_main([*base, "-n", "a"], capsys)
     assert code == 0, err
     assert len(_Texts.texts) == 23
