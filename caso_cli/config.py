@@ -120,8 +120,7 @@ class LearnConfig:
 
     def t_label(self) -> str:
         """t* as the CLI writes it: ``201`` or ``201:601``."""
-        lo, hi = self.t_range()
-        return str(lo) if lo == hi and self.t_train_max is None else f"{lo}:{hi}"
+        return str(self.t_train) if self.t_train_max is None else f"{self.t_train}:{self.t_train_max}"
 
     def t_range(self, together: bool = False) -> tuple[int, int]:
         """(low, high) of the training timestep, for attributes learned together or not; low == high: a fixed t*."""

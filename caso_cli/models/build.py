@@ -7,6 +7,7 @@ one of :mod:`caso_cli.models.tokenizer`, whose special ids match Stable Diffusio
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,11 +168,11 @@ def build_sdxl_components(shape: SDXLShape, seed: int = 0, tokenizer_dir: str | 
     text_encoder = CLIPTextModel(clip(shape.text_widths[0]))
     torch.manual_seed(seed + 3)
     text_encoder_2 = CLIPTextModelWithProjection(clip(shape.text_widths[1]))
-    tokenizer = _tokenizer(shape.words, tokenizer_dir)
+    tokenizer = _tokenizer(shape.words, tokenizer_dir)  # both encoders use the same vocabulary
     return {
         "vae": vae.eval(), "unet": unet.eval(), "text_encoder": text_encoder.eval(),
         "text_encoder_2": text_encoder_2.eval(), "tokenizer": tokenizer,
-        "tokenizer_2": _tokenizer(shape.words, tokenizer_dir), "scheduler": DDIMScheduler(**scheduler_config()),
+        "tokenizer_2": copy.deepcopy(tokenizer), "scheduler": DDIMScheduler(**scheduler_config()),
     }
 
 

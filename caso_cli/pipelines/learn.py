@@ -560,7 +560,8 @@ def screen_t(sd: StableDiffusion, classifier: AttributeClassifier, images: torch
     generation check (the lowest class rate first, then the mean); returns ``config`` at the best candidate and the
     screen's table. The table is kept in ``folder`` (a checkpoint folder), so that ``--resume`` does not screen
     again."""
-    key = {"candidates": [list(c) for c in config.t_screen], "steps": config.screen_steps, "seed": config.seed,
+    steps = min(config.screen_steps, config.total_steps(len(images)))  # never longer than the run it screens for
+    key = {"candidates": [list(c) for c in config.t_screen], "steps": steps, "seed": config.seed,
            "check": [config.check_samples, config.check_scale]}
     path = None if folder is None else folder / "t_screen.json"
     table: list[dict[str, Any]] | None = None
@@ -570,9 +571,7 @@ def screen_t(sd: StableDiffusion, classifier: AttributeClassifier, images: torch
     if table is None:
         table = []
         for i, (low, high) in enumerate(config.t_screen):
-            # a screening run is never longer than the run it screens for
-            cfg = replace(with_t(config, low, high), steps=min(config.screen_steps, config.total_steps(len(images))),
-                          epochs=None, t_screen=())
+            cfg = replace(with_t(config, low, high), steps=steps, epochs=None, t_screen=())
             report = None if progress is None else (lambda row, label=cfg.t_label(), i=i: progress(
                 {**row, "screen": label, "candidate": i + 1, "candidates": len(config.t_screen)}))
             vectors = learn_embedding(sd, classifier, images, cfg, progress=report).vectors
@@ -586,8 +585,7 @@ def screen_t(sd: StableDiffusion, classifier: AttributeClassifier, images: torch
             path.write_text(json.dumps({"key": key, "table": table}), encoding="utf-8")
     best = max(range(len(table)), key=lambda i: (table[i]["min"], table[i]["mean"]))
     chosen = with_t(replace(config, t_screen=()), *config.t_screen[best])
-    return chosen, {"steps": min(config.screen_steps, config.total_steps(len(images))), "table": table,
-                    "chosen": chosen.t_label()}
+    return chosen, {"steps": steps, "table": table, "chosen": chosen.t_label()}
 
 
 def learn_checked(sd: StableDiffusion, classifier: AttributeClassifier | list[AttributeClassifier],

@@ -42,7 +42,7 @@ def _phrasebook(model: str):  # noqa: ANN202 - a (attribute, class) -> words fun
 
         grammar = for_model(model)
         found = None if grammar is None else class_label(attribute, cls, grammar)
-        return None if found is None or grammar is None else grammar.phrase(*found)
+        return None if grammar is None or found is None else grammar.phrase(*found)
 
     return phrase
 

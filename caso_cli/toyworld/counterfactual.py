@@ -31,13 +31,10 @@ import numpy as np
 from caso_cli.errors import UsageError
 from caso_cli.metrics import psnr, ssim
 from caso_cli.toyworld import render as R
+from caso_cli.toyworld.captions import CLASSES
 
 #: PSNR (dB) of an image against itself: metrics.psnr's MSE floor of 1e-10 at peak 255.
 PSNR_IDENTICAL = 10 * math.log10(255.0**2 / 1e-10)
-
-
-#: The rarely named attributes' classes (class index = label value): skin tone dark above 0.5, eye shape.
-RARE = {"skin": ("light", "dark"), "eyes": R.EYE_SHAPES}
 
 
 def counterfactual_params(params: R.FaceParams, attr: str, target: int) -> R.FaceParams:
@@ -45,9 +42,10 @@ def counterfactual_params(params: R.FaceParams, attr: str, target: int) -> R.Fac
 
     ``skin`` (light 0 / dark 1) mirrors the tone of faces on the other side of 0.5 (tone t becomes 1 - t, as far
     from the boundary as before); ``eyes`` sets the eye shape."""
-    if attr not in R.ATTRIBUTES and attr not in RARE:
-        raise UsageError(f"unknown toy attribute {attr!r}; known: {', '.join([*R.ATTRIBUTES, *RARE])}")
-    classes = R.ATTRIBUTES.get(attr) or RARE[attr]
+    known = [a for a in CLASSES if a != "background"]  # the background's colour bins are no label to flip
+    if attr not in known:
+        raise UsageError(f"unknown toy attribute {attr!r}; known: {', '.join(known)}")
+    classes = CLASSES[attr]
     if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < len(classes):
         raise UsageError(f"target of {attr!r} must be a class index 0..{len(classes) - 1} "
                          f"({', '.join(classes)}), got {target!r}")

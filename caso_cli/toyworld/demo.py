@@ -145,6 +145,8 @@ def _rare_edit(sd: Any, data_dir: Path, config: DemoConfig, faces: np.ndarray, b
     out = {"attr": rare.attr, "n": int(todo.sum()), "scale": rare.scale, "start": rare.start,
            "classifier_accuracy": report.val_accuracy}
     edits = []
+    with torch.no_grad():
+        base = sd.family.encode_in_context([ctx], None)
     for method in ("caso", "prompt"):
         edited = faces.copy()
         for k in (0, 1):
@@ -152,7 +154,6 @@ def _rare_edit(sd: Any, data_dir: Path, config: DemoConfig, faces: np.ndarray, b
             if not rows.any():
                 continue
             with torch.no_grad():
-                base = sd.family.encode_in_context([ctx], None)
                 cond = sd.family.encode_in_context([ctx], vectors[k]) if method == "caso" else \
                     sd.family.encode_prompts([ctx.replace("{}", grammar.phrase(rare.attr, k))])
             z = edit_latents(sd, z_t[torch.from_numpy(rows)], Contrast([base, cond], 0, [(rare.scale, 1, 0)]), None,
