@@ -203,7 +203,7 @@ def _learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | 
                     res = learn_embedding(sd, clfs[attr], x, acfg)
                 torch.save(res.vectors, path)
                 log(learned=arm, attr=attr, seed=seed, seconds=round(time.monotonic() - t0, 1),
-                    per_step=round(res.seconds / res.steps, 4))
+                    per_step=round(res.seconds / res.steps, 4), check=res.check)
             if path.exists():
                 out[arm][attr] = torch.load(path)
     if "caso --hold" in RUN["methods"]:

@@ -165,6 +165,11 @@ def test_a_folder_edit_includes_an_animated_gif_and_names_a_directory_that_looks
     failed = [r for r in rows if r["status"] == "error"]
     assert len(rows) == 5 and len(failed) == 1 and failed[0]["output"] is None
     assert failed[0]["input"] == str(folder / "shot.png") and failed[0]["error"].endswith("not an image file")
+    # an edit draws nothing at random, so it takes no --seed and its records carry none
+    assert all("seed" not in r for r in rows)
+    code, _, err = run_main(["edit", str(folder), "--attr", "mustache", "--seed", "1", "--out", str(out), *FAST],
+                            capsys)
+    assert code == 2 and "No such option: --seed" in err
 
 
 @pytest.mark.slow

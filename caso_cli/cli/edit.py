@@ -17,7 +17,6 @@ from caso_cli.cli.options import (
     JsonOpt,
     ModelConfigOpt,
     OverwriteOpt,
-    SeedOpt,
     SizeOpt,
 )
 from caso_cli.cli.output import Progress, info, plural, print_json
@@ -99,7 +98,6 @@ def edit_cmd(
     json_out: JsonOpt = False,
     model: EmbeddingModelOpt = None,
     model_config: ModelConfigOpt = None,
-    seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
 ) -> None:
@@ -130,7 +128,7 @@ def edit_cmd(
     config = edit_config(steps, start, single_step, inversion_refine)
     check_edit_options(size, fit, batch_size, hold_form)
     job = EditJob(attrs=attrs, out_dir=out, config=config, size=size, fit=fit, batch_size=batch_size,
-                  overwrite=overwrite, skip_existing=skip_existing, seed=seed, cache_inversions=cache_inversions,
+                  overwrite=overwrite, skip_existing=skip_existing, cache_inversions=cache_inversions,
                   hold=tuple(held_hint(hold or [], attrs)), hold_form=hold_form, context=context)
     run_batch(inputs, job, ModelChoice(model, model_config, device, dtype), recursive=recursive, quiet=quiet,
               json_out=json_out)
@@ -171,7 +169,7 @@ def run_batch(inputs: list[str], job: EditJob, model: ModelChoice, *, recursive:
                     print_json({"input": rec.input, "output": rec.output, "status": rec.status,
                                 **({"error": rec.error} if rec.status == "error" else {}),
                                 "attr": [a.spec.name for a in job.attrs], "class": [a.cls for a in job.attrs],
-                                "scale": [a.scale for a in job.attrs], "seed": job.seed, "seconds": rec.seconds,
+                                "scale": [a.scale for a in job.attrs], "seconds": rec.seconds,
                                 **({"held": rec.info.get("held", {}), "hold_form": job.hold_form}
                                    if job.hold else {})})
                 elif rec.status == "ok" or (quiet and rec.status == "skipped"):

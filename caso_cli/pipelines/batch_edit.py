@@ -45,7 +45,6 @@ class EditJob:
     batch_size: int = 4  # images per device batch
     overwrite: bool = False  # replace existing outputs
     skip_existing: bool = False  # leave existing outputs and move on (resume a killed run)
-    seed: int = 0  # recorded; DDIM inversion and editing are deterministic
     kind: str = ""  # "" for edits, "recon" for reconstructions (<stem>.recon[.<attr>.<scale>].png)
     cache_inversions: bool = False  # keep inversions on disk under the user cache dir
     # the edit mode: registry entries held at the classes their classifiers read in each input
@@ -284,7 +283,7 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
                     rec.output = None
                     continue
                 try:
-                    meta = provenance(sd.name, job.attrs, config=job.config, seed=job.seed, source=rec.input,
+                    meta = provenance(sd.name, job.attrs, config=job.config, source=rec.input,
                                       held=rec.info.get("held"), hold_form=job.hold_form, context=job.context)
                     save_png(img, Path(rec.output or ""), meta, overwrite=job.overwrite)
                 except CasoError as exc:
