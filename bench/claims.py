@@ -13,8 +13,8 @@ counterfactual). caso's vectors are learned with LearnConfig() defaults from eac
 the mean and the range over seeds. The setting reported against the targets is chosen per direction on separate
 validation faces (VAL_SEED) before the test faces are edited.
 
-Writes the markdown report (--out), its raw rows (same name, .json) and two pictures (img/ beside the report; the
-figure needs matplotlib: pip install -e '.[bench]').
+Writes the markdown report (--out), its raw rows (same name, .json) and two pictures (img/<report name>-front.png
+and -edits.png beside it; the figure needs matplotlib: pip install -e '.[bench]').
 Learned vectors and classifiers are cached in --work (rerunning reuses them).
 """
 
@@ -524,7 +524,8 @@ def kept_reading(path: Path) -> str:
 def markdown(r: dict[str, Any], reading: str) -> str:
     quick = r["mode"] == "quick"
     seeds = ", ".join(map(str, r["seeds"]))
-    out = [f"# Edits that change only what was asked: caso on the toy world ({r['mode']} run)", ""]
+    out = [f"# Edits that change only what was asked: caso on the toy world, model `{r['model']}` "
+           f"({r['mode']} run)", ""]
     if quick:
         out += ["**Quick run: few faces, capped learning. Not the measurement.**", ""]
     if reading:
@@ -660,9 +661,10 @@ def matched_section(r: dict[str, Any]) -> list[str]:
         for f in r["forms"]["table"]:
             out.append(f"| {f['form']} | {f['vectors']} | {f['direction']} | {f['reached']}/{len(EDITED)} | "
                        f"{_f(f['kept'])} | {_f(f['max_success'])} |")
-    out += ["", "## Success against kept: every setting and each method's front", "", "![fronts](img/claims-front.png)",
+    out += ["", "## Success against kept: every setting and each method's front", "",
+            f"![fronts]({r['figures']['front']})",
             "", "## Pictures (each method at its matched setting; caso --hold at the pre-chosen one)", "",
-            "![edits](img/claims-edits.png)", "", "## How to rerun", "", f"    {r['command']}", "",
+            f"![edits]({r['figures']['edits']})", "", "## How to rerun", "", f"    {r['command']}", "",
             f"Seeds: classifier data {CLASSIFIER_SEED}, training faces {TRAIN_SEED}, test faces {EDIT_SEED}, "
             f"validation faces {VAL_SEED}, LEDITS++ inversion noise {LEDITS_SEED}, learning {seeds}; "
             f"learning at {r['learn_threads']} CPU thread(s), torch {r['torch']} (the thread count changes learned "
@@ -799,9 +801,11 @@ def main(argv: list[str] | None = None) -> int:
 
     img = args.out.parent / "img"
     img.mkdir(parents=True, exist_ok=True)
-    front_figure(means, img / "claims-front.png")
-    pictures(sd, pipes, test, chosen, best, seeds, clfs, steps, img / "claims-edits.png")
-    report = {"mode": "quick" if quick else "full", "model": args.model, "t_train": args.t_train,
+    figures = {kind: f"img/{args.out.stem}-{kind}.png" for kind in ("front", "edits")}  # one pair per report
+    front_figure(means, args.out.parent / figures["front"])
+    pictures(sd, pipes, test, chosen, best, seeds, clfs, steps, args.out.parent / figures["edits"])
+    report = {"mode": "quick" if quick else "full", "model": args.model, "figures": figures,
+              "t_train": args.t_train,
               "attrs": list(EDITED), "steps": steps, "n_edit": n_edit, "n_val": n_val,
               "seeds": seeds_list, "together_form": TOGETHER_FORM, "ladder": LADDER, "methods": RUN["methods"],
               "starts": STARTS, "chosen": chosen,

@@ -70,12 +70,13 @@ def test_attribute_prompts_are_the_toy_captions() -> None:
 
 @pytest.fixture(scope="module")
 def toy():
-    from caso_cli.models.loaders import load_model, toy_model_dir
+    from caso_cli.models.loaders import load_model
     from caso_cli.runtime import cpu_runtime
+    from caso_cli.toyworld import MODEL_DIR
 
     torch.manual_seed(0)
     sd = load_model("toy", cpu_runtime())
-    sega, ledits = B.load_pipelines(toy_model_dir())
+    sega, ledits = B.load_pipelines(MODEL_DIR)
     faces, _ = render_faces(3, seed=910)
     z0 = encode_images(sd, to_unit(faces))
     return sd, sega, ledits, faces, z0

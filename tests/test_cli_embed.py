@@ -46,6 +46,10 @@ def test_fit_learn_list_show_export(toy_data, tiny_model_dir, tmp_path, capsys) 
     assert all(r in (0.0, 0.5, 1.0) for r in check["rates"].values()) and set(check["seeds"].values()) <= {0, 1}
     assert check["passed"] == (min(check["rates"].values()) >= 0.9)
     assert check["runs"] == 2 or check["passed"]  # a restart happens only when a class fails
+    # a failed check carries the advice the text output prints (no screen here: t* was fixed)
+    assert learned.get("advice") == (None if check["passed"] else
+                                     "try --t-train auto (a screen of training timesteps), --restarts, more images "
+                                     "or more --steps")
 
     code, out, _ = run_main(["embed", "list", "--json"], capsys)
     assert [json.loads(line)["name"] for line in out.splitlines()] == ["mustache"]

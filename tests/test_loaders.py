@@ -132,10 +132,10 @@ def restore_aliases():
 
 def test_toy_is_a_local_alias_the_toy_world_registers() -> None:
     import caso_cli.toyworld as toy
-    from caso_cli.models.loaders import local_model_dir, local_model_names, toy_model_dir
+    from caso_cli.models.loaders import local_model_dir, local_model_names
 
     assert "toy" in local_model_names()
-    assert local_model_dir("toy") == toy.MODEL_DIR == toy_model_dir()
+    assert local_model_dir("toy") == toy.MODEL_DIR
     assert local_model_dir("stable-diffusion-v1-5/stable-diffusion-v1-5") is None
     loaders_src = Path(__file__).resolve().parent.parent / "caso_cli" / "models" / "loaders.py"
     assert '"toyworld"' not in loaders_src.read_text()  # the toy model's folder is the toy world's business

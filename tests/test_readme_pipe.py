@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from caso_cli.models.loaders import toy_model_dir
+from caso_cli.toyworld import MODEL_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,11 +29,11 @@ def test_readme_pipe_example_runs_as_printed(tmp_path) -> None:
     from caso_cli.registry import save_embedding
     from caso_cli.toyworld.render import write_dataset
 
-    assert (toy_model_dir() / "model_index.json").is_file(), "the toy model must ship with caso"
+    assert (MODEL_DIR / "model_index.json").is_file(), "the toy model must ship with caso"
     write_dataset(tmp_path / "caso-demo" / "data", 12, seed=0)
     from transformers import CLIPTextModel
 
-    te = CLIPTextModel.from_pretrained(str(toy_model_dir()), subfolder="text_encoder")
+    te = CLIPTextModel.from_pretrained(str(MODEL_DIR), subfolder="text_encoder")
     d = te.get_input_embeddings().weight.shape[1]
     save_embedding("toy-mustache", torch.randn(2, d, generator=torch.Generator().manual_seed(0)),
                    {"classes": ["no_mustache", "mustache"], "model": "toy", "text_encoder_hash": table_hash(te)})

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from caso_cli.models.loaders import toy_model_dir
+from caso_cli.toyworld import MODEL_DIR
 
 MAX_BYTES = 30 * 1024 * 1024
 
@@ -32,7 +32,7 @@ def toy_sd():
 
 
 def test_folder_is_small_and_complete() -> None:
-    folder = toy_model_dir()
+    folder = MODEL_DIR
     files = [p for p in folder.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= MAX_BYTES
     for part in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"):
@@ -44,7 +44,7 @@ def test_folder_is_small_and_complete() -> None:
 def test_plain_diffusers_loads_it() -> None:
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(toy_model_dir()), local_files_only=True)
+    pipe = StableDiffusionPipeline.from_pretrained(str(MODEL_DIR), local_files_only=True)
     assert isinstance(pipe.scheduler, DDIMScheduler)
     assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
     ids = pipe.tokenizer("a face with a mustache").input_ids

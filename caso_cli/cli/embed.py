@@ -100,8 +100,8 @@ def learn_cmd(
                                                            "lines like 'a photo of a face with {}') and is guided as "
                                                            "a difference from them (docs/method.md §10); whole: the "
                                                            "paper's whole prompt. auto: toy on the toy model (where "
-                                                           "it was measured better: docs/results.md), else "
-                                                           "whole.")] = "auto",
+                                                           "it was measured better: docs/results-toy-v1.md), "
+                                                           "else whole.")] = "auto",
     placement: Annotated[str, typer.Option("--placement", help="In context: the slot's input token (token; a "
                                                                "textual-inversion vector) or a delta on its output "
                                                                "state (output).")] = LearnConfig.placement,
@@ -209,11 +209,13 @@ def learn_cmd(
         return
     for entry, meta in zip(entries, metas, strict=True):
         m = meta["metrics"]
-        if json_out:
-            print_json({"name": entry.name, "path": str(entry), **m, "classes": meta["classes"]})
+        check = m.get("generation_check") or m.get("edit_check")
+        if json_out:  # a failed generation check carries the advice the text output prints
+            failed = check is not None and not check["passed"] and check.get("kind") != "edit"
+            advice_json = {"advice": check_advice(check)} if failed else {}
+            print_json({"name": entry.name, "path": str(entry), **m, "classes": meta["classes"], **advice_json})
             continue
         together_note = f" together with {', '.join(meta['learned_with'])}" if meta.get("learned_with") else ""
-        check = m.get("generation_check") or m.get("edit_check")
         chosen = meta["hyperparameters"]
         t_at = f"t* {chosen['t_train']}" if chosen["t_train_max"] is None else \
             f"t {chosen['t_train']}:{chosen['t_train_max']}"

@@ -78,17 +78,6 @@ def local_model_dir(name: str) -> Path | None:
     return None if factory is None else Path(factory())
 
 
-def toy_model_dir() -> Path:
-    """The folder of the toy-world model shipped in the package (the local alias ``toy``).
-
-    Kept for older callers; :data:`caso_cli.toyworld.MODEL_DIR` is the same folder.
-    """
-    folder = local_model_dir("toy")
-    if folder is None:
-        raise ModelLoadError("no local model 'toy' is registered")
-    return folder
-
-
 @dataclass
 class StableDiffusion:
     """The frozen components caso needs, plus facts derived from their configs."""
