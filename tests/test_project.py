@@ -29,6 +29,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "torch==2.13.0" in ci
     assert ci.index("torch==2.13.0") < ci.index("pip install -q -e '.[test]'")
     assert ci.rstrip().splitlines()[-1] == test_cmd
+    assert "\nruff check .\n" in ci  # lint before the suite
 
 
 def test_console_script_and_typed_marker() -> None:

@@ -38,7 +38,7 @@ class RareSetting:
     context, and the same edit written as a prompt for comparison.
 
     No setting of docs/results.md's ladder moves skin tone on the toy model, for caso or a prompt (at most 26% and
-    24% of faces): the model does not draw it from text. The row shows that limit with the oracle's numbers; w 2
+    24% of faces): the model barely draws it from text. The row shows that limit with the oracle's numbers; w 2
     at start 0.6 keeps the other attributes on most faces (there caso 2% / 12%, add / removal, 3 learning seeds)."""
 
     attr: str = "skin"  # a toy attribute captions seldom name: skin (Dark_skin) or eyes (Narrow_eyes)
