@@ -67,6 +67,7 @@ def test_wrong_shape_weights_and_pickles_are_refused(tmp_path) -> None:
         load_classifier(pickle)
 
 
+@pytest.mark.slow  # over a second on 2 cores
 def test_transformers_backbone_fit_save_load(tmp_path) -> None:
     """A local transformers image classifier (tiny ResNet, random weights) as the backbone, new 2-class head."""
     from PIL import Image

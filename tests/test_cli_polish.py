@@ -166,6 +166,7 @@ def test_demo_force_pair_and_plain_output(tmp_path, capsys, monkeypatch) -> None
     assert seen == [True, False]
 
 
+@pytest.mark.slow  # over a second on 2 cores
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_progress_is_cleared_before_a_line_is_printed(tmp_path) -> None:
     """On a terminal the bar (stderr) never shares a line with a printed path (stdout); stdout carries only data."""

@@ -84,6 +84,7 @@ def test_free_cores_is_between_one_and_the_cores() -> None:
     assert 1 <= free_cores(0.05) <= cpu_count()
 
 
+@pytest.mark.slow  # over a second on 2 cores
 def test_edits_differ_by_at_most_one_level_in_a_few_pixels_between_thread_counts(restore_threads) -> None:
     """Why edits may take whatever cores are free: the no-grad path's latents differ in the last bits between
     thread counts (~3e-6 on the toy model), which the 8-bit image keeps only as a rare one-level step (measured:
