@@ -178,6 +178,7 @@ class ModelChoice:
     config: str | None = None  # the config a single-file checkpoint needs
     device: str = "auto"
     dtype: str = "auto"
+    allow_pickle: bool = False  # load a legacy .ckpt/.pt single file (it can run code when loaded: --allow-pickle)
 
 
 @dataclass(frozen=True)

@@ -219,3 +219,38 @@ def test_no_config_offline_and_uncached(ldm_file: Path, tmp_path: Path, monkeypa
             load_model(str(ldm_file), cpu_runtime(), config=config)
         msg = str(err.value)
         assert str(ldm_file) in msg and "--model-config" in msg and "\n" not in msg, msg
+
+
+def test_every_command_that_loads_a_model_takes_allow_pickle() -> None:
+    """--allow-pickle exists wherever --model names a model that is loaded, and nowhere else."""
+    import typer
+
+    from caso_cli.cli.app import app
+
+    def walk(command, path):
+        yield " ".join(path), command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    taking = {name for name, command in walk(typer.main.get_command(app), [])
+              if any("--allow-pickle" in p.opts for p in command.params)}
+    assert taking == {"edit", "interpolate", "reconstruct", "generate", "embed learn", "model info"}
+
+
+@pytest.mark.slow
+def test_reconstruct_loads_a_ckpt_only_with_allow_pickle(ldm_file: Path, config_dir: Path, tmp_path: Path,
+                                                         capsys) -> None:
+    from PIL import Image
+
+    from tests.test_cli import run_main
+
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": load_file(str(ldm_file))}, ckpt)
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (32, 32), (200, 120, 40)).save(photo)
+    args = ["reconstruct", str(photo), "--model", str(ckpt), "--model-config", str(config_dir), "--out",
+            str(tmp_path / "rec"), "-q", "--steps", "2", "--device", "cpu"]
+    code, out, err = run_main(args, capsys)
+    assert code == 2 and "--allow-pickle" in err and not (tmp_path / "rec").exists()
+    code, out, err = run_main([*args, "--allow-pickle"], capsys)
+    assert code == 0 and Path(out.strip()).is_file(), err

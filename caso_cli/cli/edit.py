@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from caso_cli.cli.options import (
+    AllowPickleOpt,
     DeviceOpt,
     DtypeOpt,
     EmbeddingModelOpt,
@@ -98,6 +99,7 @@ def edit_cmd(
     json_out: JsonOpt = False,
     model: EmbeddingModelOpt = None,
     model_config: ModelConfigOpt = None,
+    allow_pickle: AllowPickleOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
 ) -> None:
@@ -130,8 +132,8 @@ def edit_cmd(
     job = EditJob(attrs=attrs, out_dir=out, config=config, size=size, fit=fit, batch_size=batch_size,
                   overwrite=overwrite, skip_existing=skip_existing, cache_inversions=cache_inversions,
                   hold=tuple(held_hint(hold or [], attrs)), hold_form=hold_form, context=context)
-    run_batch(inputs, job, ModelChoice(model, model_config, device, dtype), recursive=recursive, quiet=quiet,
-              json_out=json_out)
+    run_batch(inputs, job, ModelChoice(model, model_config, device, dtype, allow_pickle), recursive=recursive,
+              quiet=quiet, json_out=json_out)
 
 
 def run_batch(inputs: list[str], job: EditJob, model: ModelChoice, *, recursive: bool, quiet: bool,

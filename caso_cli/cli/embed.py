@@ -9,6 +9,7 @@ import typer
 
 from caso_cli.cli.help import CasoTyper
 from caso_cli.cli.options import (
+    AllowPickleOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
@@ -58,6 +59,7 @@ def learn_cmd(
                                                                  "--classifier, in the same order).")],
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
+    allow_pickle: AllowPickleOpt = False,
     t_train: Annotated[str, typer.Option("--t-train", help="Training timestep t*, a range LOW:HIGH to draw it from "
                                                            "at every step, or auto: a short run at each of "
                                                            "201, 401, 601 and 201:601, scored by the generation "
@@ -197,8 +199,9 @@ def learn_cmd(
         hand_off_to_accelerate(ctx, num_processes, device)
         return
     job = EmbedJob(data=data, classifier=classifier[0], name=name[0], together=together, model=model,
-                   model_config=model_config, size=size, max_images=max_images, device=device, dtype=dtype,
-                   force=force, resume=resume, grad_checkpointing=grad_checkpointing, compile=compile_)
+                   model_config=model_config, allow_pickle=allow_pickle, size=size, max_images=max_images,
+                   device=device, dtype=dtype, force=force, resume=resume, grad_checkpointing=grad_checkpointing,
+                   compile=compile_)
     from caso_cli.pipelines.learn import progress_text, tail_text
 
     with Progress(f"learn {'+'.join(name)}", None) as bar:

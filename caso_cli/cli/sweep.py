@@ -26,6 +26,7 @@ from caso_cli.cli.edit import (
     warn_scales,
 )
 from caso_cli.cli.options import (
+    AllowPickleOpt,
     DeviceOpt,
     DtypeOpt,
     EmbeddingModelOpt,
@@ -86,6 +87,7 @@ def interpolate_cmd(
     json_out: JsonOpt = False,
     model: EmbeddingModelOpt = None,
     model_config: ModelConfigOpt = None,
+    allow_pickle: AllowPickleOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
 ) -> None:
@@ -112,7 +114,7 @@ def interpolate_cmd(
     for path in (out, gif):
         if path is not None:
             _refuse_existing(path, overwrite)
-    result = run_sweep(open_model(ModelChoice(model, model_config, device, dtype), attrs), job)
+    result = run_sweep(open_model(ModelChoice(model, model_config, device, dtype, allow_pickle), attrs), job)
     info(f"{plural(len(values), 'scale')} from one inversion: {', '.join(result.captions)}")
     if json_out:
         print_json({"input": str(input), "grid": str(result.grid), "scales": values,
@@ -140,6 +142,7 @@ def reconstruct_cmd(
     json_out: JsonOpt = False,
     model: EmbeddingModelOpt = None,
     model_config: ModelConfigOpt = None,
+    allow_pickle: AllowPickleOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
 ) -> None:
@@ -160,8 +163,8 @@ def reconstruct_cmd(
     check_edit_options(size, batch_size=batch_size)
     job = EditJob(attrs=attrs, out_dir=out, config=config, size=size, batch_size=batch_size, overwrite=overwrite,
                   skip_existing=skip_existing, kind="recon")
-    run_batch(inputs, job, ModelChoice(model, model_config, device, dtype), recursive=recursive, quiet=quiet,
-              json_out=json_out)
+    run_batch(inputs, job, ModelChoice(model, model_config, device, dtype, allow_pickle), recursive=recursive,
+              quiet=quiet, json_out=json_out)
 
 
 def generate_cmd(
@@ -177,6 +180,7 @@ def generate_cmd(
     overwrite: OverwriteOpt = False,
     model: EmbeddingModelOpt = None,
     model_config: ModelConfigOpt = None,
+    allow_pickle: AllowPickleOpt = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -208,7 +212,7 @@ def generate_cmd(
     _refuse_existing(grid, overwrite)
     job = GenerateJob(attrs=attrs, out=grid, n=n, scale=w, steps=steps, seed=seed, size=size, frames=frames,
                       overwrite=overwrite)
-    paths = run_generate(open_model(ModelChoice(model, model_config, device, dtype), attrs), job)
+    paths = run_generate(open_model(ModelChoice(model, model_config, device, dtype, allow_pickle), attrs), job)
     if json_out:
         print_json({"output": str(grid), "images": [str(p) for p in paths[1:]], "n": n, "seed": seed,
                     "class": [a.cls for a in attrs], "scale": w})

@@ -212,7 +212,7 @@ def open_model(choice: ModelChoice, attrs: Sequence[ResolvedAttr] = ()) -> Stabl
     runtime = make_runtime(choice.device, choice.dtype)
     if runtime.device.type == "cpu":  # no-grad work: as many threads as cores are free (docs/performance.md)
         pin_threads(learning=False)
-    return load_model(model_for(attrs, choice.name), runtime, config=choice.config)
+    return load_model(model_for(attrs, choice.name), runtime, config=choice.config, allow_pickle=choice.allow_pickle)
 
 
 def _inversions(sd: StableDiffusion, job: EditJob, images: list[Any], cache: InversionCache | None) -> torch.Tensor:

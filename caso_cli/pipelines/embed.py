@@ -28,6 +28,7 @@ class EmbedJob:
     name: str  # registry name
     model: str | None = None  # --model (None: default)
     model_config: str | None = None  # configs for a single-file model
+    allow_pickle: bool = False  # load a legacy .ckpt/.pt single file (--allow-pickle)
     size: int | None = None  # image side; default the model's resolution
     max_images: int | None = None  # use at most this many images (sorted order)
     device: str = "auto"
@@ -85,7 +86,7 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
     clfs = [load_classifier(path, runtime.device) for _, path in pairs]
     say(f"loading model {job.model or 'default'}" + (f" in {runtime.world_size} processes"
                                                      if runtime.world_size > 1 else ""))
-    sd = load_model(job.model, runtime, config=job.model_config)
+    sd = load_model(job.model, runtime, config=job.model_config, allow_pickle=job.allow_pickle)
     if job.grad_checkpointing:
         enable_grad_checkpointing(sd)
     if job.compile:
