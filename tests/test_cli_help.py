@@ -81,3 +81,9 @@ def test_demo_force_is_an_on_off_pair(capsys: pytest.CaptureFixture[str], monkey
 def test_short_version(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_main([flag], capsys)
     assert code == 0 and out.strip() == f"caso {__version__}"
+
+
+def test_every_command_that_loads_a_model_takes_allow_pickle() -> None:
+    """--allow-pickle exists wherever --model names a model that is loaded, and nowhere else."""
+    taking = {name for name, command in COMMANDS.items() if any("--allow-pickle" in p.opts for p in command.params)}
+    assert taking == {"edit", "interpolate", "reconstruct", "generate", "embed learn", "model info"}

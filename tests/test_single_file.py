@@ -162,12 +162,18 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-def test_allow_pickle_loads_with_weights_only(ldm_file: Path, config_dir: Path, tmp_path: Path,
+@pytest.fixture(scope="module")
+def ckpt_file(ldm_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny single file as a legacy pickle checkpoint (plain tensors only)."""
+    good = tmp_path_factory.mktemp("pickle") / "tiny.ckpt"
+    torch.save({"state_dict": load_file(str(ldm_file))}, good)
+    return good
+
+
+def test_allow_pickle_loads_with_weights_only(ckpt_file: Path, config_dir: Path, tmp_path: Path,
                                               tiny_components) -> None:
     """--allow-pickle loads plain tensors from a .ckpt; code in a pickle never runs (torch.load weights_only)."""
-    good = tmp_path / "tiny.ckpt"
-    torch.save({"state_dict": load_file(str(ldm_file))}, good)
-    sd = load_model(str(good), cpu_runtime(), config=str(config_dir), allow_pickle=True)
+    sd = load_model(str(ckpt_file), cpu_runtime(), config=str(config_dir), allow_pickle=True)
     assert torch.equal(sd.unet.state_dict()["conv_in.weight"], tiny_components["unet"].state_dict()["conv_in.weight"])
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt"
@@ -221,34 +227,16 @@ def test_no_config_offline_and_uncached(ldm_file: Path, tmp_path: Path, monkeypa
         assert str(ldm_file) in msg and "--model-config" in msg and "\n" not in msg, msg
 
 
-def test_every_command_that_loads_a_model_takes_allow_pickle() -> None:
-    """--allow-pickle exists wherever --model names a model that is loaded, and nowhere else."""
-    import typer
-
-    from caso_cli.cli.app import app
-
-    def walk(command, path):
-        yield " ".join(path), command
-        for name, sub in getattr(command, "commands", {}).items():
-            yield from walk(sub, [*path, name])
-
-    taking = {name for name, command in walk(typer.main.get_command(app), [])
-              if any("--allow-pickle" in p.opts for p in command.params)}
-    assert taking == {"edit", "interpolate", "reconstruct", "generate", "embed learn", "model info"}
-
-
 @pytest.mark.slow
-def test_reconstruct_loads_a_ckpt_only_with_allow_pickle(ldm_file: Path, config_dir: Path, tmp_path: Path,
+def test_reconstruct_loads_a_ckpt_only_with_allow_pickle(ckpt_file: Path, config_dir: Path, tmp_path: Path,
                                                          capsys) -> None:
     from PIL import Image
 
     from tests.test_cli import run_main
 
-    ckpt = tmp_path / "tiny.ckpt"
-    torch.save({"state_dict": load_file(str(ldm_file))}, ckpt)
     photo = tmp_path / "p.png"
     Image.new("RGB", (32, 32), (200, 120, 40)).save(photo)
-    args = ["reconstruct", str(photo), "--model", str(ckpt), "--model-config", str(config_dir), "--out",
+    args = ["reconstruct", str(photo), "--model", str(ckpt_file), "--model-config", str(config_dir), "--out",
             str(tmp_path / "rec"), "-q", "--steps", "2", "--device", "cpu"]
     code, out, err = run_main(args, capsys)
     assert code == 2 and "--allow-pickle" in err and not (tmp_path / "rec").exists()
