@@ -38,9 +38,10 @@ from caso_cli.models.loaders import load_model, local_model_dir
 from caso_cli.pipelines.classifier_guidance import classifier_guided_latents
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import class_conditions, decode_latents, encode_images
-from caso_cli.pipelines.guidance import Contrast
+from caso_cli.pipelines.guidance import Contrast, cfg_guidance
 from caso_cli.pipelines.hold import EditTerm, Token, hold_contrast, read_classes, source_classes
-from caso_cli.pipelines.learn import learn_embedding, screen_t
+from caso_cli.pipelines.learn import learn_embedding
+from caso_cli.pipelines.learn_runs import screen_t
 from caso_cli.pipelines.through_edit import learn_through_edit
 from caso_cli.runtime import cpu_runtime, pin_threads
 from caso_cli.toyworld import baselines as B
@@ -111,7 +112,6 @@ METHOD_NOTES = {
 FIRST_SEED = [0]  # the validation seed (the first of --seeds)
 GRAMMAR = [C.DEFAULT]  # the caption grammar of the model measured (--model)
 T_AUTO = [False]  # learn at the t* embed learn's default screen chooses (--t-train auto), not LearnConfig's 201
-TOGETHER_FORM = "null"  # how the vectors learned together were trained (--together-form)
 
 
 def log(**kw: Any) -> None:
@@ -213,11 +213,10 @@ def _learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | 
             if not path.exists():
                 torch.save(learn_embedding(sd, clfs[attr], x, cfg).vectors, path)
             single[attr] = torch.load(path)
-        path = work / (f"joint-{tag}.pt" if TOGETHER_FORM == "null" else f"joint-{TOGETHER_FORM}-{tag}.pt")
+        path = work / f"joint-{tag}.pt"
         if not path.exists():
             t0 = time.monotonic()
-            together = dataclasses.replace(cfg, together_form=TOGETHER_FORM)
-            torch.save(learn_embedding(sd, [clfs[a] for a in TOKENS], x, together).per_attribute(), path)
+            torch.save(learn_embedding(sd, [clfs[a] for a in TOKENS], x, cfg).per_attribute(), path)
             log(learned="together", seed=seed, seconds=round(time.monotonic() - t0, 1))
         out["together"] = dict(zip(TOKENS, torch.load(path), strict=True))
     return out
@@ -263,13 +262,13 @@ def edit(sd: Any, pipes: tuple[Any, Any], method: str, faces: Faces, todo: np.nd
     if method == "caso":
         assert vecs is not None
         v = vecs["single"][attr]
-        z = edit_latents(sd, z_t, class_conditions(sd, v)[1:2], signed, cfg)
+        z = edit_latents(sd, z_t, cfg_guidance(sd, class_conditions(sd, v)[1:2], signed), cfg)
     elif method in ARMS:  # towards the target class's vector at +w
         assert vecs is not None
         arm, where, form = ARMS[method]
         v = vecs[arm][attr]
         if where is None:  # the whole prompt against the null condition
-            z = edit_latents(sd, z_t, class_conditions(sd, v)[target:target + 1], w, cfg)
+            z = edit_latents(sd, z_t, cfg_guidance(sd, class_conditions(sd, v)[target:target + 1], w), cfg)
         else:
             placement = "output" if arm == "out" else "token"
             ctx = faces.held_contexts(todo, attr) if where == "held" else \
@@ -279,14 +278,14 @@ def edit(sd: Any, pipes: tuple[Any, Any], method: str, faces: Faces, todo: np.nd
                          sd.family.encode_in_context(ctx, v[target], placement)]
                 if form == "pair":
                     conds.append(sd.family.encode_in_context(ctx, v[1 - target], placement))
-            z = edit_latents(sd, z_t, Contrast(conds, 0, [(w, 1, 2 if form == "pair" else 0)]), None, cfg)
+            z = edit_latents(sd, z_t, Contrast(conds, 0, [(w, 1, 2 if form == "pair" else 0)]), cfg)
     elif method.startswith("prompt ctx"):  # the target class's phrase as a difference from a context in words
         ctx = faces.held_contexts(todo, attr) if method.endswith("--hold") else \
             [contexts(attr, grammar=GRAMMAR[0])[0]] * int(todo.sum())
         with torch.no_grad():
             conds = [sd.family.encode_prompts([words(c) for c in ctx]),
                      sd.family.encode_prompts([c.replace("{}", phrase(attr, target, GRAMMAR[0])) for c in ctx])]
-        z = edit_latents(sd, z_t, Contrast(conds, 0, [(w, 1, 0)]), None, cfg)
+        z = edit_latents(sd, z_t, Contrast(conds, 0, [(w, 1, 0)]), cfg)
     elif method.startswith("caso --hold"):
         assert vecs is not None
         v = vecs["single" if "separately" in method else "together"]
@@ -294,7 +293,7 @@ def edit(sd: Any, pipes: tuple[Any, Any], method: str, faces: Faces, todo: np.nd
         x = faces.x[mask]
         term = EditTerm(Token(attr, v[attr], clfs[attr]), 1, signed)
         z = edit_latents(sd, z_t, hold_contrast(sd, [term], held, read_classes(held, x), source_classes([term], x),
-                                                 form), None, cfg)  # type: ignore[arg-type]
+                                                 form), cfg)  # type: ignore[arg-type]
     elif method == "prompt":
         z = B.prompt_edit(sd, z_t, B.attribute_prompt(attr, 1, GRAMMAR[0]), signed, cfg)
     elif method == "classifier guidance":
@@ -306,7 +305,7 @@ def edit(sd: Any, pipes: tuple[Any, Any], method: str, faces: Faces, todo: np.nd
                                        if a == attr or getattr(r, a)[i] >= 0})
                 for i in np.nonzero(todo)[0]]
         with torch.no_grad():
-            z = edit_latents(sd, z_t, sd.family.encode_prompts(caps), w, cfg)
+            z = edit_latents(sd, z_t, cfg_guidance(sd, sd.family.encode_prompts(caps), w), cfg)
     elif method == "sega":
         warmup = round((1 - start) * steps)
         z = B.sega_edit(pipes[0], faces.z_t[1.0][mask], B.attribute_prompt(attr, 1, GRAMMAR[0]), steps,
@@ -554,8 +553,9 @@ def markdown(r: dict[str, Any], reading: str) -> str:
         goal = "success ≥ 0.90, kept ≥ " + ("0.95" if row["direction"] == "add" else "0.90")
         out.append(f"| {row['attr']} | {row['direction']} | {_rng(row, 'success')} | {_rng(row, 'kept')} | "
                    f"{_rng(row, 'cf_psnr', 1)} | {_rng(row, 'cf_ssim', 3)} | {goal} |")
-    out[out.index("## The pre-chosen setting against the targets") + 2] += (
-        f" The vectors learned together were trained with the {r['together_form']} form (docs/learning.md).")
+    if r.get("together_form"):  # recorded by reports made while LearnConfig.together_form existed
+        out[out.index("## The pre-chosen setting against the targets") + 2] += (
+            f" The vectors learned together were trained with the {r['together_form']} form (docs/learning.md).")
     return "\n".join(out + matched_section(r))
 
 
@@ -707,8 +707,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--starts", default=",".join(f"{s:g}" for s in STARTS), help="edit starts, comma-separated")
     ap.add_argument("--steps", type=int, default=10, help="DDIM steps of every edit")
     ap.add_argument("--ladder", help="replace the shared ladder (comma-separated; for smoke runs, not measurements)")
-    ap.add_argument("--together-form", default="null", choices=("null", "delta"), help="how the vectors learned "
-                                                                                        "together are trained")
     ap.add_argument("--phase", choices=("all", "learn", "edit", "report"), default="all",
                     help="run one part (two processes can share the work: learn --part i/2, edit --direction)")
     ap.add_argument("--part", default="0/1", help="learn phase: this process's share of the runs, i/n")
@@ -731,8 +729,6 @@ def main(argv: list[str] | None = None) -> int:
     global LADDER
     if args.ladder:
         LADDER = tuple(float(x) for x in args.ladder.split(","))
-    global TOGETHER_FORM
-    TOGETHER_FORM = args.together_form
     RUN["methods"] = [m.strip() for m in args.methods.split(",")] if args.methods else list(DEFAULT_METHODS)
     unknown = [m for m in RUN["methods"] if m not in METHODS]
     if unknown:
@@ -807,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"mode": "quick" if quick else "full", "model": args.model, "figures": figures,
               "t_train": args.t_train,
               "attrs": list(EDITED), "steps": steps, "n_edit": n_edit, "n_val": n_val,
-              "seeds": seeds_list, "together_form": TOGETHER_FORM, "ladder": LADDER, "methods": RUN["methods"],
+              "seeds": seeds_list, "ladder": LADDER, "methods": RUN["methods"],
               "starts": STARTS, "chosen": chosen,
               "at_chosen": sorted(at_chosen, key=lambda r: (EDITED.index(r["attr"]), r["direction"])),
               "matched": best, "forms": {"seed": seeds_list[0], "table": forms_table(val_rows)} if val_rows else {},

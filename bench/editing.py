@@ -27,6 +27,7 @@ from caso_cli.config import EditConfig, LearnConfig
 from caso_cli.models.loaders import load_model
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import decode_latents, encode_images
+from caso_cli.pipelines.guidance import cfg_guidance
 from caso_cli.pipelines.learn import learn_embedding
 from caso_cli.runtime import cpu_runtime, pin_threads
 from caso_cli.toyworld import measure, oracle
@@ -103,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     n = min(16, len(faces))
     scores = []
     for i in range(n):
-        x = measure.to_uint8(decode_latents(sd, edit_latents(sd, z_t[i:i + 1].expand(7, -1, -1, -1), cond, scales,
-                                                             cfg)))
+        guidance = cfg_guidance(sd, cond, scales)
+        x = measure.to_uint8(decode_latents(sd, edit_latents(sd, z_t[i:i + 1].expand(7, -1, -1, -1), guidance, cfg)))
         scores.append(oracle.read_attributes(x).scores["mustache"])
     scores_arr = np.stack(scores)
     mono = np.all(np.diff(scores_arr, axis=1) >= -0.02, axis=1)

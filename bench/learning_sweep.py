@@ -25,7 +25,7 @@ from caso_cli.config import EditConfig, FitConfig, LearnConfig
 from caso_cli.datasets import load_labelled
 from caso_cli.models.loaders import load_model
 from caso_cli.pipelines.classifier_fit import fit_classifier
-from caso_cli.pipelines.learn import learn_checked
+from caso_cli.pipelines.learn_runs import learn_checked
 from caso_cli.runtime import cpu_runtime, pin_threads
 from caso_cli.toyworld import measure
 from caso_cli.toyworld.render import render_faces, write_dataset

@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     from caso_cli.config import EditConfig, LearnConfig
     from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN
     from caso_cli.pipelines.edit import edit_latents, invert_latents
-    from caso_cli.pipelines.guidance import predict_eps
-    from caso_cli.pipelines.learn import caso_loss
+    from caso_cli.pipelines.guidance import cfg_guidance
+    from caso_cli.pipelines.learn_loss import caso_loss
 
     sd, size = load(args.model, args.size)
     dev = sd.runtime.device
@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                           std=[0.5] * 3)
     clf = AttributeClassifier(SmallCNN(2), meta).to(dev).eval().requires_grad_(False)
     cfg = LearnConfig(batch_size=args.batch)
-    b, side = args.batch, size // sd.vae_scale
+    b = args.batch
     g = torch.Generator().manual_seed(0)
-    z0 = torch.randn(b, sd.unet.config.in_channels, side, side, generator=g).to(dev, sd.unet.dtype)
+    z0 = torch.randn(b, *sd.latent_shape(size), generator=g).to(dev, sd.net.dtype)
     noise = torch.randn(z0.shape, generator=g).to(dev, z0.dtype)
     targets = torch.arange(b, device=dev) % 2
     vectors = torch.randn(2, sd.token_dim, generator=g).to(dev).requires_grad_(True)
@@ -174,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     # (b) the floor: each unavoidable pass alone, on the same shapes.
     from caso_cli.diffusion import add_noise
     t = cfg.t_train
-    z_t = add_noise(z0, noise, sd.schedule.abar(t)).to(sd.unet.dtype)
+    z_t = add_noise(z0, noise, sd.schedule.level(t)).to(sd.net.dtype)
     cond = sd.family.encode_vectors(vectors[targets].detach().unsqueeze(1))
 
     def null_fwd() -> None:
         with torch.no_grad():
-            predict_eps(sd, z_t, t, c_null)
+            sd.eps(z_t, t, c_null)
 
     def text_fwd_bwd() -> None:  # the vectors' gradient flows back through the text encoder(s)
         c = sd.family.encode_vectors(vectors[targets].unsqueeze(1))
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     z_req = z_t.detach().clone().requires_grad_(True)
 
     def cond_fwd_bwd() -> None:
-        predict_eps(sd, z_req, t, cond).float().sum().backward()
+        sd.eps(z_req, t, cond).float().sum().backward()
         z_req.grad = None
 
     lat = (z0 / sd.scaling_factor).detach().clone().requires_grad_(True)
@@ -217,11 +217,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def interpolate() -> None:
         zt = invert_latents(sd, z1, e_cfg)
-        edit_latents(sd, zt.expand(7, -1, -1, -1), cond1, scales, e_cfg)
+        edit_latents(sd, zt.expand(7, -1, -1, -1), cfg_guidance(sd, cond1, scales), e_cfg)
 
     def separate() -> None:
         for w in scales.tolist():
-            edit_latents(sd, invert_latents(sd, z1, e_cfg), cond1, w, e_cfg)
+            edit_latents(sd, invert_latents(sd, z1, e_cfg), cfg_guidance(sd, cond1, w), e_cfg)
 
     if "interpolate_vs_separate" in only:
         ours_c, ref_c = timed(interpolate, max(1, repeat // 2)), timed(separate, 1)
@@ -231,11 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     z8 = torch.randn(8, *z0.shape[1:], generator=g).to(dev, z0.dtype)
 
     def batch8() -> None:
-        edit_latents(sd, invert_latents(sd, z8, e_cfg), cond1, 5.0, e_cfg)
+        edit_latents(sd, invert_latents(sd, z8, e_cfg), cfg_guidance(sd, cond1, 5.0), e_cfg)
 
     def singles() -> None:
         for i in range(8):
-            edit_latents(sd, invert_latents(sd, z8[i:i + 1], e_cfg), cond1, 5.0, e_cfg)
+            edit_latents(sd, invert_latents(sd, z8[i:i + 1], e_cfg), cfg_guidance(sd, cond1, 5.0), e_cfg)
 
     if "batch8_vs_single" in only:
         ours_d, ref_d = timed(batch8, max(1, repeat // 2)), timed(singles, 1)
@@ -268,6 +268,7 @@ def edit_vs_floor(sd, size: int, cond: Any, repeat: int, toy: bool) -> tuple[flo
     from caso_cli.families import Condition
     from caso_cli.pipelines.edit import edit_latents, invert_latents
     from caso_cli.pipelines.generate import decode_latents, encode_images
+    from caso_cli.pipelines.guidance import cfg_guidance
 
     dev = sd.runtime.device
     if toy and size == 32:  # a toy face, as caso demo edits them
@@ -282,7 +283,7 @@ def edit_vs_floor(sd, size: int, cond: Any, repeat: int, toy: bool) -> tuple[flo
 
     def edit() -> None:
         z_t = invert_latents(sd, encode_images(sd, x), cfg)
-        decode_latents(sd, edit_latents(sd, z_t, cond, 5.0, cfg))
+        decode_latents(sd, edit_latents(sd, z_t, cfg_guidance(sd, cond, 5.0), cfg))
 
     with torch.no_grad():
         c_null = sd.family.null_condition()
@@ -297,13 +298,11 @@ def edit_vs_floor(sd, size: int, cond: Any, repeat: int, toy: bool) -> tuple[flo
 
     @torch.no_grad()
     def unet_inversion() -> object:  # null condition, batch 1: one call per step and per refinement
-        kwargs = sd.family.unet_kwargs(c_null, (size, size))
-        return [sd.unet(z, t, **kwargs).sample for _ in range(n * (1 + cfg.inversion_refine))]
+        return [sd.family.net_output(sd.net, z, t, c_null, (size, size)) for _ in range(n * (1 + cfg.inversion_refine))]
 
     @torch.no_grad()
     def unet_guided() -> object:  # null and edit condition in one batch-2 call per step
-        kwargs = sd.family.unet_kwargs(c2, (size, size))
-        return [sd.unet(z2, t, **kwargs).sample for _ in range(n)]
+        return [sd.family.net_output(sd.net, z2, t, c2, (size, size)) for _ in range(n)]
 
     @torch.no_grad()
     def vae_decode() -> object:

@@ -45,6 +45,7 @@ WORK = {
         "from caso_cli.models.loaders import load_model\n"
         "from caso_cli.pipelines.edit import edit_latents, invert_latents\n"
         "from caso_cli.pipelines.generate import decode_latents, encode_images\n"
+        "from caso_cli.pipelines.guidance import cfg_guidance\n"
         "from caso_cli.runtime import cpu_runtime\n"
         "from caso_cli.toyworld.render import render_faces\n"
         "from caso_cli.toyworld.sample import to_unit\n"
@@ -54,7 +55,8 @@ WORK = {
         "cond = sd.family.encode_prompts(['a face with a mustache'])\n"
         "t = time.perf_counter()\n"
         "with torch.no_grad():\n"
-        "    decode_latents(sd, edit_latents(sd, invert_latents(sd, encode_images(sd, x), cfg), cond, 5.0, cfg))\n"
+        "    z_t = invert_latents(sd, encode_images(sd, x), cfg)\n"
+        "    decode_latents(sd, edit_latents(sd, z_t, cfg_guidance(sd, cond, 5.0), cfg))\n"
         "print(time.perf_counter() - t)\n"
     ),
 }

@@ -9,8 +9,8 @@ The library API, for ``import caso_cli``::
     clf, report = caso.fit_classifier(data, caso.FitConfig(attr="mustache"), sd.runtime)
     result = caso.learn_embedding(sd, clf, images, caso.LearnConfig(steps=200))
     caso.save_embedding("mustache", result.vectors, {"classes": clf.classes, "model": sd.name})
-    cond = sd.family.encode_vectors(result.vectors[1:])  # a Condition: what the UNet reads for <mustache>
-    edited = caso.edit_latents(sd, caso.invert_latents(sd, z0, config), cond, 5.0, config)
+    cond = sd.family.encode_vectors(result.vectors[1:])  # a Condition: what the network reads for <mustache>
+    edited = caso.edit_latents(sd, caso.invert_latents(sd, z0, config), caso.cfg_guidance(sd, cond, 5.0), config)
 
 Importing this package is cheap: torch and diffusers load only when one of these names is
 first used (no typer, no printing in any of them).
@@ -41,6 +41,7 @@ _EXPORTS = {
     "register_family": "caso_cli.families",
     "invert_latents": "caso_cli.pipelines.edit",
     "edit_latents": "caso_cli.pipelines.edit",
+    "cfg_guidance": "caso_cli.pipelines.guidance",
     "generate_latents": "caso_cli.pipelines.generate",
     "encode_images": "caso_cli.pipelines.generate",
     "decode_latents": "caso_cli.pipelines.generate",

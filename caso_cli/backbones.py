@@ -57,6 +57,9 @@ def vgg16_features() -> nn.Sequential:
 class LPIPS(nn.Module):
     """LPIPS v0.1 with VGG16 (``lpips.LPIPS(net="vgg", version="0.1")``): images in [-1, 1], one distance each."""
 
+    shift: torch.Tensor  # buffers, registered in __init__
+    scale: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.features = vgg16_features()
@@ -68,7 +71,7 @@ class LPIPS(nn.Module):
         out, start = [], 0
         x = (x - self.shift) / self.scale
         for end in LPIPS_TAPS:
-            for layer in self.features[start:end]:
+            for layer in list(self.features)[start:end]:
                 x = layer(x)
             out.append(x)
             start = end
@@ -305,13 +308,14 @@ def load_backbones(specs: Iterable[str]) -> Backbones:
                 found[kind] = (path, sd)
     out = Backbones()
     if "vgg16" in found and "lpips_heads" in found:
-        net = LPIPS()
+        lpips = LPIPS()
         vgg = {k.removeprefix("features."): v for k, v in found["vgg16"][1].items() if k.startswith("features.")}
-        net.features.load_state_dict(vgg)
+        lpips.features.load_state_dict(vgg)
         heads = found["lpips_heads"][1]
-        for i, head in enumerate(net.heads):
+        for i, head in enumerate(lpips.heads):
+            assert isinstance(head, nn.Conv2d)  # LPIPS.__init__ builds the heads as 1x1 convolutions
             head.weight.data.copy_(heads[f"lin{i}.model.1.weight"])
-        out.lpips = net.eval().requires_grad_(False)
+        out.lpips = lpips.eval().requires_grad_(False)
         out.sources["lpips"] = f"{found['vgg16'][0]} + {found['lpips_heads'][0]}"
     else:
         lacking = [what for kind, what in (("vgg16", "VGG16 weights (torchvision's vgg16-397923af.pth)"),
@@ -324,9 +328,9 @@ def load_backbones(specs: Iterable[str]) -> Backbones:
             raise InputError(f"--weights {path}: an InceptionV3 with {sd['fc.weight'].shape[0]} classes, not FID's "
                              "(pt_inception-2015-12-05-6726825d.pth, 1008 classes): FID/KID/IS would not be "
                              "comparable with published numbers")
-        net = FIDInception()
-        net.load_state_dict({k: v for k, v in sd.items() if not k.startswith("AuxLogits.")})
-        out.inception = net.eval().requires_grad_(False)
+        inception = FIDInception()
+        inception.load_state_dict({k: v for k, v in sd.items() if not k.startswith("AuxLogits.")})
+        out.inception = inception.eval().requires_grad_(False)
         out.sources["inception"] = str(path)
     else:
         out.missing["inception"] = ("needs FID's InceptionV3 weights (pytorch-fid's pt_inception-2015-12-05-"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from caso_cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from caso_cli.diffusion import Schedule
+    from caso_cli.diffusion import NoiseSchedule
 
 SMALL_CNN = "small-cnn"
 
@@ -72,9 +72,6 @@ class LearnConfig:
     t_train: int = 201  # training timestep t*
     # if set, every step draws t* uniformly from t_train..t_train_max instead (not in the paper; docs/learning.md)
     t_train_max: int | None = None
-    # if set, attributes learned together draw t* from t_train..together_t_max when t_train_max is not set (library
-    # only; screened for --hold and measured worse over three seeds: docs/learning.md, "Several attributes together")
-    together_t_max: int | None = None
     train_scale: float = 3.0  # guidance scale w inside the loss
     lambda_rec: float = 0.0  # weight of ||zhat0 - z0||^2 (Eq. 12)
     # weight of the keep term: on images the classifier already reads as the target class, the guidance's change
@@ -83,9 +80,6 @@ class LearnConfig:
     # shift the decoded estimate by up to this many pixels (and flip it half the time) before the classifier reads
     # it, a new draw every step, so that no pixel-exact perturbation satisfies the classifier (not in the paper)
     augment: int = 0
-    # attributes learned together: the estimate in the loss is CFG on the full condition ("null") or the held edit
-    # eps_null + w (eps(c_target) - eps(c_source)) ("delta"; docs/learning.md)
-    together_form: str = "null"
     lr: float = 1e-2  # AdamW learning rate
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-2
@@ -94,8 +88,6 @@ class LearnConfig:
     steps: int = 1000  # total steps, whatever the number of images (unless epochs is set)
     epochs: float | None = None  # passes over the images instead of a fixed number of steps
     init_word: str | None = None  # start every vector at this word's token embedding; None: random
-    init_classes: bool = False  # start each vector at the mean token embedding of its class name's words
-    # ("no_mustache": "no mustache"); wins over init_word
     # learn in context (docs/method.md §10, not in the paper): each step puts the token in the slot of a context drawn
     # from these ("a face with {} and red hair") and guides it as a difference from the context in words,
     # eps(ctx) + w (eps(ctx + e_k) - eps(ctx)); empty: the paper's whole prompt [e_k] against the null condition
@@ -122,13 +114,9 @@ class LearnConfig:
         """t* as the CLI writes it: ``201`` or ``201:601``."""
         return str(self.t_train) if self.t_train_max is None else f"{self.t_train}:{self.t_train_max}"
 
-    def t_range(self, together: bool = False) -> tuple[int, int]:
-        """(low, high) of the training timestep, for attributes learned together or not; low == high: a fixed t*."""
-        if self.t_train_max is not None:
-            return self.t_train, self.t_train_max
-        if together and self.together_t_max is not None:
-            return self.t_train, self.together_t_max
-        return self.t_train, self.t_train
+    def t_range(self) -> tuple[int, int]:
+        """(low, high) of the training timestep; low == high: a fixed t*."""
+        return self.t_train, self.t_train if self.t_train_max is None else self.t_train_max
 
     def problems(self) -> list[tuple[str, str]]:
         """(field, what is wrong) for every setting no run can use; checked before any model or data is loaded
@@ -154,8 +142,6 @@ class LearnConfig:
             out.append(("t_screen", "needs the generation check (check_samples > 0) to score the candidates"))
         if self.t_screen and self.screen_steps < 1:
             out.append(("screen_steps", f"must be at least 1, got {self.screen_steps}"))
-        if self.together_form not in ("null", "delta"):
-            out.append(("together_form", f"must be null or delta, got {self.together_form!r}"))
         return out
 
     def check(self) -> None:
@@ -194,7 +180,7 @@ class EditConfig:
     # start at this timestep instead of a fraction: the grid timesteps t <= it, on the loaded model's own grid
     start_timestep: int | None = None
 
-    def num_steps(self, schedule: Schedule | None = None) -> int:
+    def num_steps(self, schedule: NoiseSchedule | None = None) -> int:
         """Steps inverted (and denoised): round(start * steps), at least 1; or, with ``start_timestep``, the
         timesteps of ``schedule``'s grid (its spacing, offset and training steps) that are <= it."""
         if schedule is not None and not 1 <= self.steps <= schedule.num_train_timesteps:

@@ -235,7 +235,7 @@ def render_report(result: EvalResult, title: str = "caso eval") -> str:
     plots = [histogram_svg([r.psnr for r in result.pairs], "PSNR (dB)"),
              histogram_svg([r.ssim for r in result.pairs], "SSIM")]
     if result.pairs and result.pairs[0].lpips is not None:
-        plots.append(histogram_svg([r.lpips for r in result.pairs], "LPIPS"))
+        plots.append(histogram_svg([r.lpips for r in result.pairs if r.lpips is not None], "LPIPS"))
     figures = "".join(f"<figure>{p}</figure>" for p in plots)
     if result.features_orig is not None and result.features_edit is not None and len(result.pairs) >= 2:
         pred = np.array([result.classes.index(r.clf_orig or "") for r in result.pairs]

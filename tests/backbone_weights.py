@@ -53,12 +53,13 @@ def write_weight_files(d: Path) -> Path:
     InceptionV3, plus one file that is not a weight file (skipped in a folder)."""
     from caso_cli.backbones import LPIPS, FIDInception
 
-    net = LPIPS()
+    with torch.device("meta"):  # the networks for their shapes only: no initialisation (about 0.2 s)
+        net, inception_net = LPIPS(), FIDInception()
     vgg = random_state_dict({f"features.{k}": tuple(v.shape) for k, v in net.features.state_dict().items()})
     torch.save(vgg | {"classifier.0.weight": torch.zeros(2, 2)}, d / "vgg16-397923af.pth")
     heads = {f"lin{i}.model.1.weight": tuple(h.weight.shape) for i, h in enumerate(net.heads)}
     torch.save(random_state_dict(heads), d / "vgg.pth")
-    inception = {k: tuple(v.shape) for k, v in FIDInception().state_dict().items()}
+    inception = {k: tuple(v.shape) for k, v in inception_net.state_dict().items()}
     torch.save(random_state_dict(inception), d / "pt_inception-2015-12-05-6726825d.pth")
     (d / "notes.bin").write_bytes(b"not a weight file")
     return d

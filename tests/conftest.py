@@ -9,6 +9,7 @@ python set its OMP_NUM_THREADS themselves.
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -33,38 +34,58 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"torch CPU threads: {torch.get_num_threads()} (tests/conftest.py; CASO_THREADS=N for another count)"
 
 
+@pytest.fixture(scope="session")
+def _env_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("env")
+
+
+_env_numbers = itertools.count()
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CASO_HOME", str(tmp_path_factory.mktemp("caso_home")))
+def _isolated_env(_env_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty CASO_HOME and HF_HOME of the test's own, offline. Plain mkdir under one session folder: two
+    tmp_path_factory.mktemp calls per test scan an ever longer folder listing (about 2 s over the fast tier)."""
+    env = _env_root / str(next(_env_numbers))
+    (env / "caso_home").mkdir(parents=True)
+    (env / "hf_home").mkdir()
+    monkeypatch.setenv("CASO_HOME", str(env / "caso_home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+    monkeypatch.setenv("HF_HOME", str(env / "hf_home"))
     monkeypatch.delenv("CASO_MODEL", raising=False)
     monkeypatch.delenv("CASO_DEBUG", raising=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_components() -> dict:
+    """The tiny Stable Diffusion's components (random weights, seed 0): read them, never change them."""
     from tests.tiny import tiny_components as build
 
     return build()
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Stable Diffusion saved as a diffusers folder (random weights, seed 0)."""
+def tiny_model_dir(tiny_components: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Stable Diffusion (:func:`tiny_components`) saved as a diffusers folder."""
     from caso_cli.models.build import save_pipeline_folder
-    from tests.tiny import tiny_components as build
 
-    return save_pipeline_folder(build(), tmp_path_factory.mktemp("tiny_sd"))
+    return save_pipeline_folder(tiny_components, tmp_path_factory.mktemp("tiny_sd"))
 
 
 @pytest.fixture(scope="session")
-def tiny_xl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny SDXL saved as a diffusers folder (random weights, seed 0, force_zeros_for_empty_prompt)."""
-    from caso_cli.models.build import save_pipeline_folder
-    from tests.tiny import tiny_xl_components
+def tiny_xl_components() -> dict:
+    """The tiny SDXL's components (random weights, seed 0): read them, never change them."""
+    from tests.tiny import tiny_xl_components as build
 
-    return save_pipeline_folder(tiny_xl_components(), tmp_path_factory.mktemp("tiny_xl"))
+    return build()
+
+
+@pytest.fixture(scope="session")
+def tiny_xl_dir(tiny_xl_components: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SDXL (:func:`tiny_xl_components`) saved as a diffusers folder (force_zeros_for_empty_prompt)."""
+    from caso_cli.models.build import save_pipeline_folder
+
+    return save_pipeline_folder(tiny_xl_components, tmp_path_factory.mktemp("tiny_xl"))
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +104,11 @@ def tiny_sd(tiny_model_dir: Path):
     from caso_cli.runtime import cpu_runtime
 
     return load_model(str(tiny_model_dir), cpu_runtime())
+
+
+@pytest.fixture()
+def clf_file(tmp_path: Path) -> Path:
+    """A seeded tiny mustache classifier file (widths 8, 16), for `caso eval`."""
+    from tests.tiny import tiny_classifier_file
+
+    return tiny_classifier_file(tmp_path / "m.safetensors", ("no_mustache", "mustache"), 0, "mustache", (8, 16))

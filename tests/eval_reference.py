@@ -11,7 +11,7 @@ import scipy.linalg
 import scipy.stats
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from tests.test_eval_metrics import feats, full_rank_feats, pair
+from tests.tiny import feats, full_rank_feats, pair
 
 
 def ssim_ref(a: np.ndarray, b: np.ndarray) -> float:

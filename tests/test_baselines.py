@@ -10,6 +10,7 @@ from caso_cli.config import EditConfig
 from caso_cli.families import Condition
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import decode_latents, encode_images
+from caso_cli.pipelines.guidance import cfg_guidance
 from caso_cli.toyworld import baselines as B
 from caso_cli.toyworld.measure import to_uint8, to_unit
 from caso_cli.toyworld.quality import psnr
@@ -85,7 +86,8 @@ def toy():
 def _full(sd, z0):
     cfg = EditConfig(steps=STEPS, start=1.0)
     z_T = invert_latents(sd, z0, cfg)
-    rec = edit_latents(sd, z_T, Condition(torch.zeros(1, 77, sd.text_encoder.config.hidden_size)), 0.0, cfg)
+    zeros = Condition(torch.zeros(1, 77, sd.family.text_encoder.config.hidden_size))
+    rec = edit_latents(sd, z_T, cfg_guidance(sd, zeros, 0.0), cfg)
     return cfg, z_T, rec
 
 

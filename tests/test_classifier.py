@@ -11,20 +11,17 @@ from caso_cli.errors import InputError
 from caso_cli.models.classifier import (
     AttributeClassifier,
     ClassifierMeta,
-    SmallCNN,
     load_classifier,
     read_classifier_meta,
     save_classifier,
 )
 from caso_cli.pipelines.classifier_fit import fit_classifier
 from caso_cli.runtime import cpu_runtime
+from tests.tiny import tiny_classifier
 
 
 def _small(k: int = 3) -> AttributeClassifier:
-    torch.manual_seed(0)
-    meta = ClassifierMeta(classes=[f"c{i}" for i in range(k)], backbone="small-cnn", input_size=32, mean=[0.5] * 3,
-                          std=[0.5] * 3, backbone_config={"widths": [8, 16]}, attr="demo")
-    return AttributeClassifier(SmallCNN(k, (8, 16)), meta).eval()
+    return tiny_classifier([f"c{i}" for i in range(k)], attr="demo", widths=(8, 16))
 
 
 def test_save_load_same_logits_and_frozen(tmp_path) -> None:

@@ -10,14 +10,7 @@ import sys
 import pytest
 
 from caso_cli import __version__
-from caso_cli.cli.app import main
-
-
-def run_main(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
+from tests.tiny import run_main
 
 
 def test_help_imports_neither_torch_nor_diffusers() -> None:

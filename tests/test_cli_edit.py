@@ -13,7 +13,7 @@ from PIL import Image
 
 from caso_cli.imageio import read_png_metadata
 from caso_cli.registry import save_embedding
-from tests.test_cli import run_main
+from tests.tiny import run_main, tiny_classifier_file
 
 
 @pytest.fixture()
@@ -416,7 +416,6 @@ def test_broken_files_and_options_fail_before_any_model_is_loaded(embedding, pho
 
     from caso_cli import registry as R
     from caso_cli.fileio import file_sha256
-    from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
 
     def load_model(*a, **k):
         raise AssertionError("a model was loaded")
@@ -445,9 +444,7 @@ def test_broken_files_and_options_fail_before_any_model_is_loaded(embedding, pho
     # classifiers: garbage bytes, and weights that do not fit the architecture its metadata names
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"garbage")
-    good = save_classifier(AttributeClassifier(SmallCNN(2, (8, 8)), ClassifierMeta(
-        classes=["no_x", "x"], backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
-        backbone_config={"widths": [8, 8]})), tmp_path / "good.safetensors")
+    good = tiny_classifier_file(tmp_path / "good.safetensors")
     from caso_cli.models.classifier import read_classifier_meta
 
     wrong = tmp_path / "wrong.safetensors"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import run_main
+from tests.tiny import run_main
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import typer
 
 from caso_cli import __version__
 from caso_cli.cli.app import app
-from tests.test_cli import run_main
+from tests.tiny import run_main
 
 
 def _walk(command: Any, path: list[str]) -> Iterator[tuple[list[str], Any]]:
@@ -23,11 +23,16 @@ def _walk(command: Any, path: list[str]) -> Iterator[tuple[list[str], Any]]:
 COMMANDS = dict((" ".join(path), command) for path, command in _walk(typer.main.get_command(app), []))
 
 
+_HELPS: dict[str, str] = {}  # `caso NAME --help`, rendered once per session (the same text each time)
+
+
 def _help(name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("COLUMNS", "1000")  # wide enough for any paragraph: a line break in the output is a real one
-    code, out, err = run_main([*name.split(), "--help"], capsys)
-    assert code == 0, err
-    return out
+    if name not in _HELPS:
+        monkeypatch.setenv("COLUMNS", "1000")  # wide enough for any paragraph: a line break in the output is a real one
+        code, out, err = run_main([*name.split(), "--help"], capsys)
+        assert code == 0, err
+        _HELPS[name] = out
+    return _HELPS[name]
 
 
 @pytest.mark.parametrize("name", list(COMMANDS), ids=lambda n: n or "caso")

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.test_cli import run_main
+from tests.tiny import readme_pipe_examples, run_main, tiny_classifier_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,12 +80,8 @@ def test_learn_names_every_bad_value_with_its_flag(tmp_path, capsys, monkeypatch
 
 
 def _classifier_file(path: Path) -> Path:
-    from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
-
-    meta = ClassifierMeta(classes=["no_smile", "smile"], backbone="small-cnn", input_size=32, mean=[0.5] * 3,
-                          std=[0.5] * 3, attr="smile", backbone_config={"widths": [8, 8]},
-                          metrics={"val_accuracy": 0.975, "n_val": 40})
-    return save_classifier(AttributeClassifier(SmallCNN(2, (8, 8)), meta), path)
+    return tiny_classifier_file(path, ("no_smile", "smile"), attr="smile",
+                                metrics={"val_accuracy": 0.975, "n_val": 40})
 
 
 def test_classifier_file_as_model_is_refused_before_loading(tmp_path, capsys, monkeypatch) -> None:
@@ -211,9 +207,7 @@ def test_progress_is_cleared_before_a_line_is_printed(tmp_path) -> None:
 
 
 def test_readme_follow_up_commands_write_under_the_demo_folder() -> None:
-    from tests.test_readme_pipe import _examples
-
-    outs = [out for line in _examples() for out in re.findall(r"--out (\S+)", line)]
+    outs = [out for line in readme_pipe_examples() for out in re.findall(r"--out (\S+)", line)]
     assert len(outs) == 2 and all(out.startswith("caso-demo/") for out in outs), outs
 
 

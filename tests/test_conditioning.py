@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from caso_cli.conditioning import encode_prompts, encode_vectors, null_condition, placeholder_ids
 from caso_cli.errors import UsageError
-from tests.tiny import tiny_components
 
 
 @pytest.fixture()
-def parts():
-    # A fresh copy per test: the textual-inversion reference adds tokens to the tokenizer.
-    return tiny_components(seed=5)
+def parts(tiny_components: dict) -> dict:
+    # A fresh copy per test: the textual-inversion reference adds tokens to the tokenizer (and rows to the encoder).
+    return {name: copy.deepcopy(tiny_components[name]) for name in ("tokenizer", "text_encoder")}
 
 
 def _add_token(tok, enc, name: str, vector: torch.Tensor) -> int:

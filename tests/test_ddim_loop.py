@@ -7,7 +7,7 @@ import torch
 
 from caso_cli.families import Condition
 from caso_cli.pipelines.ddim import denoise, invert
-from caso_cli.pipelines.guidance import guided_eps, predict_eps
+from caso_cli.pipelines.guidance import Contrast
 
 
 def _latent(sd) -> torch.Tensor:
@@ -48,7 +48,7 @@ def test_round_trip_error_on_tiny_unet_shrinks_with_its_sensitivity(tiny_sd) -> 
     z0 = _latent(tiny_sd)
     with torch.no_grad():
         null = tiny_sd.family.null_condition()
-    errs = {k: _round_trip_error(tiny_sd, z0, lambda z, t, i, k=k: k * predict_eps(tiny_sd, z, t, null))
+    errs = {k: _round_trip_error(tiny_sd, z0, lambda z, t, i, k=k: k * tiny_sd.eps(z, t, null))
             for k in (0.01, 0.001)}
     assert errs[0.001] < 1e-2
     assert errs[0.001] < 0.2 * errs[0.01]
@@ -65,7 +65,7 @@ def test_fixed_point_refinement_shrinks_the_round_trip_error(tiny_sd) -> None:
 
     def eps(z, t, i):
         calls.append(t)
-        return 0.01 * predict_eps(tiny_sd, z, t, null)
+        return 0.01 * tiny_sd.eps(z, t, null)
 
     errs = {}
     for refine in (0, 1, 3):
@@ -82,22 +82,22 @@ def test_partial_inversion_uses_the_same_timesteps(tiny_sd) -> None:
     seen_up, seen_down = [], []
     with torch.no_grad():
         null = tiny_sd.family.null_condition()
-        zt = invert(lambda z, t, i: seen_up.append(t) or predict_eps(tiny_sd, z, t, null), z0, tiny_sd.schedule,
+        zt = invert(lambda z, t, i: seen_up.append(t) or tiny_sd.eps(z, t, null), z0, tiny_sd.schedule,
                     50, num_steps=20)
-        back = denoise(lambda z, t, i: seen_down.append(t) or predict_eps(tiny_sd, z, t, null), zt,
+        back = denoise(lambda z, t, i: seen_down.append(t) or tiny_sd.eps(z, t, null), zt,
                        tiny_sd.schedule, 50, num_steps=20)
     assert seen_up == list(reversed(seen_down))
     assert seen_down[0] == 381 and seen_down[-1] == 1
     assert back.shape == z0.shape
 
 
-def test_guided_eps_matches_two_separate_calls(tiny_sd) -> None:
+def test_cfg_contrast_matches_two_separate_calls(tiny_sd) -> None:
     z = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(2)
     c_null, c = Condition(torch.randn(1, 77, 16, generator=g)), Condition(torch.randn(1, 77, 16, generator=g))
     with torch.no_grad():
-        ours = guided_eps(tiny_sd, z, 401, c_null, c, 5.0)
-        e0, e1 = predict_eps(tiny_sd, z, 401, c_null), predict_eps(tiny_sd, z, 401, c)
-        per_item = guided_eps(tiny_sd, z, 401, c_null, c, torch.tensor([0.0, 1.0]).view(2, 1, 1, 1))
+        ours = Contrast.cfg(c_null, c, 5.0).eps(tiny_sd, z, 401)
+        e0, e1 = tiny_sd.eps(z, 401, c_null), tiny_sd.eps(z, 401, c)
+        per_item = Contrast.cfg(c_null, c, torch.tensor([0.0, 1.0])).eps(tiny_sd, z, 401)
     assert torch.allclose(ours, e0 + 5.0 * (e1 - e0), atol=1e-5)
     assert torch.allclose(per_item[0], e0[0], atol=1e-5) and torch.allclose(per_item[1], e1[1], atol=1e-5)

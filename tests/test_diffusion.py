@@ -51,8 +51,8 @@ def test_ddim_step_matches_diffusers(prediction_type: str, set_alpha_to_one: boo
         z = torch.randn(2, 4, 8, 8, generator=g)
         out = torch.randn(2, 4, 8, 8, generator=g)
         ref = sched.step(out, t, z, eta=0.0).prev_sample
-        eps = D.to_eps(out, z, sch.abar(t), prediction_type)
-        ours = D.ddim_step(z, eps, sch.abar(t), sch.abar(sch.prev(t, 50)))
+        eps = D.to_eps(out, z, sch.level(t), prediction_type)
+        ours = D.ddim_step(z, eps, sch.level(t), sch.level(sch.prev(t, 50)))
         worst = max(worst, (ours - ref).abs().max().item())
     assert worst < 1e-5
 
@@ -64,9 +64,9 @@ def test_add_noise_matches_diffusers_and_x0_inverts_it() -> None:
     z0, n = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
     t = 401
     ref = sched.add_noise(z0, n, torch.tensor([t]))
-    zt = D.add_noise(z0, n, sch.abar(t))
+    zt = D.add_noise(z0, n, sch.level(t))
     assert (zt - ref).abs().max().item() < 1e-5
-    assert (D.predict_x0(zt, n, sch.abar(t)) - z0).abs().max().item() < 1e-5
+    assert (D.predict_x0(zt, n, sch.level(t)) - z0).abs().max().item() < 1e-5
 
 
 def test_v_to_eps_recovers_noise() -> None:
@@ -76,7 +76,7 @@ def test_v_to_eps_recovers_noise() -> None:
     t = torch.tensor([600])
     v = sched.get_velocity(z0, n, t)
     zt = sched.add_noise(z0, n, t)
-    eps = D.v_to_eps(v, zt, float(sched.alphas_cumprod[600]))
+    eps = D.v_to_eps(v, zt, D.vp_level(float(sched.alphas_cumprod[600])))
     assert (eps - n).abs().max().item() < 1e-5
 
 
@@ -94,6 +94,6 @@ def test_invert_step_then_denoise_step_is_identity() -> None:
     sch = D.schedule_from_config(_scheduler())
     g = torch.Generator().manual_seed(3)
     z, eps = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
-    up = D.ddim_invert_step(z, eps, sch.abar(381), sch.abar(401))
-    back = D.ddim_step(up, eps, sch.abar(401), sch.abar(381))
+    up = D.ddim_invert_step(z, eps, sch.level(381), sch.level(401))
+    back = D.ddim_step(up, eps, sch.level(401), sch.level(381))
     assert (back - z).abs().max().item() < 1e-5

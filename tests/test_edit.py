@@ -8,6 +8,7 @@ import torch
 from caso_cli.config import EditConfig
 from caso_cli.errors import UsageError
 from caso_cli.pipelines.edit import edit_latents, invert_latents
+from caso_cli.pipelines.guidance import cfg_guidance
 
 
 def _setup(sd):
@@ -30,9 +31,9 @@ def test_batched_scales_equal_separate_edits(tiny_sd) -> None:
     cfg = EditConfig(steps=10, start=0.5)
     z_t = invert_latents(tiny_sd, z0[:1], cfg)
     scales = torch.tensor([-3.0, 0.0, 4.0])
-    batched = edit_latents(tiny_sd, z_t.expand(3, -1, -1, -1), cond, scales, cfg)
+    batched = edit_latents(tiny_sd, z_t.expand(3, -1, -1, -1), cfg_guidance(tiny_sd, cond, scales), cfg)
     for i, w in enumerate(scales.tolist()):
-        single = edit_latents(tiny_sd, z_t, cond, w, cfg)
+        single = edit_latents(tiny_sd, z_t, cfg_guidance(tiny_sd, cond, w), cfg)
         assert torch.allclose(batched[i:i + 1], single, atol=1e-5)
     # scale 0 is the unguided reconstruction: the guided ones differ from it, in opposite directions
     d_neg, d_pos = batched[0] - batched[1], batched[2] - batched[1]
@@ -45,9 +46,9 @@ def test_single_step_guides_once(tiny_sd) -> None:
     z0, cond = _setup(tiny_sd)
     cfg = EditConfig(steps=10, start=0.5, single_step=True)
     z_t = invert_latents(tiny_sd, z0, cfg)
-    null = edit_latents(tiny_sd, z_t, cond, 0.0, cfg)
-    one = edit_latents(tiny_sd, z_t, cond, 5.0, cfg)
-    full = edit_latents(tiny_sd, z_t, cond, 5.0, EditConfig(steps=10, start=0.5))
+    null = edit_latents(tiny_sd, z_t, cfg_guidance(tiny_sd, cond, 0.0), cfg)
+    one = edit_latents(tiny_sd, z_t, cfg_guidance(tiny_sd, cond, 5.0), cfg)
+    full = edit_latents(tiny_sd, z_t, cfg_guidance(tiny_sd, cond, 5.0), EditConfig(steps=10, start=0.5))
     change_one, change_full = (one - null).abs().mean(), (full - null).abs().mean()
     assert 0 < change_one < change_full
 

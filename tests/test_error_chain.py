@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from caso_cli.errors import InputError, UsageError
-from tests.test_cli import run_main
+from tests.tiny import run_main
 
 CHAINED = "The above exception was the direct cause of the following exception"
 

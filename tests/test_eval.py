@@ -11,20 +11,13 @@ import pytest
 from PIL import Image
 
 from caso_cli import metrics as M
-from caso_cli.cli.app import main
 from caso_cli.errors import InputError
 from caso_cli.pairing import pair_by_name, pair_from_csv
 from caso_cli.toyworld import render as R
+from tests.tiny import run_main
 
 N = 8
 ADDED = np.array([1, 1, 1, 1, 1, 1, 0, 0])  # edits 0-5 gain a mustache, 6-7 are unchanged copies
-
-
-def run_main(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def touch(folder: Path, *names: str) -> None:
@@ -44,18 +37,6 @@ def toy(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
         Image.fromarray(orig[i]).save(tmp_path / "orig" / f"{i:03d}.png")
         Image.fromarray(edit[i]).save(tmp_path / "edit" / f"{i:03d}.mustache.{5 if ADDED[i] else 0}.png")
     return tmp_path / "orig", tmp_path / "edit", orig, edit
-
-
-@pytest.fixture()
-def clf_file(tmp_path: Path) -> Path:
-    import torch
-
-    from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
-
-    torch.manual_seed(0)
-    meta = ClassifierMeta(classes=["no_mustache", "mustache"], backbone="small-cnn", input_size=32,
-                          mean=[0.5] * 3, std=[0.5] * 3, backbone_config={"widths": [8, 16]}, attr="mustache")
-    return save_classifier(AttributeClassifier(SmallCNN(2, (8, 16)), meta).eval(), tmp_path / "m.safetensors")
 
 
 # ---- pairing ---------------------------------------------------------------------------------

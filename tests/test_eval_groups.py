@@ -12,7 +12,7 @@ from PIL import Image
 from caso_cli.imageio import save_png
 from caso_cli.pairing import EditGroup, edit_group, pair_by_name
 from caso_cli.toyworld import render as R
-from tests.test_eval import clf_file, run_main  # noqa: F401  (clf_file: a fixture)
+from tests.tiny import run_main
 
 N = 8
 ADDED = np.array([1, 1, 1, 1, 1, 1, 0, 0])  # +5 edits: 6 of 8 faces gain a mustache
@@ -65,7 +65,7 @@ def test_edit_group_from_file_name_and_provenance(tmp_path: Path) -> None:
     assert edit_group(tmp_path / "001.png", tmp_path / "001.mustache.5.png").label == "toy-mustache=5"
 
 
-def test_plus_and_minus_edits_are_two_groups_with_their_own_success(both, clf_file: Path) -> None:  # noqa: F811
+def test_plus_and_minus_edits_are_two_groups_with_their_own_success(both, clf_file: Path) -> None:
     import torch
 
     from caso_cli.config import EvalConfig
@@ -102,7 +102,7 @@ def test_plus_and_minus_edits_are_two_groups_with_their_own_success(both, clf_fi
     assert c["success"] == pytest.approx(float(np.concatenate([pa, pr]).mean()), abs=1e-4)
 
 
-def test_one_edit_gets_its_target_from_the_edits(both, clf_file: Path, capsys) -> None:  # noqa: F811
+def test_one_edit_gets_its_target_from_the_edits(both, clf_file: Path, capsys) -> None:
     """What caso demo suggests (--oracle toy --classifier, no --target) prints a success number."""
     o, e, _, _ = both
     for p in e.glob("a*"):

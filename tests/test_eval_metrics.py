@@ -13,18 +13,7 @@ import numpy as np
 import pytest
 
 from caso_cli import metrics as M
-
-
-def pair(h: int = 24, w: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    i, j, c = np.meshgrid(np.arange(h), np.arange(w), np.arange(3), indexing="ij")
-    a = ((i * 7 + j * 13 + c * 29) % 256).astype(np.uint8)
-    b = ((a.astype(int) + ((i * j) % 17) * 3) % 256).astype(np.uint8)
-    return a, b
-
-
-def feats(n: int, d: int, phase: float) -> np.ndarray:
-    i, j = np.meshgrid(np.arange(n), np.arange(d), indexing="ij")
-    return np.sin(i * 1.3 + j * 0.7 + phase) + 0.1 * j * phase
+from tests.tiny import feats, full_rank_feats, pair
 
 
 def test_ssim_matches_skimage() -> None:
@@ -54,11 +43,6 @@ def test_psnr_matches_skimage() -> None:
     assert M.psnr(a[None], b[None]) == pytest.approx(11.210252185140938, abs=1e-9)
     assert quality_psnr is M.psnr  # the toy world's quality measures use the library's PSNR
     assert M.psnr(a[None], a[None]) == pytest.approx(10 * np.log10(255.0**2 / 1e-10))  # MSE floored at 1e-10
-
-
-def full_rank_feats(n: int, d: int, phase: float) -> np.ndarray:
-    i, j = np.meshgrid(np.arange(n), np.arange(d), indexing="ij")
-    return feats(n, d, phase) + 0.5 * np.cos(i * i * 0.37 * (j + 1))
 
 
 def test_frechet_distance_matches_scipy_sqrtm() -> None:

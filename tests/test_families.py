@@ -34,10 +34,6 @@ def test_a_condition_batches_expands_and_slices_every_input_together() -> None:
         b.expand(2)
     with pytest.raises(ValueError, match="different families"):
         Condition.cat([a, _cond(1, extra=False)])
-    kwargs = a.unet_kwargs()
-    assert set(kwargs) == {"encoder_hidden_states", "added_cond_kwargs"} and set(kwargs["added_cond_kwargs"]) == \
-        {"text_embeds", "time_ids"}
-    assert set(_cond(1, extra=False).unet_kwargs()) == {"encoder_hidden_states"}  # SD 1.x: hidden states only
 
 
 def test_sd_family_is_the_clip_encoding_and_found_by_its_pipeline(tiny_sd) -> None:
@@ -47,9 +43,9 @@ def test_sd_family_is_the_clip_encoding_and_found_by_its_pipeline(tiny_sd) -> No
     v = torch.randn(2, tiny_sd.token_dim, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         ours = tiny_sd.family.encode_vectors(v)
-        ref = conditioning.encode_vectors(tiny_sd.text_encoder, tiny_sd.tokenizer, v)
+        ref = conditioning.encode_vectors(tiny_sd.family.text_encoder, tiny_sd.family.tokenizer, v)
     assert torch.equal(ours.hidden, ref) and not ours.extra
-    assert tiny_sd.family.encoder_hash() == conditioning.table_hash(tiny_sd.text_encoder)
+    assert tiny_sd.family.encoder_hash() == conditioning.table_hash(tiny_sd.family.text_encoder)
     assert tiny_sd.family.token_table().shape[1] == tiny_sd.token_dim == tiny_sd.family.vector_dim
     with pytest.raises(UsageError, match="single-token word"):
         tiny_sd.family.word_vector("a b c")
@@ -101,7 +97,7 @@ def test_a_family_registered_from_outside_is_loaded_learned_for_edited_and_refus
     from caso_cli.config import EditConfig
     from caso_cli.models.loaders import load_model
     from caso_cli.pipelines.edit import edit_latents, invert_latents
-    from caso_cli.pipelines.guidance import attribute_guidance, check_model
+    from caso_cli.pipelines.guidance import attribute_guidance, cfg_guidance, check_model
     from caso_cli.registry import export, load_embedding, save_embedding
 
     folder = shutil.copytree(tiny_model_dir, tmp_path / "shifted")
@@ -120,13 +116,12 @@ def test_a_family_registered_from_outside_is_loaded_learned_for_edited_and_refus
     Shifted.calls.clear()
     config = EditConfig(steps=4, start=1.0)
     z0 = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
-    cond, scale = attribute_guidance(sd, attrs)
-    edited = edit_latents(sd, invert_latents(sd, z0, config), cond, scale, config)
+    edited = edit_latents(sd, invert_latents(sd, z0, config), attribute_guidance(sd, attrs), config)
     assert Shifted.calls.count("vectors") == 1 and Shifted.calls.count("null") == 2  # inversion and edit
     # the shift reaches the UNet: the same edit through the SD family differs
     with torch.no_grad():
-        plain = edit_latents(tiny_sd, invert_latents(tiny_sd, z0, config),
-                             tiny_sd.family.encode_vectors(emb.vectors[1:2]), 3.0, config)
+        plain = edit_latents(tiny_sd, invert_latents(tiny_sd, z0, config), cfg_guidance(tiny_sd,
+                             tiny_sd.family.encode_vectors(emb.vectors[1:2]), 3.0), config)
     assert (edited - plain).abs().max() > 1e-4
     from safetensors.torch import load_file
 

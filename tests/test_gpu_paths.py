@@ -9,30 +9,28 @@ import pytest
 import torch
 
 from caso_cli.config import LearnConfig
-from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN
-from caso_cli.models.loaders import compile_unet, enable_grad_checkpointing, load_model
+from caso_cli.models.classifier import AttributeClassifier
+from caso_cli.models.loaders import compile_net, enable_grad_checkpointing, load_model
 from caso_cli.pipelines.learn import learn_embedding
 from caso_cli.runtime import cpu_runtime
+from tests.tiny import random_images, tiny_classifier, tiny_classifier_file
 
 
 @pytest.fixture(scope="module")
 def classifier() -> AttributeClassifier:
-    torch.manual_seed(0)
-    meta = ClassifierMeta(classes=["no_x", "x"], backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
-                          backbone_config={"widths": [8, 8]})
-    return AttributeClassifier(SmallCNN(2, (8, 8)), meta).eval().requires_grad_(False)
+    return tiny_classifier()
 
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return random_images()
 
 
 @pytest.mark.slow
 def test_grad_checkpointing_recomputes_and_learns_the_same_vectors(tiny_sd, classifier, images) -> None:
     cfg = LearnConfig(steps=5, batch_size=4, checkpoint_every=0, seed=2)
     plain = learn_embedding(tiny_sd, classifier, images, cfg).vectors
-    convs = [m for m in tiny_sd.unet.modules() if isinstance(m, torch.nn.Conv2d)]
+    convs = [m for m in tiny_sd.net.modules() if isinstance(m, torch.nn.Conv2d)]
     calls = {"n": 0}
     hooks = [m.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1)) for m in convs]
     try:
@@ -55,20 +53,19 @@ def test_grad_checkpointing_recomputes_and_learns_the_same_vectors(tiny_sd, clas
 def test_attention_uses_pytorch_sdpa(tiny_sd) -> None:
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    procs = tiny_sd.unet.attn_processors
+    procs = tiny_sd.net.attn_processors
     assert procs and all(isinstance(p, AttnProcessor2_0) for p in procs.values())
 
 
 def test_channels_last_gives_the_same_noise_prediction(tiny_model_dir, tiny_sd) -> None:
-    from caso_cli.pipelines.guidance import predict_eps
 
     sd_cl = load_model(str(tiny_model_dir), dataclasses.replace(cpu_runtime(), channels_last=True))
-    assert sd_cl.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
-    assert not tiny_sd.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert sd_cl.net.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not tiny_sd.net.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         c = tiny_sd.family.null_condition()
-        assert torch.allclose(predict_eps(sd_cl, z, 401, c), predict_eps(tiny_sd, z, 401, c), atol=1e-5)
+        assert torch.allclose(sd_cl.eps(z, 401, c), tiny_sd.eps(z, 401, c), atol=1e-5)
 
 
 def test_half_precision_decode_falls_back_to_fp32_on_nan(tiny_model_dir, tiny_sd, monkeypatch) -> None:
@@ -108,8 +105,8 @@ def test_half_precision_decode_falls_back_to_fp32_on_nan(tiny_model_dir, tiny_sd
 def test_compile_is_opt_in_and_compiles_the_unet_in_place(tiny_model_dir, monkeypatch) -> None:
     sd = load_model(str(tiny_model_dir), cpu_runtime())
     called = []
-    monkeypatch.setattr(sd.unet, "compile", lambda *a, **k: called.append(True))
-    compile_unet(sd)
+    monkeypatch.setattr(sd.net, "compile", lambda *a, **k: called.append(True))
+    compile_net(sd)
     assert called == [True]
 
 
@@ -120,15 +117,12 @@ def test_learn_reports_peak_memory(tiny_model_dir, tmp_path, capsys) -> None:
     from PIL import Image
 
     from caso_cli.cli.app import main
-    from caso_cli.models.classifier import save_classifier
 
     folder = tmp_path / "imgs"
     folder.mkdir()
     for i in range(2):
         Image.new("RGB", (32, 32), (40 * i, 80, 120)).save(folder / f"{i}.png")
-    meta = ClassifierMeta(classes=["no_x", "x"], backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
-                          backbone_config={"widths": [8, 8]})
-    clf = save_classifier(AttributeClassifier(SmallCNN(2, (8, 8)), meta), tmp_path / "c.safetensors")
+    clf = tiny_classifier_file(tmp_path / "c.safetensors")
     with pytest.raises(SystemExit) as exit_info:
         main(["embed", "learn", str(folder), "-c", str(clf), "--model", str(tiny_model_dir), "-n", "m",
               "--steps", "1", "--batch-size", "2", "--device", "cpu", "--grad-checkpointing", "--check-samples", "0",

@@ -13,10 +13,10 @@ from caso_cli.errors import InputError, UsageError
 from caso_cli.fileio import file_sha256
 from caso_cli.imageio import read_png_metadata
 from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
-from caso_cli.pipelines.guidance import Contrast, guided_eps, predict_eps
+from caso_cli.pipelines.guidance import Contrast
 from caso_cli.pipelines.hold import EditTerm, Token, held_embeddings, hold_contrast, read_classes
 from caso_cli.registry import save_embedding
-from tests.test_cli import run_main
+from tests.tiny import run_main
 
 
 def _classifier(classes: list[str], seed: int) -> AttributeClassifier:
@@ -36,7 +36,8 @@ def test_contrast_is_cfg_in_one_call(tiny_sd) -> None:
     c_null = tiny_sd.family.null_condition()
     with torch.no_grad():
         c = tiny_sd.family.encode_vectors(torch.randn(1, 16))
-        want = guided_eps(tiny_sd, z, 500, c_null, c, 3.0)
+        e_null = tiny_sd.eps(z, 500, c_null)
+        want = e_null + 3.0 * (tiny_sd.eps(z, 500, c) - e_null)
         got = Contrast([c_null, c], 0, [(3.0, 1, 0)]).eps(tiny_sd, z, 500)
     assert torch.allclose(got, want, atol=1e-5)
 
@@ -60,7 +61,7 @@ def test_hold_contrast_forms(tiny_sd, form, w) -> None:
 
         null = tiny_sd.family.null_condition()
         for i in range(2):
-            e_null, e_src, e_tgt = (predict_eps(tiny_sd, z[i:i + 1], 300, c) for c in (null, cond(0, i), cond(1, i)))
+            e_null, e_src, e_tgt = (tiny_sd.eps(z[i:i + 1], 300, c) for c in (null, cond(0, i), cond(1, i)))
             if w > 0:
                 want = {"null": e_null + w * (e_tgt - e_null), "source": e_src + w * (e_tgt - e_src),
                         "delta": e_null + w * (e_tgt - e_src), "auto": e_src + w * (e_tgt - e_src)}[form]

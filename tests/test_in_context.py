@@ -14,10 +14,11 @@ from caso_cli.config import LearnConfig, ThroughEdit
 from caso_cli.contexts import TEMPLATES, resolve, split, with_slot, words
 from caso_cli.errors import UsageError
 from caso_cli.models.classifier import AttributeClassifier
-from caso_cli.pipelines.learn import caso_loss, learn_embedding
+from caso_cli.pipelines.learn import learn_embedding
+from caso_cli.pipelines.learn_loss import caso_loss
 from caso_cli.pipelines.through_edit import edit_loss, learn_through_edit
 from caso_cli.toyworld.captions import contexts, held_context
-from tests.tiny import tiny_classifier
+from tests.tiny import random_images, tiny_classifier, tiny_classifier_file
 
 
 def test_context_text() -> None:
@@ -74,7 +75,7 @@ def test_output_delta_touches_its_slot_only(tiny_sd) -> None:
     delta = torch.randn(2, fam.context_width("output"), generator=torch.Generator().manual_seed(0))
     got = fam.encode_in_context(ctx, delta, "output").hidden
     changed = (got - base).abs().sum(-1) > 0
-    ids, pos = conditioning.context_ids(tiny_sd.tokenizer, ctx)
+    ids, pos = conditioning.context_ids(tiny_sd.family.tokenizer, ctx)
     assert pos.tolist() == [4, 1]
     assert changed.sum(1).tolist() == [1, 1] and changed[0, 4] and changed[1, 1]
     assert torch.allclose(got[0, 4] - base[0, 4], delta[0], atol=1e-6)
@@ -98,7 +99,7 @@ def classifier() -> AttributeClassifier:
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return random_images(4)
 
 
 def test_in_context_loss_is_the_difference_from_the_context(tiny_sd, classifier, images) -> None:
@@ -123,14 +124,13 @@ def test_in_context_loss_is_the_difference_from_the_context(tiny_sd, classifier,
     assert v.grad.abs().sum() > 0
     # w = 1: the estimate of the context with the vector in its slot, whatever the base
     from caso_cli.diffusion import add_noise, predict_x0
-    from caso_cli.pipelines.guidance import predict_eps
 
     got, _ = caso_loss(tiny_sd, classifier, v, z0, targets, noise, c_null, dataclasses.replace(cfg, train_scale=1.0),
                        contexts=ctx)
-    t, abar = cfg.t_train, tiny_sd.schedule.abar(cfg.t_train)
-    z_t = add_noise(z0, noise, abar)
-    eps = predict_eps(tiny_sd, z_t, t, tiny_sd.family.encode_in_context(ctx, v[targets]))
-    x = tiny_sd.vae.decode(predict_x0(z_t, eps, abar) / tiny_sd.scaling_factor).sample
+    t, level = cfg.t_train, tiny_sd.schedule.level(cfg.t_train)
+    z_t = add_noise(z0, noise, level)
+    eps = tiny_sd.eps(z_t, t, tiny_sd.family.encode_in_context(ctx, v[targets]))
+    x = tiny_sd.decode_latents(predict_x0(z_t, eps, level))
     assert torch.isclose(got, torch.nn.functional.cross_entropy(classifier(x), targets), atol=1e-5)
 
 
@@ -154,6 +154,7 @@ def test_through_edit_gradient_reaches_the_vectors_through_the_last_steps(tiny_s
     from caso_cli.config import EditConfig
     from caso_cli.pipelines.edit import edit_latents, invert_latents
     from caso_cli.pipelines.generate import encode_images
+    from caso_cli.pipelines.guidance import cfg_guidance
 
     te = ThroughEdit(steps=1, start=0.5, edit_steps=4, grad_steps=1, scale=2.0, keep=0.0, rec=0.0)
     cfg = LearnConfig(through_edit=te)
@@ -167,7 +168,8 @@ def test_through_edit_gradient_reaches_the_vectors_through_the_last_steps(tiny_s
     # the final image is the real edit's: CFG on [e_1] from the same inversion, decoded
     from caso_cli.pipelines.generate import class_conditions
 
-    z = edit_latents(tiny_sd, z_s, class_conditions(tiny_sd, v.detach())[1:2], 2.0, EditConfig(steps=4, start=0.5))
+    guidance = cfg_guidance(tiny_sd, class_conditions(tiny_sd, v.detach())[1:2], 2.0)
+    z = edit_latents(tiny_sd, z_s, guidance, EditConfig(steps=4, start=0.5))
     want = classifier(tiny_sd.vae.decode(z / tiny_sd.scaling_factor).sample)
     assert torch.allclose(logits, want, atol=1e-4)
 
@@ -193,11 +195,10 @@ def ctx_registry(tiny_sd, tiny_model_dir, tmp_path) -> dict[str, object]:
     """'ctx-mustache' learned in context (token), 'ctx-out' as an output delta, 'whole' as the paper's whole prompt,
     and 'smile' (held; classifier attribute 'smile')."""
     from caso_cli.fileio import file_sha256
-    from caso_cli.models.classifier import save_classifier
     from caso_cli.registry import save_embedding
 
     te = tiny_sd.family.encoder_hash()
-    clf = save_classifier(tiny_classifier(("no_smile", "smile"), 5, "smile"), tmp_path / "smile.safetensors")
+    clf = tiny_classifier_file(tmp_path / "smile.safetensors", ("no_smile", "smile"), 5, "smile")
     common = {"model": str(tiny_model_dir), "text_encoder_hash": te}
     g = torch.Generator().manual_seed(0)
     vec = {"ctx-mustache": torch.randn(2, 16, generator=g), "ctx-out": torch.randn(2, 16, generator=g),
@@ -218,18 +219,18 @@ def test_context_guidance_is_the_difference_from_the_context(tiny_sd, ctx_regist
     from caso_cli.registry import load_embedding
 
     attrs = resolve_attrs(["ctx-mustache"], 3.0)
-    contrast, scale, held = edit_guidance(tiny_sd, attrs, None)
-    assert scale is None and held == [] and contrast.terms == [(3.0, 1, 0)]
+    contrast, held = edit_guidance(tiny_sd, attrs, None)
+    assert held == [] and contrast.terms == [(3.0, 1, 0)]
     fam = tiny_sd.family
     v = ctx_registry["vectors"]["ctx-mustache"]
     assert torch.equal(contrast.conds[0].hidden, fam.encode_prompts(["a face"]).hidden)  # the entry's first context
     assert torch.equal(contrast.conds[1].hidden, fam.encode_in_context(["a face with {}"], v[1]).hidden)
-    contrast, _, _ = edit_guidance(tiny_sd, attrs, None, context="a smile face")  # no slot: the token goes last
+    contrast, _ = edit_guidance(tiny_sd, attrs, None, context="a smile face")  # no slot: the token goes last
     assert torch.equal(contrast.conds[1].hidden, fam.encode_in_context(["a smile face {}"], v[1]).hidden)
     # held: each image's context names the held classes its classifier reads, in words
     holding = prepare_holding(tiny_sd, attrs, [load_embedding("smile")])
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
-    contrast, _, held = edit_guidance(tiny_sd, attrs, holding, x)
+    contrast, held = edit_guidance(tiny_sd, attrs, holding, x)
     words = [{"no_smile": "no smile", "smile": "smile"}[h["smile"]] for h in held]
     rows = [f"a face with {{}} and {w}" for w in words]
     assert torch.equal(contrast.conds[0].hidden, fam.encode_in_context(rows, None).hidden)
@@ -257,8 +258,7 @@ def test_cli_learns_and_edits_in_context(ctx_registry, tiny_model_dir, tmp_path,
 
     from caso_cli.imageio import read_png_metadata
     from caso_cli.toyworld.render import render_faces
-    from tests.test_cli import run_main
-    from tests.tiny import learn_inputs
+    from tests.tiny import learn_inputs, run_main
 
     folder, clf = learn_inputs(tmp_path)
     ctx_file = tmp_path / "ctx.txt"
@@ -279,9 +279,7 @@ def test_cli_learns_and_edits_in_context(ctx_registry, tiny_model_dir, tmp_path,
                              str(tiny_model_dir), "--contexts", "nowhere.txt"], capsys)
     assert code == UsageError.exit_code and "neither a built-in set" in err
     # the default, auto: the toy caption grammar for a toy attribute on the toy model, else the whole prompt
-    from caso_cli.models.classifier import save_classifier
-
-    toy_clf = save_classifier(tiny_classifier(("no_mustache", "mustache"), 0, "mustache"), tmp_path / "m.safetensors")
+    toy_clf = tiny_classifier_file(tmp_path / "m.safetensors", ("no_mustache", "mustache"), 0, "mustache")
     for name, args, want in (("auto-toy", ["--model", "toy"], contexts("mustache")),
                              ("auto-tiny", ["--model", str(tiny_model_dir)], ())):
         code, _, err = run_main(["embed", "learn", str(folder), "-c", str(toy_clf), "-n", name, *args, "--steps", "1",

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from caso_cli.pipelines.learn import SUMMARY_TAIL, LearnResult, progress_text, tail_means, tail_text
-from tests.test_cli import run_main
+from tests.tiny import run_main
 
 NUMBERS = re.compile(r"mean of (?:run \d+'s )?last (\d+) steps?: loss (\d+\.\d{3}), accuracy on estimates (\d\.\d\d)")
 
@@ -71,7 +71,7 @@ def test_restarted_summary_is_the_last_runs(monkeypatch) -> None:
     import torch
 
     from caso_cli.config import LearnConfig
-    from caso_cli.pipelines import learn as L
+    from caso_cli.pipelines import learn_runs as L
 
     runs: list[dict[str, Any]] = []
 

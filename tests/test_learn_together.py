@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import json
 
 import pytest
@@ -11,8 +9,9 @@ import torch
 
 from caso_cli.config import LearnConfig
 from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN
-from caso_cli.pipelines import learn
-from tests.test_cli import run_main
+from caso_cli.pipelines import hold, learn, learn_checks, learn_runs
+from caso_cli.pipelines.classify import classify_images
+from tests.tiny import run_main
 
 
 def _classifier(classes: list[str], seed: int) -> AttributeClassifier:
@@ -36,20 +35,20 @@ def images() -> torch.Tensor:
 def test_conditions_name_every_attribute(tiny_sd, classifiers, images, monkeypatch) -> None:
     """Each image's condition holds one row per attribute: the focus one at its target, the rest as read."""
     seen = []
-    real = learn.joint_loss
+    real = learn.caso_loss
 
-    def recording(sd, clfs, vectors, offsets, z0, classes, *args, **kw):
-        seen.append((offsets, classes.clone()))
-        return real(sd, clfs, vectors, offsets, z0, classes, *args, **kw)
+    def recording(sd, clfs, vectors, z0, classes, *args, **kw):
+        seen.append((len(clfs), classes.clone()))
+        return real(sd, clfs, vectors, z0, classes, *args, **kw)
 
-    monkeypatch.setattr(learn, "joint_loss", recording)
+    monkeypatch.setattr(learn, "caso_loss", recording)
     same = images[:1].expand(6, -1, -1, -1)  # one image six times: every image reads the same classes
     result = learn.learn_embedding(tiny_sd, classifiers, same, LearnConfig(steps=10, batch_size=2,
                                                                           checkpoint_every=0))
     assert result.vectors.shape == (5, 16) and result.split == [2, 3]
     assert [v.shape[0] for v in result.per_attribute()] == [2, 3]
-    read = torch.stack([learn.classify_images(c, same[:1], torch.device("cpu"))[0] for c in classifiers])
-    assert all(offsets == [0, 2] for offsets, _ in seen)
+    read = torch.stack([classify_images(c, same[:1], torch.device("cpu"))[0] for c in classifiers])
+    assert all(n == 2 for n, _ in seen)  # one loss over both attributes
     classes = torch.cat([c for _, c in seen])  # (20, 2): each image's class per attribute
     differs = classes != read
     assert (differs.sum(1) <= 1).all()  # every attribute but (at most) the focus one stays as read
@@ -58,29 +57,6 @@ def test_conditions_name_every_attribute(tiny_sd, classifiers, images, monkeypat
         for k in range(size):
             if k != int(read[a]):
                 assert int((classes[:, a] == k).sum()) == 4, (a, k)
-
-
-def test_together_t_max_draws_the_timestep_from_a_range_for_attributes_learned_together(tiny_sd, classifiers, images,
-                                                                                  monkeypatch) -> None:
-    ts: dict[str, list[int]] = {"joint": [], "single": []}
-
-    def recording(kind, real):
-        def loss(*a, **kw):
-            ts[kind].append(inspect.signature(real).bind(*a, **kw).arguments["t"])
-            return real(*a, **kw)
-        return loss
-
-    monkeypatch.setattr(learn, "joint_loss", recording("joint", learn.joint_loss))
-    monkeypatch.setattr(learn, "caso_loss", recording("single", learn.caso_loss))
-    cfg = LearnConfig(steps=6, batch_size=2, checkpoint_every=0, check_samples=0, together_t_max=801)
-    learn.learn_embedding(tiny_sd, classifiers, images, cfg)
-    learn.learn_embedding(tiny_sd, classifiers[0], images, cfg)
-    assert cfg.t_range(together=True) == (201, 801) and cfg.t_range() == (201, 201)
-    assert all(201 <= t <= 801 for t in ts["joint"]) and len(set(ts["joint"])) > 1
-    assert set(ts["single"]) == {201}
-    ts["joint"].clear()  # the default: a fixed t* for attributes learned together too
-    learn.learn_embedding(tiny_sd, classifiers, images, dataclasses.replace(cfg, together_t_max=None))
-    assert set(ts["joint"]) == {201} and LearnConfig().together_t_max is None
 
 
 @pytest.mark.slow
@@ -102,12 +78,10 @@ def test_one_classifier_in_a_list_is_the_single_run(tiny_sd, classifiers, images
 
 def test_edit_check_edits_each_class_with_the_others_held(tiny_sd, classifiers, images, monkeypatch) -> None:
     """Per class: only images not read as it are edited, towards it, with the other attribute held as read."""
-    from caso_cli.pipelines import hold
-
     read = torch.tensor([[0, 0], [0, 1], [1, 2], [1, 0], [0, 1], [1, 2]])  # (image, attribute) as "read"
     reads = iter([read[:, 0], read[:, 1]])
     seen = []
-    real_contrast = hold.hold_contrast
+    real_contrast = learn_checks.hold_contrast
 
     def contrast(sd, edits, held, held_read, source, *a, **k):
         seen.append((edits[0].token.name, edits[0].index, float(edits[0].scale), held[0].name, held_read[:, 0].tolist(),
@@ -119,10 +93,11 @@ def test_edit_check_edits_each_class_with_the_others_held(tiny_sd, classifiers, 
             return next(reads)
         return torch.zeros(len(x), dtype=torch.long)  # every edit reads as class 0 of both attributes
 
-    monkeypatch.setattr(learn, "classify_images", classify)
-    monkeypatch.setattr(hold, "hold_contrast", contrast)
+    monkeypatch.setattr(learn_checks, "classify_images", classify)
+    monkeypatch.setattr(hold, "classify_images", classify)  # the source class of a three-class attribute
+    monkeypatch.setattr(learn_checks, "hold_contrast", contrast)
     vectors = [torch.randn(2, tiny_sd.token_dim), torch.randn(3, tiny_sd.token_dim)]
-    success, kept = learn.edit_check(tiny_sd, classifiers, vectors, images, 2, 4.0)
+    success, kept = learn_checks.edit_check(tiny_sd, classifiers, vectors, images, 2, 4.0)
     # a: class 0 from images 2, 3 (read 1) by removing class 1; class 1 from images 0, 1; b: x from 1, 2; y: 0, 2
     assert [s[:3] for s in seen] == [("0000", 1, -4.0), ("0000", 1, 4.0), ("0001", 0, 4.0), ("0001", 1, 4.0),
                                      ("0001", 2, 4.0)]
@@ -133,12 +108,12 @@ def test_edit_check_edits_each_class_with_the_others_held(tiny_sd, classifiers, 
 
 
 def test_learning_together_is_one_run_checked_by_edits(tiny_sd, classifiers, images, monkeypatch) -> None:
-    monkeypatch.setattr(learn, "edit_check", lambda *a, **k: ([0.5, 1.0, 1.0, 1.0, 1.0], [0.25] * 5))
+    monkeypatch.setattr(learn_runs, "edit_check", lambda *a, **k: ([0.5, 1.0, 1.0, 1.0, 1.0], [0.25] * 5))
     runs = []
-    real = learn.learn_embedding
-    monkeypatch.setattr(learn, "learn_embedding", lambda *a, **k: runs.append(real(*a, **k)) or runs[-1])
+    real = learn_runs.learn_embedding
+    monkeypatch.setattr(learn_runs, "learn_embedding", lambda *a, **k: runs.append(real(*a, **k)) or runs[-1])
     cfg = LearnConfig(steps=2, batch_size=2, checkpoint_every=0, seed=5, check_samples=3, restarts=2)
-    out = learn.learn_checked(tiny_sd, classifiers, images, cfg)  # failing the check: still one run (never restarted)
+    out = learn_runs.learn_checked(tiny_sd, classifiers, images, cfg)  # failing the check: one run, never restarted
     assert len(runs) == 1 and out is runs[0]
     assert out.check == {"kind": "edit", "samples": 3, "scale": 5.0, "runs": 1,
                          "rates": {"no_a": 0.5, "a": 1.0, "x": 1.0, "y": 1.0, "z": 1.0},
@@ -148,11 +123,13 @@ def test_learning_together_is_one_run_checked_by_edits(tiny_sd, classifiers, ima
 
 def test_encoding_report_warns_on_drift(tiny_sd, classifiers, images, monkeypatch) -> None:
     """Samples that the other classifier reads as one class, against data read half and half."""
-    monkeypatch.setattr(learn, "samples_per_class", lambda sd, v, n, *a: [torch.zeros(n, 3, 32, 32)] * v.shape[0])
+    monkeypatch.setattr(learn_checks, "samples_per_class",
+                        lambda sd, v, n, *a: [torch.zeros(n, 3, 32, 32)] * v.shape[0])
     calls = iter([torch.tensor([0, 1, 0, 1]), torch.tensor([1, 1]), torch.tensor([0, 0])])
-    monkeypatch.setattr(learn, "classify_images", lambda *a, **k: next(calls))
+    monkeypatch.setattr(learn_checks, "classify_images", lambda *a, **k: next(calls))
     other = _classifier(["no_smile", "smile"], 5)
-    report = learn.encoding_report(tiny_sd, torch.zeros(2, 16), ["no_a", "a"], {"smile": other}, images[:4], 2, 5.0)
+    report = learn_checks.encoding_report(tiny_sd, torch.zeros(2, 16), ["no_a", "a"], {"smile": other}, images[:4],
+                                          2, 5.0)
     assert report["data"] == {"smile": {"no_smile": 0.5, "smile": 0.5}}
     assert report["samples_rates"]["no_a"]["smile"] == {"no_smile": 0.0, "smile": 1.0}
     assert report["warnings"] == ["samples of no_a: smile 100% vs 50% in the data",

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,12 +13,11 @@ from caso_cli.errors import ModelLoadError
 from caso_cli.models.build import save_pipeline_folder
 from caso_cli.models.loaders import DEFAULT_MODEL, default_model, load_model
 from caso_cli.runtime import cpu_runtime
-from tests.tiny import tiny_components
+from tests.tiny import fake_hub_cache, offline_model_info, tiny_components
 
 
 def _assert_frozen(sd) -> None:
-    for name in ("vae", "unet", "text_encoder"):
-        module = getattr(sd, name)
+    for module in (sd.vae, sd.net, sd.family.text_encoder):
         assert not module.training
         assert not any(p.requires_grad for p in module.parameters())
 
@@ -34,31 +30,13 @@ def test_folder_loads_frozen_with_facts(tiny_sd, tiny_components) -> None:
     assert facts["parameters"]["unet"] == sum(p.numel() for p in tiny_components["unet"].parameters())
     assert tiny_sd.schedule.grid(50)[0] == 981
     ref = tiny_components["unet"].state_dict()
-    assert all(torch.equal(v, ref[k]) for k, v in tiny_sd.unet.state_dict().items())
-
-
-def _fake_hub_cache(hf_home: Path, repo: str, folder: Path) -> None:
-    """Lay a diffusers folder out the way huggingface_hub caches a downloaded repo."""
-    base = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
-    sha = "0123456789abcdef0123456789abcdef01234567"
-    shutil.copytree(folder, base / "snapshots" / sha)
-    (base / "refs").mkdir(parents=True)
-    (base / "refs" / "main").write_text(sha)
-
-
-def offline_model_info(hf_home: Path, model: str) -> subprocess.CompletedProcess:
-    """`caso model info --json --model MODEL` offline with HF_HOME=hf_home, in a fresh process (huggingface_hub
-    reads HF_HOME at import)."""
-    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
-    env.pop("HF_HUB_CACHE", None)
-    return subprocess.run([sys.executable, "-m", "caso_cli", "model", "info", "--json", "--device", "cpu", "--model",
-                           model], capture_output=True, text=True, env=env, timeout=120)
+    assert all(torch.equal(v, ref[k]) for k, v in tiny_sd.net.state_dict().items())
 
 
 @pytest.mark.slow
 def test_hub_id_resolves_through_local_cache(tiny_model_dir, tmp_path) -> None:
     hf_home = tmp_path / "hf"
-    _fake_hub_cache(hf_home, "someone/tiny-sd", tiny_model_dir)
+    fake_hub_cache(hf_home, "someone/tiny-sd", tiny_model_dir)
     out = offline_model_info(hf_home, "someone/tiny-sd")
     assert out.returncode == 0, out.stderr
     facts = json.loads(out.stdout)
@@ -82,7 +60,11 @@ def test_default_model_is_sd15_or_env(monkeypatch) -> None:
 
 def test_not_a_model_folder_and_missing_path(tmp_path) -> None:
     (tmp_path / "vae").mkdir()
-    with pytest.raises(ModelLoadError, match="missing unet, text_encoder, tokenizer, scheduler"):
+    with pytest.raises(ModelLoadError, match="missing model_index.json"):
+        load_model(str(tmp_path), cpu_runtime())
+    (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    with pytest.raises(ModelLoadError, match="not a diffusers Stable Diffusion 1.x/2.x folder .missing unet, "
+                                             "scheduler, text_encoder, tokenizer"):
         load_model(str(tmp_path), cpu_runtime())
     with pytest.raises(ModelLoadError, match="no such model file or folder"):
         load_model(str(tmp_path / "nothing.safetensors"), cpu_runtime())
@@ -107,11 +89,10 @@ def test_v_prediction_model(tmp_path) -> None:
     c = torch.zeros(1, 77, 16)
     from caso_cli.diffusion import v_to_eps
     from caso_cli.families import Condition
-    from caso_cli.pipelines.guidance import predict_eps
 
     with torch.no_grad():
-        v = sd.unet(z, 500, encoder_hidden_states=c).sample
-        assert torch.allclose(predict_eps(sd, z, 500, Condition(c)), v_to_eps(v, z, sd.schedule.abar(500)))
+        v = sd.net(z, 500, encoder_hidden_states=c).sample
+        assert torch.allclose(sd.eps(z, 500, Condition(c)), v_to_eps(v, z, sd.schedule.level(500)))
 
 
 

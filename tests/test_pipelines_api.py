@@ -43,9 +43,9 @@ def test_sweep_edits_every_scale_from_one_inversion_and_matches_single_edits(tin
     assert meta["caso:model"] == tiny_sd.name and "caso:version" in meta
     # frame at +2 equals a single edit at +2 (the batch of scales changes nothing per image)
     x = to_tensor([fit_image(load_image(src), tiny_sd.resolution)])
-    cond, _ = attribute_guidance(tiny_sd, [attr])
-    single = decode_latents(tiny_sd, edit_latents(tiny_sd, invert_latents(tiny_sd, encode_images(tiny_sd, x), config),
-                                                  cond, 2.0, config))
+    guidance = attribute_guidance(tiny_sd, [attr], 2.0)
+    z_t = invert_latents(tiny_sd, encode_images(tiny_sd, x), config)
+    single = decode_latents(tiny_sd, edit_latents(tiny_sd, z_t, guidance, config))
     frame = torch.from_numpy(__import__("numpy").asarray(Image.open(result.frames[2]), dtype="float32"))
     expected = ((single[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round()
     assert (frame - expected).abs().max() <= 1

@@ -48,3 +48,35 @@ def test_library_api_is_lazy_and_complete() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def _imports_of_test_modules(source: str) -> list[str]:
+    """The modules that imports in ``source`` take from a ``test_*`` module, in any spelling (``from tests.test_x
+    import y``, ``import tests.test_x``, ``from tests import test_x``, ``from .test_x import y``, ``from . import
+    test_x``), at the top or inside a function."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if any(p.startswith("test_") for p in a.name.split("."))]
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            if any(p.startswith("test_") for p in (node.module or "").split(".")):
+                found.append(module)
+            elif node.module in (None, "tests"):  # from tests import test_x; from . import test_x
+                found += [f"{module}.{a.name}".replace("..", ".") for a in node.names if a.name.startswith("test_")]
+    return found
+
+
+def test_test_modules_import_helpers_only_from_shared_modules() -> None:
+    """Helpers that several test modules use live in tests/tiny.py (or are conftest.py fixtures, or in the reference
+    modules): no module under tests/ imports from a test_* module, so each one stands on its own."""
+    spellings = ("from tests.test_cli import run_main\nimport tests.test_eval\nfrom tests import test_eval as t\n"
+                 "from .test_eval import clf_file\nfrom . import test_x\nfrom tests.tiny import run_main\n"
+                 "def f():\n    from tests.test_y import g\n")
+    assert _imports_of_test_modules(spellings) == ["tests.test_cli", "tests.test_eval", "tests.test_eval",
+                                                   ".test_eval", ".test_x", "tests.test_y"]
+    offenders = {str(path.relative_to(ROOT)): found for path in sorted((ROOT / "tests").rglob("*.py"))
+                 if (found := _imports_of_test_modules(path.read_text(encoding="utf-8")))}
+    assert offenders == {}, f"import shared helpers from tests/tiny.py, not from test modules: {offenders}"

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 
 from caso_cli.toyworld import MODEL_DIR
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _examples() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"Then edit with the embedding the demo saved.*?\n```\n(.*?)\n```", text, flags=re.S)
-    assert block, "README lost its pipe example"
-    return block.group(1).splitlines()
+from tests.tiny import readme_pipe_examples, tiny_classifier_file
 
 
 @pytest.mark.slow
@@ -39,16 +29,13 @@ def test_readme_pipe_example_runs_as_printed(tmp_path) -> None:
                    {"classes": ["no_mustache", "mustache"], "model": "toy", "text_encoder_hash": table_hash(te)})
     # a second attribute with its classifier, for --hold all (the demo saves every toy attribute this way)
     from caso_cli.fileio import file_sha256
-    from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
 
-    meta = ClassifierMeta(classes=["no_smile", "smile"], backbone="small-cnn", input_size=32, mean=[0.5] * 3,
-                          std=[0.5] * 3, backbone_config={"widths": [8, 8]})
-    clf = save_classifier(AttributeClassifier(SmallCNN(2, (8, 8)), meta), tmp_path / "smile.safetensors")
+    clf = tiny_classifier_file(tmp_path / "smile.safetensors", ("no_smile", "smile"))
     save_embedding("toy-smile", torch.randn(2, d, generator=torch.Generator().manual_seed(1)),
                    {"classes": ["no_smile", "smile"], "model": "toy", "text_encoder_hash": table_hash(te),
                     "classifier": {"path": str(clf), "sha256": file_sha256(clf)}})
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    lines = _examples()
+    lines = readme_pipe_examples()
     assert any("| caso edit -" in line for line in lines)
     for line in lines:
         out = subprocess.run(line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -136,7 +136,7 @@ def test_meta_is_json_with_provenance() -> None:
 
 
 def test_verify_reports_broken_entries(capsys) -> None:
-    from tests.test_cli import run_main
+    from tests.tiny import run_main
 
     R.save_embedding("good", _vectors(), {"classes": ["x", "y"]})
     path = R.save_embedding("bad", _vectors(), {"classes": ["x", "y"]})

@@ -17,26 +17,15 @@ import pytest
 import torch
 
 from caso_cli.config import FitConfig, LearnConfig
-from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN
 from caso_cli.pipelines.learn import learn_embedding
 from caso_cli.runtime import THREADS_ENV, cpu_runtime
+from tests.tiny import random_images, tiny_classifier
 
 # Every random draw learning can make: random initial vectors, shuffled targets, noise, t* from a range, shifted and
 # flipped views, plus the keep and reconstruction terms.
 CFG = LearnConfig(steps=6, batch_size=3, checkpoint_every=0, seed=11, t_train_max=400, augment=2, lambda_keep=1.0,
                   lambda_rec=0.5, warmup_steps=2)
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _classifier(classes: list[str], seed: int) -> AttributeClassifier:
-    torch.manual_seed(seed)
-    meta = ClassifierMeta(classes=classes, backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
-                          backbone_config={"widths": [8, 8]})
-    return AttributeClassifier(SmallCNN(len(classes), (8, 8)), meta).eval().requires_grad_(False)
-
-
-def _images() -> torch.Tensor:
-    return torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
 
 
 def _stir_global_rngs() -> None:
@@ -51,7 +40,7 @@ def _stir_global_rngs() -> None:
 
 @pytest.mark.slow
 def test_same_data_seed_and_settings_give_bit_identical_vectors(tiny_sd) -> None:
-    clf, images = _classifier(["no_x", "x"], 0), _images()
+    clf, images = tiny_classifier(["no_x", "x"], 0), random_images()
     state = torch.get_rng_state()
     a = learn_embedding(tiny_sd, clf, images, CFG)
     assert torch.equal(torch.get_rng_state(), state), "learning drew from torch's global RNG"
@@ -64,7 +53,7 @@ def test_same_data_seed_and_settings_give_bit_identical_vectors(tiny_sd) -> None
 
 @pytest.mark.slow
 def test_another_seed_gives_other_vectors(tiny_sd) -> None:
-    clf, images = _classifier(["no_x", "x"], 0), _images()
+    clf, images = tiny_classifier(["no_x", "x"], 0), random_images()
     a = learn_embedding(tiny_sd, clf, images, CFG).vectors
     b = learn_embedding(tiny_sd, clf, images, LearnConfig(**{**CFG.__dict__, "seed": CFG.seed + 1})).vectors
     assert not torch.equal(a, b)
@@ -73,7 +62,7 @@ def test_another_seed_gives_other_vectors(tiny_sd) -> None:
 
 @pytest.mark.slow
 def test_learning_several_attributes_together_is_bit_identical(tiny_sd) -> None:
-    clfs, images = [_classifier(["no_a", "a"], 0), _classifier(["x", "y", "z"], 1)], _images()
+    clfs, images = [tiny_classifier(["no_a", "a"], 0), tiny_classifier(["x", "y", "z"], 1)], random_images()
     cfg = LearnConfig(steps=4, batch_size=3, checkpoint_every=0, seed=2, augment=1)
     a = learn_embedding(tiny_sd, clfs, images, cfg)
     _stir_global_rngs()
@@ -107,10 +96,11 @@ from caso_cli.config import LearnConfig
 from caso_cli.models.loaders import load_model
 from caso_cli.pipelines.learn import learn_embedding
 from caso_cli.runtime import cpu_runtime, pin_threads
-from tests.test_reproducible import CFG, _classifier, _images
+from tests.test_reproducible import CFG
+from tests.tiny import random_images, tiny_classifier
 threads = pin_threads()
 sd = load_model(sys.argv[1], cpu_runtime())
-v = learn_embedding(sd, _classifier(["no_x", "x"], 0), _images(), CFG).vectors
+v = learn_embedding(sd, tiny_classifier(["no_x", "x"], 0), random_images(), CFG).vectors
 print(json.dumps({"threads": threads, "vectors": v.double().tolist()}))
 """
 
@@ -121,7 +111,7 @@ def test_another_process_with_the_pinned_thread_count_gives_the_same_vectors(tin
     """A fresh process, told another OMP_NUM_THREADS but pinned (CASO_THREADS) to this one's count, learns the
     same vectors: the environment no longer decides the result."""
     here = torch.get_num_threads()
-    a = learn_embedding(tiny_sd, _classifier(["no_x", "x"], 0), _images(), CFG).vectors
+    a = learn_embedding(tiny_sd, tiny_classifier(["no_x", "x"], 0), random_images(), CFG).vectors
     monkeypatch.setenv("OMP_NUM_THREADS", str(here + 1))
     monkeypatch.setenv(THREADS_ENV, str(here))
     out = subprocess.run([sys.executable, "-c", CHILD, str(tiny_model_dir)], cwd=REPO, capture_output=True,
@@ -130,10 +120,3 @@ def test_another_process_with_the_pinned_thread_count_gives_the_same_vectors(tin
     child = json.loads(out.stdout.strip().splitlines()[-1])
     assert child["threads"] == here
     assert torch.equal(torch.tensor(child["vectors"], dtype=torch.float64).float(), a)
-
-
-@pytest.fixture
-def restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)

@@ -93,6 +93,7 @@ def test_edits_differ_by_at_most_one_level_in_a_few_pixels_between_thread_counts
     from caso_cli.models.loaders import load_model
     from caso_cli.pipelines.edit import edit_latents, invert_latents
     from caso_cli.pipelines.generate import decode_latents, encode_images
+    from caso_cli.pipelines.guidance import cfg_guidance
     from caso_cli.toyworld.render import render_faces
     from caso_cli.toyworld.sample import to_uint8, to_unit
 
@@ -104,7 +105,7 @@ def test_edits_differ_by_at_most_one_level_in_a_few_pixels_between_thread_counts
     for threads in (1, 2):
         torch.set_num_threads(threads)
         with torch.no_grad():
-            z = edit_latents(sd, invert_latents(sd, encode_images(sd, x), config), cond, 5.0, config)
+            z = edit_latents(sd, invert_latents(sd, encode_images(sd, x), config), cfg_guidance(sd, cond, 5.0), config)
         latents.append(z)
         pixels.append(to_uint8(decode_latents(sd, z)))
     assert (latents[0] - latents[1]).abs().max() < 1e-4

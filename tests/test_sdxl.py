@@ -19,12 +19,18 @@ def _reference(folder: Path):
     return StableDiffusionXLPipeline.from_pretrained(str(folder))
 
 
+@pytest.fixture(scope="module")
+def reference(tiny_xl_dir: Path):
+    """diffusers' own pipeline of the tiny SDXL folder, shared by the tests that only read it."""
+    return _reference(tiny_xl_dir)
+
+
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
 
 
 @pytest.mark.parametrize("force_zeros", [True, False])
-def test_prompt_and_null_conditions_equal_the_sdxl_pipeline(tiny_xl_dir, tmp_path, force_zeros) -> None:
+def test_prompt_and_null_conditions_equal_the_sdxl_pipeline(tiny_xl_dir, reference, tmp_path, force_zeros) -> None:
     from caso_cli.models.loaders import load_model
 
     folder = tiny_xl_dir
@@ -32,7 +38,7 @@ def test_prompt_and_null_conditions_equal_the_sdxl_pipeline(tiny_xl_dir, tmp_pat
         folder = shutil.copytree(tiny_xl_dir, tmp_path / "xl")
         index = json.loads((folder / "model_index.json").read_text())
         (folder / "model_index.json").write_text(json.dumps({**index, "force_zeros_for_empty_prompt": False}))
-    sd, pipe = load_model(str(folder), cpu_runtime()), _reference(folder)
+    sd, pipe = load_model(str(folder), cpu_runtime()), reference if force_zeros else _reference(folder)
     assert isinstance(sd.family, SDXL) and sd.family.force_zeros is force_zeros
     with torch.no_grad():
         ours, null = sd.family.encode_prompts(["a face with glasses"]), sd.family.null_condition()
@@ -71,14 +77,13 @@ def test_exported_tokens_loaded_into_the_sdxl_pipeline_give_the_same_condition(t
     assert back.classes == ["no_glasses", "glasses"]
 
 
-def test_a_unet_call_carries_the_time_ids_of_the_working_resolution(tiny_xl, tiny_xl_dir) -> None:
-    from caso_cli.pipelines.guidance import predict_eps
+def test_a_unet_call_carries_the_time_ids_of_the_working_resolution(tiny_xl, reference) -> None:
 
-    pipe = _reference(tiny_xl_dir)
+    pipe = reference
     z = torch.randn(2, 4, 12, 16, generator=torch.Generator().manual_seed(1))  # 24 x 32 pixels
     with torch.no_grad():
         cond = tiny_xl.family.encode_prompts(["a face"])
-        ours = predict_eps(tiny_xl, z, 500, cond)
+        ours = tiny_xl.eps(z, 500, cond)
         ids = pipe._get_add_time_ids((24, 32), (0, 0), (24, 32), dtype=torch.float32,
                                      text_encoder_projection_dim=24).expand(2, -1)
         ref = pipe.unet(z, 500, encoder_hidden_states=cond.hidden.expand(2, -1, -1),
@@ -103,8 +108,7 @@ def test_sd_embeddings_are_refused_by_sdxl_with_one_line(tiny_xl, tiny_sd) -> No
 def test_every_command_works_on_a_tiny_sdxl_folder(tiny_xl_dir, tiny_model_dir, tmp_path, capsys) -> None:
     from PIL import Image
 
-    from tests.test_cli import run_main
-    from tests.tiny import learn_inputs
+    from tests.tiny import learn_inputs, run_main
 
     imgs, clf = learn_inputs(tmp_path)
     model = str(tiny_xl_dir)
@@ -154,10 +158,10 @@ def test_every_command_works_on_a_tiny_sdxl_folder(tiny_xl_dir, tiny_model_dir, 
 
 @pytest.mark.slow
 def test_a_cached_hub_id_loads_as_sdxl_offline(tiny_xl_dir, tmp_path) -> None:
-    from tests.test_loaders import _fake_hub_cache, offline_model_info
+    from tests.tiny import fake_hub_cache, offline_model_info
 
     hf_home = tmp_path / "hf"
-    _fake_hub_cache(hf_home, "someone/tiny-xl", tiny_xl_dir)
+    fake_hub_cache(hf_home, "someone/tiny-xl", tiny_xl_dir)
     out = offline_model_info(hf_home, "someone/tiny-xl")
     assert out.returncode == 0, out.stderr
     facts = json.loads(out.stdout)
@@ -172,15 +176,11 @@ def test_learning_on_sdxl_with_checkpointing_and_in_half_precision(tiny_xl, tiny
     import dataclasses
 
     from caso_cli.config import LearnConfig
-    from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN
     from caso_cli.models.loaders import enable_grad_checkpointing, load_model
     from caso_cli.pipelines.learn import learn_embedding
+    from tests.tiny import random_images, tiny_classifier
 
-    torch.manual_seed(0)
-    meta = ClassifierMeta(classes=["no_x", "x"], backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
-                          backbone_config={"widths": [8, 8]})
-    clf = AttributeClassifier(SmallCNN(2, (8, 8)), meta).eval().requires_grad_(False)
-    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    clf, images = tiny_classifier(), random_images()
     cfg = LearnConfig(steps=4, batch_size=4, checkpoint_every=0, seed=2, check_samples=0)
     plain = learn_embedding(tiny_xl, clf, images, cfg).vectors
     enable_grad_checkpointing(tiny_xl)

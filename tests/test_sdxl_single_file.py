@@ -22,15 +22,11 @@ MODELS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 
 @pytest.fixture(scope="module")
-def xl(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]:
-    """The tiny SDXL components, their diffusers folder and their single-file checkpoint."""
-    from caso_cli.models.build import save_pipeline_folder
-    from tests.tiny import tiny_xl_components
-
+def xl(tiny_xl_components: dict, tiny_xl_dir: Path,
+       tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]:
+    """The tiny SDXL components, their diffusers folder (both conftest.py's) and their single-file checkpoint."""
     root = tmp_path_factory.mktemp("sdxl_single_file")
-    components = tiny_xl_components()
-    folder = save_pipeline_folder(components, root / "tiny-xl")
-    return components, folder, write_sdxl_checkpoint(components, root / "tiny_xl_base.safetensors")
+    return tiny_xl_components, tiny_xl_dir, write_sdxl_checkpoint(tiny_xl_components, root / "tiny_xl_base.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +36,7 @@ def loaded(xl):
     # Module fixtures run before the autouse env fixture: keep these loads offline and isolated too.
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("HF_HOME", str(folder.parent / "hf_home"))
+        mp.setenv("HF_HOME", str(ckpt.parent / "hf_home"))
         return load_model(str(ckpt), cpu_runtime(), config=str(folder)), load_model(str(folder), cpu_runtime())
 
 
@@ -88,7 +84,6 @@ def test_diffusers_reads_back_every_weight(xl, monkeypatch) -> None:
 
 
 def test_caso_loads_it_as_sdxl_with_the_folders_outputs(loaded) -> None:
-    from caso_cli.pipelines.guidance import predict_eps
 
     sd, ref = loaded
     assert sd.family.name == "sdxl" and ref.family.name == "sdxl"
@@ -98,7 +93,7 @@ def test_caso_loads_it_as_sdxl_with_the_folders_outputs(loaded) -> None:
         ours, theirs = sd.family.encode_prompts(["a face"]), ref.family.encode_prompts(["a face"])
         torch.testing.assert_close(ours.hidden, theirs.hidden, rtol=0, atol=1e-6)
         torch.testing.assert_close(ours.extra["text_embeds"], theirs.extra["text_embeds"], rtol=0, atol=1e-6)
-        torch.testing.assert_close(predict_eps(sd, z, 500, ours), predict_eps(ref, z, 500, theirs),
+        torch.testing.assert_close(sd.eps(z, 500, ours), ref.eps(z, 500, theirs),
                                    rtol=0, atol=1e-6)
 
 
@@ -127,8 +122,7 @@ def test_commands_run_on_the_single_file(xl, tmp_path, capsys) -> None:
     """`model info` and an edit with a learned SDXL embedding, the model given as the .safetensors file."""
     import json
 
-    from tests.test_cli import run_main
-    from tests.tiny import learn_inputs
+    from tests.tiny import learn_inputs, run_main
 
     _, folder, ckpt = xl
     spec = ["--model", str(ckpt), "--model-config", str(folder)]

@@ -98,9 +98,14 @@ def test_mapping_gives_the_real_sd15_key_names() -> None:
     assert CLIP_PREFIX + "encoder.layers.11.self_attn.q_proj.weight" in t
 
 
+def _module(sd, name: str):
+    """A component of a loaded model by its folder name."""
+    return {"vae": sd.vae, "unet": sd.net, **sd.family.modules()}[name]
+
+
 def test_single_file_weights_equal_the_originals(loaded, tiny_components) -> None:
     for name in MODELS:
-        ours, ref = getattr(loaded, name).state_dict(), tiny_components[name].state_dict()
+        ours, ref = _module(loaded, name).state_dict(), tiny_components[name].state_dict()
         assert set(ours) == set(ref), name
         for key, value in ref.items():
             assert ours[key].dtype == value.dtype and ours[key].shape == value.shape, (name, key)
@@ -116,13 +121,13 @@ def test_single_file_outputs_match(loaded, tiny_components) -> None:
         return tokenizer(prompt, padding="max_length", max_length=77, return_tensors="pt").input_ids
 
     ids = tokens(ref["tokenizer"])
-    assert torch.equal(tokens(loaded.tokenizer), ids)
+    assert torch.equal(tokens(loaded.family.tokenizer), ids)
     image = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
     z = torch.randn(1, 4, 16, 16, generator=g)
     with torch.no_grad():
-        c_ours, c_ref = loaded.text_encoder(ids)[0], ref["text_encoder"](ids)[0]
+        c_ours, c_ref = loaded.family.text_encoder(ids)[0], ref["text_encoder"](ids)[0]
         torch.testing.assert_close(c_ours, c_ref, rtol=0, atol=1e-6)
-        torch.testing.assert_close(loaded.unet(z, 500, encoder_hidden_states=c_ref).sample,
+        torch.testing.assert_close(loaded.net(z, 500, encoder_hidden_states=c_ref).sample,
                                    ref["unet"](z, 500, encoder_hidden_states=c_ref).sample, rtol=0, atol=1e-6)
         torch.testing.assert_close(loaded.vae.encode(image).latent_dist.mean,
                                    ref["vae"].encode(image).latent_dist.mean, rtol=0, atol=1e-6)
@@ -132,7 +137,7 @@ def test_single_file_outputs_match(loaded, tiny_components) -> None:
 
 def test_single_file_loads_frozen_with_facts(loaded, ldm_file: Path) -> None:
     for name in MODELS:
-        module = getattr(loaded, name)
+        module = _module(loaded, name)
         assert not module.training and not any(m.training for m in module.modules())
         assert not any(p.requires_grad for p in module.parameters())
         assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in module.parameters())
@@ -174,7 +179,7 @@ def test_allow_pickle_loads_with_weights_only(ckpt_file: Path, config_dir: Path,
                                               tiny_components) -> None:
     """--allow-pickle loads plain tensors from a .ckpt; code in a pickle never runs (torch.load weights_only)."""
     sd = load_model(str(ckpt_file), cpu_runtime(), config=str(config_dir), allow_pickle=True)
-    assert torch.equal(sd.unet.state_dict()["conv_in.weight"], tiny_components["unet"].state_dict()["conv_in.weight"])
+    assert torch.equal(sd.net.state_dict()["conv_in.weight"], tiny_components["unet"].state_dict()["conv_in.weight"])
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {"x": _Payload(marker)}}, evil)
@@ -232,7 +237,7 @@ def test_reconstruct_loads_a_ckpt_only_with_allow_pickle(ckpt_file: Path, config
                                                          capsys) -> None:
     from PIL import Image
 
-    from tests.test_cli import run_main
+    from tests.tiny import run_main
 
     photo = tmp_path / "p.png"
     Image.new("RGB", (32, 32), (200, 120, 40)).save(photo)

@@ -1,4 +1,5 @@
-"""The toy world is a user of the library: no import cycles, and its registrations (model alias, oracle)."""
+"""No import cycles in the package (inside functions too); the toy world is a user of the library, and its
+registrations (model alias, oracle)."""
 
 from __future__ import annotations
 
@@ -92,9 +93,11 @@ def test_toyworld_has_no_import_cycle_even_inside_functions() -> None:
     assert "caso_cli.toyworld.quality" not in graph["caso_cli.toyworld.measure"]
 
 
-def test_package_has_no_top_level_import_cycle() -> None:
+def test_package_has_no_import_cycle_even_inside_functions() -> None:
+    """No module of the package reaches itself through imports, function-level ones included: a cycle hidden in a
+    function still ties the modules together (neither can be understood, or changed, alone)."""
     mods = _modules()
-    assert _cycles({m: _imports(p, mods, top_level_only=True) for m, p in mods.items()}) == []
+    assert _cycles({m: _imports(p, mods, top_level_only=False) for m, p in mods.items()}) == []
 
 
 @pytest.mark.slow

@@ -57,7 +57,7 @@ def test_load_model_toy(toy_sd) -> None:
     assert info["resolution"] == 32
     assert info["prediction_type"] == "epsilon"
     assert 0.05 < info["scaling_factor"] < 20
-    assert not any(p.requires_grad for p in toy_sd.unet.parameters())
+    assert not any(p.requires_grad for p in toy_sd.net.parameters())
 
 
 @pytest.mark.slow

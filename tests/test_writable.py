@@ -10,7 +10,7 @@ import torch
 
 from caso_cli.errors import InputError
 from caso_cli.fileio import check_writable
-from tests.test_cli import run_main
+from tests.tiny import run_main
 
 
 def test_check_writable(tmp_path, monkeypatch) -> None:

@@ -66,7 +66,9 @@ class CasoCommand(_PlainHelp, TyperCommand):
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
             if param.param_type_name == "argument":
-                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+                metavar = param.metavar
+                assert metavar is not None  # _PlainHelp.__init__ gives every argument one
+                pieces.append(metavar if param.required else f"[{metavar}]")
         return pieces
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -212,12 +213,13 @@ def sample_cmd(
     sd = load_model("toy", cpu_runtime())
     rows = [p for p in prompts for _ in range(n)]
     images = sample(sd, rows, seed=seed, steps=steps, scale=scale)
-    save_png(labelled_grid(images, prompts, ncol=n), out, {"prompts": prompts, "seed": str(seed), "steps": str(steps),
-                                                          "scale": str(scale)}, overwrite=overwrite)
+    save_png(labelled_grid(images, prompts, ncol=n), out, {"prompts": json.dumps(prompts, ensure_ascii=False),
+                                                          "seed": str(seed), "steps": str(steps), "scale": str(scale)},
+             overwrite=overwrite)
     readings = read_attributes(images).to_dicts()
     for i, prompt in enumerate(prompts):
         part = readings[i * n:(i + 1) * n]
-        summary = {a: {c: sum(r[a] == c for r in part) for c in sorted({r[a] for r in part})}
+        summary = {a: {c: sum(r[a] == c for r in part) for c in sorted({str(r[a]) for r in part})}
                    for a in ("mustache", "glasses", "smile", "hair")}
         if json_out:
             print_json({"prompt": prompt, "n": n, "oracle": summary})

@@ -1,13 +1,18 @@
-"""Model families: how one kind of Stable Diffusion turns learned vectors and prompts into UNet conditions.
+"""Model families: what one kind of diffusion model is made of, and how it turns learned vectors and prompts into
+the conditions its network reads.
 
-Everything caso knows about a model's text side goes through the :class:`Family` bound to the loaded
-components (``sd.family``): learning, editing, holding and generation encode through it, the registry records
-its name, vector width and encoder hash, and export writes its file layout. A condition is a :class:`Condition`:
-the UNet's ``encoder_hidden_states`` plus any further inputs a family needs (SDXL: pooled text embeddings and
-size/crop time ids), one row per latent or one row for all.
+A family lists and loads its components (the VAE, the denoising network, the scheduler, the text side), turns its
+scheduler into a noise schedule (:mod:`caso_cli.diffusion`: which prediction type, which noise levels) and calls
+its network (:meth:`Family.net_output`); :class:`caso_cli.models.loaded.StableDiffusion` wraps these into the one
+denoiser contract every pipeline calls, ``sd.eps(z, t, condition)``. Everything caso knows about a model's text side
+goes through the :class:`Family` bound to the loaded components (``sd.family``): learning, editing, holding and
+generation encode through it, the registry records its name, vector width and encoder hash, and export writes its
+file layout. A condition is a :class:`Condition`: the network's text states plus any further inputs a family needs
+(SDXL: pooled text embeddings and size/crop time ids; SD3: pooled projections), one row per latent or one row for
+all.
 
-Stable Diffusion 1.x / 2.x (:mod:`caso_cli.families.sd`) is the first family. Adding one is a module with a
-:class:`Family` subclass that calls :func:`register_family` (docs/models.md, "Model families").
+Stable Diffusion 1.x / 2.x (:mod:`caso_cli.families.sd`) is the first family, SDXL and SD3 the others. Adding one is
+a module with a :class:`Family` subclass that calls :func:`register_family` (docs/models.md, "Model families").
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from caso_cli.plugins import Lookup
 
 if TYPE_CHECKING:
     import torch
+
+    from caso_cli.diffusion import NoiseSchedule
 
 DEFAULT_FAMILY = "sd"  # what registry entries and models that name no family are
 
@@ -59,27 +66,46 @@ class Condition:
         extra = {k: torch.cat([c.extra[k] for c in conds]) for k in keys}
         return Condition(torch.cat([c.hidden for c in conds]), extra)
 
-    def unet_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of diffusers' ``UNet2DConditionModel.forward`` for this condition."""
-        kwargs: dict[str, Any] = {"encoder_hidden_states": self.hidden}
-        if self.extra:
-            kwargs["added_cond_kwargs"] = dict(self.extra)
-        return kwargs
 
 
 class Family(ABC):
-    """The text side of one model family, bound to a loaded model's text encoders and tokenizers.
+    """One model family: its components and network call (class level), and its text side, bound to a loaded
+    model's text encoders and tokenizers.
 
     A learned vector is one row of width :attr:`vector_dim` (for a family with several text encoders, their
     token vectors side by side), so embeddings are (K, vector_dim) whatever the family.
     """
 
     name: ClassVar[str]  # recorded in registry entries ("sd")
+    title: ClassVar[str]  # what a user calls it in messages ("Stable Diffusion 1.x/2.x")
+    net_part: ClassVar[str] = "unet"  # the component folder of the denoising network
+    net_class: ClassVar[str] = "UNet2DConditionModel"  # its diffusers class
+    scheduler_class: ClassVar[str] = "DDIMScheduler"  # the diffusers scheduler caso reads the schedule from
     pipelines: ClassVar[tuple[str, ...]]  # diffusers pipeline classes of this family (model_index.json's
     # _class_name); the first loads single-file checkpoints
     text_parts: ClassVar[tuple[str, ...]]  # the component folders of the text side
     single_file_extras: ClassVar[dict[str, Any]] = {}  # arguments of the pipeline's from_single_file that keep
     # optional parts (safety checker...) from being loaded
+
+    @classmethod
+    def components(cls) -> tuple[str, ...]:
+        """The component folders a diffusers model of this family has."""
+        return ("vae", cls.net_part, "scheduler", *cls.text_parts)
+
+    @classmethod
+    def load_parts(cls, source: str, dtype: Any, local_only: bool) -> dict[str, Any]:
+        """Every component (VAE, network, scheduler, text side) from a diffusers folder or hub id."""
+        import diffusers
+
+        common = {"local_files_only": local_only}
+        return {
+            "vae": diffusers.AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **common),
+            cls.net_part: getattr(diffusers, cls.net_class).from_pretrained(source, subfolder=cls.net_part,
+                                                                            torch_dtype=dtype, **common),
+            **cls.load_text(source, dtype, local_only),
+            "scheduler": getattr(diffusers, cls.scheduler_class).from_pretrained(source, subfolder="scheduler",
+                                                                                **common),
+        }
 
     @classmethod
     @abstractmethod
@@ -88,8 +114,34 @@ class Family(ABC):
 
     @classmethod
     def from_pipeline(cls, pipe: Any) -> dict[str, Any]:
-        """The text components of a loaded diffusers pipeline (single-file loading)."""
-        return {name: getattr(pipe, name) for name in cls.text_parts}
+        """Every component of a loaded diffusers pipeline (single-file loading), the scheduler as caso reads it."""
+        import diffusers
+
+        return {"vae": pipe.vae, cls.net_part: getattr(pipe, cls.net_part),
+                **{name: getattr(pipe, name) for name in cls.text_parts},
+                "scheduler": getattr(diffusers, cls.scheduler_class).from_config(pipe.scheduler.config)}
+
+    @classmethod
+    def schedule_of(cls, scheduler: Any) -> NoiseSchedule:
+        """The noise schedule of the model's scheduler (``ValueError`` for one caso cannot use)."""
+        from caso_cli.diffusion import schedule_from_config
+
+        return schedule_from_config(scheduler)
+
+    def net_output(self, net: Any, z: torch.Tensor, timestep: float | int, cond: Condition,
+                   size: tuple[int, int]) -> torch.Tensor:
+        """The network's raw prediction for latents ``z`` of images ``size`` = (height, width) pixels at
+        ``timestep`` (what the network reads), one condition row per latent; the schedule's prediction type says
+        what it is (docs/method.md §2)."""
+        kwargs: dict[str, Any] = {"encoder_hidden_states": cond.hidden}
+        extra = self.added_inputs(cond, size)
+        if extra:
+            kwargs["added_cond_kwargs"] = extra
+        return net(z, timestep, **kwargs).sample
+
+    def added_inputs(self, cond: Condition, size: tuple[int, int]) -> dict[str, Any]:
+        """The UNet's ``added_cond_kwargs`` for ``cond`` (none for SD 1.x/2.x)."""
+        return dict(cond.extra)
 
     @classmethod
     def matches_checkpoint(cls, keys: set[str]) -> bool:
@@ -138,10 +190,6 @@ class Family(ABC):
     def null_condition(self) -> Condition:
         """The unconditional branch's condition c_null, one row (§1)."""
 
-    def unet_kwargs(self, cond: Condition, size: tuple[int, int]) -> dict[str, Any]:
-        """The UNet's keyword inputs for ``cond`` on latents of images ``size`` = (height, width) pixels."""
-        return cond.unet_kwargs()
-
     def record(self) -> dict[str, Any]:
         """What a registry entry records about the text side its vectors were learned for."""
         return {"family": self.name, "widths": self.widths, "text_encoder_hash": self.encoder_hash()}
@@ -160,9 +208,8 @@ class Family(ABC):
         """(V, vector_dim) float32 on the CPU: the token embeddings, the scale of fresh vectors."""
 
     @abstractmethod
-    def word_vector(self, word: str, single: bool = True) -> torch.Tensor:
-        """(vector_dim,) the token embedding of a one-token word (raises UsageError otherwise); with ``single``
-        False, the mean of the token embeddings of any text."""
+    def word_vector(self, word: str) -> torch.Tensor:
+        """(vector_dim,) the token embedding of a one-token word (raises UsageError otherwise)."""
 
     @classmethod
     @abstractmethod
@@ -178,7 +225,7 @@ class Family(ABC):
 
 
 #: family name -> class; the built-in families register on first lookup
-_FAMILIES: Lookup[type[Family]] = Lookup(("caso_cli.families.sd", "caso_cli.families.sdxl"))
+_FAMILIES: Lookup[type[Family]] = Lookup(("caso_cli.families.sd", "caso_cli.families.sdxl", "caso_cli.families.sd3"))
 
 
 def register_family(cls: type[Family]) -> type[Family]:

@@ -22,6 +22,7 @@ class SD(Family):
     """SD 1.x / 2.x (``StableDiffusionPipeline``): vectors of the CLIP token width (768, or 1024 for SD 2.x)."""
 
     name = "sd"
+    title = "Stable Diffusion 1.x/2.x"
     pipelines = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
     text_parts = ("text_encoder", "tokenizer")
     single_file_extras = {"safety_checker": None, "feature_extractor": None, "image_encoder": None,
@@ -68,11 +69,11 @@ class SD(Family):
     def token_table(self) -> torch.Tensor:
         return self.text_encoder.get_input_embeddings().weight.detach().float().cpu()
 
-    def word_vector(self, word: str, single: bool = True) -> torch.Tensor:
+    def word_vector(self, word: str) -> torch.Tensor:
         ids = self.tokenizer(word, add_special_tokens=False).input_ids
-        if (single and len(ids) != 1) or not ids:
+        if len(ids) != 1:
             raise UsageError(f"init word {word!r} is {len(ids)} tokens for this tokenizer; use a single-token word")
-        return self.token_table()[ids].mean(0)
+        return self.token_table()[ids[0]]
 
     @classmethod
     def export_tensors(cls, token: str, vector: torch.Tensor, fmt: str, widths: list[int]) -> dict[str, torch.Tensor]:

@@ -29,6 +29,7 @@ class SDXL(Family):
     """SDXL (``StableDiffusionXLPipeline``): vectors of both CLIP token widths side by side."""
 
     name = "sdxl"
+    title = "SDXL"
     pipelines = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
     text_parts = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
     single_file_extras = {"image_encoder": None, "feature_extractor": None}
@@ -37,14 +38,13 @@ class SDXL(Family):
     def load_text(cls, source: str, dtype: Any, local_only: bool) -> dict[str, Any]:
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-        common = {"local_files_only": local_only}
         return {
             "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype,
-                                                          **common),
-            "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **common),
-            "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2",
-                                                                          torch_dtype=dtype, **common),
-            "tokenizer_2": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2", **common),
+                                                          local_files_only=local_only),
+            "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local_only),
+            "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(
+                source, subfolder="text_encoder_2", torch_dtype=dtype, local_files_only=local_only),
+            "tokenizer_2": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2", local_files_only=local_only),
             # diffusers' default when the model does not say: True
             "force_zeros_for_empty_prompt": bool(model_index(source, local_only).get("force_zeros_for_empty_prompt",
                                                                                      True)),
@@ -98,14 +98,12 @@ class SDXL(Family):
             return empty
         return Condition(torch.zeros_like(empty.hidden), {k: torch.zeros_like(v) for k, v in empty.extra.items()})
 
-    def unet_kwargs(self, cond: Condition, size: tuple[int, int]) -> dict[str, Any]:
+    def added_inputs(self, cond: Condition, size: tuple[int, int]) -> dict[str, Any]:
         import torch
 
         h, w = size
         ids = torch.tensor([h, w, 0, 0, h, w], dtype=cond.hidden.dtype, device=cond.hidden.device)
-        kwargs = cond.unet_kwargs()
-        kwargs["added_cond_kwargs"] = {**kwargs["added_cond_kwargs"], "time_ids": ids.expand(cond.batch, -1)}
-        return kwargs
+        return {**cond.extra, "time_ids": ids.expand(cond.batch, -1)}
 
     def encoder_hash(self) -> str:
         both = "".join(conditioning.table_hash(te) for te, _ in self.encoders)
@@ -118,16 +116,16 @@ class SDXL(Family):
         rows = min(t.shape[0] for t in tables)
         return torch.cat([t[:rows] for t in tables], dim=1)
 
-    def word_vector(self, word: str, single: bool = True) -> torch.Tensor:
+    def word_vector(self, word: str) -> torch.Tensor:
         import torch
 
         parts = []
         for te, tok in self.encoders:
             ids = tok(word, add_special_tokens=False).input_ids
-            if (single and len(ids) != 1) or not ids:
+            if len(ids) != 1:
                 raise UsageError(f"init word {word!r} is {len(ids)} tokens for this tokenizer; use a single-token "
                                  "word")
-            parts.append(te.get_input_embeddings().weight.detach().float().cpu()[ids].mean(0))
+            parts.append(te.get_input_embeddings().weight.detach().float().cpu()[ids[0]])
         return torch.cat(parts)
 
     @classmethod

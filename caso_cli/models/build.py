@@ -76,7 +76,7 @@ def build_components(shape: SDShape, seed: int = 0, tokenizer_dir: str | Path | 
 
     n = len(shape.unet_channels)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
+    unet: Any = UNet2DConditionModel(
         sample_size=shape.sample_size, in_channels=shape.latent_channels, out_channels=shape.latent_channels,
         block_out_channels=shape.unet_channels, layers_per_block=shape.unet_layers,
         down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
@@ -86,7 +86,7 @@ def build_components(shape: SDShape, seed: int = 0, tokenizer_dir: str | Path | 
     )
     torch.manual_seed(seed + 1)
     m = len(shape.vae_channels)
-    vae = AutoencoderKL(
+    vae: Any = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=shape.latent_channels,
         block_out_channels=shape.vae_channels, layers_per_block=shape.vae_layers,
         down_block_types=("DownEncoderBlock2D",) * m, up_block_types=("UpDecoderBlock2D",) * m,
@@ -141,7 +141,7 @@ def build_sdxl_components(shape: SDXLShape, seed: int = 0, tokenizer_dir: str | 
 
     n = len(shape.unet_channels)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
+    unet: Any = UNet2DConditionModel(
         sample_size=shape.sample_size, in_channels=4, out_channels=4, block_out_channels=shape.unet_channels,
         layers_per_block=2, down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
@@ -152,7 +152,7 @@ def build_sdxl_components(shape: SDXLShape, seed: int = 0, tokenizer_dir: str | 
     )
     torch.manual_seed(seed + 1)
     m = len(shape.vae_channels)
-    vae = AutoencoderKL(
+    vae: Any = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=shape.vae_channels, layers_per_block=1,
         down_block_types=("DownEncoderBlock2D",) * m, up_block_types=("UpDecoderBlock2D",) * m,
         norm_num_groups=shape.norm_groups, sample_size=shape.resolution, scaling_factor=0.13025,

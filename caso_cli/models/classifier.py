@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from caso_cli.config import SMALL_CNN
 from caso_cli.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 SCHEMA_VERSION = 1
 META_KEY = "caso_classifier"
@@ -64,7 +67,7 @@ class SmallCNN(nn.Module):
 class _HFBackbone(nn.Module):
     """A transformers image classifier returning plain logits; features from its pooled output."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: PreTrainedModel) -> None:
         super().__init__()
         self.model = model
 
@@ -103,6 +106,9 @@ class _VGG16(nn.Module):
 class AttributeClassifier(nn.Module):
     """Preprocessing (resize + normalise, differentiable) in front of a backbone."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, backbone: nn.Module, meta: ClassifierMeta) -> None:
         super().__init__()
         self.backbone = backbone
@@ -130,7 +136,9 @@ class AttributeClassifier(nn.Module):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate features (B, C) for images in [-1, 1]."""
-        return self.backbone.features(self.preprocess(images))
+        features = self.backbone.features
+        assert callable(features)  # a method of every backbone: SmallCNN, _VGG16 and _HFBackbone
+        return features(self.preprocess(images))
 
 
 def build_backbone(meta: ClassifierMeta, pretrained: bool = False) -> nn.Module:

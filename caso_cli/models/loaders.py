@@ -4,15 +4,15 @@
 
 * a local alias (:func:`register_local_model`), such as ``toy``: the small toy-world model shipped
   inside caso (offline, CPU friendly), which :mod:`caso_cli.toyworld` registers;
-* a local diffusers folder (``model_index.json`` with ``vae/``, ``unet/``, ``text_encoder/``,
-  ``tokenizer/``, ``scheduler/``);
+* a local diffusers folder (``model_index.json`` and the component folders its family needs: SD 1.x/2.x
+  ``vae/``, ``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``);
 * a single-file checkpoint (``.safetensors``; ``.ckpt`` only with ``allow_pickle``), with
   ``config`` naming a local diffusers folder (or cached hub id) that holds its configs;
 * a Hugging Face hub id such as ``stable-diffusion-v1-5/stable-diffusion-v1-5``, resolved
   through the local Hugging Face cache first; downloaded only when ``HF_HUB_OFFLINE`` is unset.
 
-Only the VAE, UNet, scheduler and the family's text side (:mod:`caso_cli.families`, read from
-``model_index.json``; SD 1.x/2.x: text encoder and tokenizer) are loaded; all are frozen, in eval mode,
+The family (:mod:`caso_cli.families`, read from ``model_index.json``) lists and loads the components: the VAE,
+the denoising network (a UNet; SD3's transformer), the scheduler and the text side; all are frozen, in eval mode,
 with gradients off. Every failure is a :class:`ModelLoadError`.
 """
 
@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caso_cli.errors import ModelLoadError, UsageError
+from caso_cli.models.loaded import StableDiffusion
 from caso_cli.plugins import Lookup
 
 if TYPE_CHECKING:
-    from caso_cli.diffusion import Schedule
     from caso_cli.families import Family
     from caso_cli.runtime import Runtime
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-COMPONENTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
 
 
 HUB_TIMEOUT = 2.0  # seconds to wait for the hub before saying it is unreachable
@@ -78,80 +76,6 @@ def local_model_dir(name: str) -> Path | None:
     return None if factory is None else Path(factory())
 
 
-@dataclass
-class StableDiffusion:
-    """The frozen components caso needs, plus facts derived from their configs."""
-
-    vae: Any  # diffusers AutoencoderKL
-    unet: Any  # diffusers UNet2DConditionModel
-    text_encoder: Any  # transformers CLIPTextModel (the first, for families with several)
-    tokenizer: Any  # transformers CLIPTokenizer (the first)
-    scheduler: Any  # the scheduler as configured by the model (used for its config only)
-    schedule: Schedule  # noise schedule and DDIM grid rule
-    runtime: Runtime  # device and dtype the components live on
-    name: str  # what the user asked for (hub id, path, "toy")
-    family: Family  # the text side: conditions, vector width, encoder hash (caso_cli.families)
-    _vae_fp32: Any = field(default=None, repr=False)  # fp32 copy of the VAE, made on first need
-
-    def vae_fp32(self) -> Any:
-        """The VAE in fp32 on the same device: the fallback when a half-precision decode overflows."""
-        import copy
-
-        import torch
-
-        if self.vae.dtype == torch.float32:
-            return self.vae
-        if self._vae_fp32 is None:
-            self._vae_fp32 = copy.deepcopy(self.vae).to(torch.float32)
-        return self._vae_fp32
-
-    @property
-    def scaling_factor(self) -> float:
-        """VAE latent scaling s (0.18215 for SD 1.x)."""
-        return float(getattr(self.vae.config, "scaling_factor", 0.18215))
-
-    @property
-    def vae_scale(self) -> int:
-        """Pixels per latent cell along each side."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def resolution(self) -> int:
-        """The image size the UNet was built for (512 for SD 1.5, 768 for SD 2.x-v)."""
-        size = self.unet.config.sample_size
-        size = size[0] if isinstance(size, (list, tuple)) else size
-        return int(size) * self.vae_scale
-
-    @property
-    def token_dim(self) -> int:
-        """Width of one learned vector (768 for SD 1.x, 1024 for SD 2.x)."""
-        return self.family.vector_dim
-
-    @property
-    def prediction_type(self) -> str:
-        return self.schedule.prediction_type
-
-    def describe(self) -> dict[str, Any]:
-        """Facts about the loaded model, for ``caso model info`` and provenance."""
-        return {
-            "model": self.name,
-            "family": self.family.name,
-            "resolution": self.resolution,
-            "latent_channels": int(self.vae.config.latent_channels),
-            "vae_scale": self.vae_scale,
-            "scaling_factor": self.scaling_factor,
-            "token_dim": self.token_dim,
-            "cross_attention_dim": int(self.unet.config.cross_attention_dim),
-            "prediction_type": self.prediction_type,
-            "num_train_timesteps": self.schedule.num_train_timesteps,
-            "device": str(self.runtime.device),
-            "dtype": str(self.runtime.dtype).replace("torch.", ""),
-            **self.family.describe(),
-            "parameters": {name: sum(p.numel() for p in module.parameters())
-                           for name, module in {"vae": self.vae, "unet": self.unet, **self.family.modules()}.items()},
-        }
-
-
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -187,18 +111,16 @@ def quiet_libraries() -> None:
 
 
 def _finish(parts: dict[str, Any], family: type[Family], runtime: Runtime, name: str) -> StableDiffusion:
-    from caso_cli.diffusion import schedule_from_config
-
     try:
-        schedule = schedule_from_config(parts["scheduler"])
+        schedule = family.schedule_of(parts["scheduler"])
     except ValueError as exc:
         raise ModelLoadError(f"{name}: {exc}") from exc
-    for key in ("vae", "unet", *family(parts).modules()):
+    net = family.net_part
+    for key in ("vae", net, *family(parts).modules()):
         parts[key] = _freeze(parts[key], runtime)
     if runtime.channels_last:
-        parts["unet"], parts["vae"] = _channels_last(parts["unet"]), _channels_last(parts["vae"])
-    return StableDiffusion(vae=parts["vae"], unet=parts["unet"], text_encoder=parts["text_encoder"],
-                           tokenizer=parts["tokenizer"], scheduler=parts["scheduler"], schedule=schedule,
+        parts[net], parts["vae"] = _channels_last(parts[net]), _channels_last(parts["vae"])
+    return StableDiffusion(vae=parts["vae"], net=parts[net], scheduler=parts["scheduler"], schedule=schedule,
                            runtime=runtime, name=name, family=family(parts))
 
 
@@ -235,17 +157,8 @@ def _family_of_checkpoint(path: Path) -> type[Family]:
 
 def _load_components(source: str, runtime: Runtime, local_only: bool) -> tuple[dict[str, Any], type[Family]]:
     """Load each component from a diffusers folder or hub id (subfolders), and the model's family."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-
     family = _family_of(source, local_only)
-    common = {"local_files_only": local_only}
-    return {
-        "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=runtime.dtype, **common),
-        "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=runtime.dtype,
-                                                     **common),
-        **family.load_text(source, runtime.dtype, local_only),
-        "scheduler": DDIMScheduler.from_pretrained(source, subfolder="scheduler", **common),
-    }, family
+    return family.load_parts(source, runtime.dtype, local_only), family
 
 
 def _load_single_file(path: Path, runtime: Runtime, config: str | None,
@@ -258,9 +171,7 @@ def _load_single_file(path: Path, runtime: Runtime, config: str | None,
     is the config's (SD 1.x/2.x without one).
     """
     import diffusers
-    from diffusers import DDIMScheduler
     from huggingface_hub.utils import LocalEntryNotFoundError
-
 
     try:
         from diffusers.loaders.single_file_utils import SingleFileComponentError
@@ -306,10 +217,9 @@ def _load_single_file(path: Path, runtime: Runtime, config: str | None,
             raise
         raise ModelLoadError(f"{path}: the checkpoint lacks weights that {configs} call for; is it the same "
                              "model?") from exc
-    parts = {"vae": pipe.vae, "unet": pipe.unet, **family.from_pipeline(pipe),
-             "scheduler": DDIMScheduler.from_config(pipe.scheduler.config)}
+    parts = family.from_pipeline(pipe)
     # diffusers builds the models with empty (meta) weights and fills in what the file has: refuse leftovers.
-    empty = [name for name in ("unet", "vae", *family(parts).modules())
+    empty = [name for name in (family.net_part, "vae", *family(parts).modules())
              if any(t.is_meta for t in (*parts[name].parameters(), *parts[name].buffers()))]
     if empty:
         raise ModelLoadError(f"{path}: the checkpoint lacks {', '.join(empty)} weights that {configs} "
@@ -358,11 +268,14 @@ def load_model(model: str | None, runtime: Runtime, config: str | None = None,
             return _finish(*_load_components(str(folder), runtime, local_only=True), runtime, name)
         path = Path(name).expanduser()
         if path.is_dir():
-            missing = [c for c in COMPONENTS if not (path / c).is_dir()]
+            if not (path / "model_index.json").is_file():
+                raise ModelLoadError(f"{path}: not a diffusers model folder (missing model_index.json)")
+            family = _family_of(str(path), local_only=True)
+            missing = [c for c in family.components() if not (path / c).is_dir()]
             if missing:
-                raise ModelLoadError(f"{path}: not a diffusers Stable Diffusion folder (missing "
+                raise ModelLoadError(f"{path}: not a diffusers {family.title} folder (missing "
                                      f"{', '.join(missing)})")
-            return _finish(*_load_components(str(path), runtime, local_only=True), runtime, name)
+            return _finish(family.load_parts(str(path), runtime.dtype, True), family, runtime, name)
         if path.is_file():
             return _finish(*_load_single_file(path, runtime, config, allow_pickle), runtime, name)
         if name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt")) or name.count("/") > 1:
@@ -390,20 +303,22 @@ def load_model(model: str | None, runtime: Runtime, config: str | None = None,
 
 
 def enable_grad_checkpointing(sd: StableDiffusion, enable: bool = True) -> None:
-    """Recompute UNet and VAE activations in the backward pass instead of keeping them (less memory, ~30% slower)."""
-    for module in (sd.unet, sd.vae):
+    """Recompute network and VAE activations in the backward pass instead of keeping them (less memory, ~30%
+    slower)."""
+    for module in (sd.net, sd.vae):
         if enable:
             module.enable_gradient_checkpointing()
         else:
             module.disable_gradient_checkpointing()
 
 
-def compile_unet(sd: StableDiffusion) -> None:
-    """Compile the UNet's forward in place with ``torch.compile`` (opt-in: the first steps pay for compilation)."""
+def compile_net(sd: StableDiffusion) -> None:
+    """Compile the network's forward in place with ``torch.compile`` (opt-in: the first steps pay for
+    compilation)."""
     import sys
 
     import torch
 
     if not hasattr(torch, "compile") or sys.platform == "win32":
         raise UsageError("--compile needs torch.compile (torch >= 2.0, not on Windows)")
-    sd.unet.compile()
+    sd.net.compile()

@@ -106,8 +106,8 @@ def output_path(job: EditJob, source: Path) -> Path:
 
 def edit_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr], holding: Holding | None,
                   x: torch.Tensor | None = None, scale: Scale | None = None,
-                  context: str | None = None) -> tuple[Any, Any, list[dict[str, str]]]:
-    """The guidance of one batch, whatever the edit mode: (condition(s), scale(s), per image the held classes read).
+                  context: str | None = None) -> tuple[Contrast, list[dict[str, str]]]:
+    """The guidance of one batch, whatever the edit mode, and per image the held classes read.
 
     Without holding: :func:`~caso_cli.pipelines.guidance.attribute_guidance`, the same for every image (``x`` is
     not needed). With holding: the held contrast of the images ``x`` in [-1, 1] (docs/editing.md). ``scale``
@@ -117,8 +117,7 @@ def edit_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr], holding: Holdi
     if any(a.embedding.meta.contexts for a in attrs):
         return context_guidance(sd, attrs, holding, x, scale, context)
     if holding is None:
-        cond, own = attribute_guidance(sd, attrs)
-        return cond, own if scale is None else scale, []
+        return attribute_guidance(sd, attrs, scale), []
     if x is None:
         raise ValueError("a held edit reads the images: pass them")
     edits = [EditTerm(Token(a.embedding.name, a.embedding.vectors, holding.edit_classifiers.get(a.embedding.name)),
@@ -126,7 +125,7 @@ def edit_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr], holding: Holdi
     device = sd.runtime.device
     read = read_classes(list(holding.tokens), x, device)
     contrast = hold_contrast(sd, edits, list(holding.tokens), read, source_classes(edits, x, device), holding.form)
-    return contrast, None, _held_names(holding, read)
+    return contrast, _held_names(holding, read)
 
 
 def _held_names(holding: Holding, read: torch.Tensor) -> list[dict[str, str]]:
@@ -137,7 +136,7 @@ def _held_names(holding: Holding, read: torch.Tensor) -> list[dict[str, str]]:
 
 def context_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr], holding: Holding | None,
                      x: torch.Tensor | None = None, scale: Scale | None = None,
-                     context: str | None = None) -> tuple[Contrast, None, list[dict[str, str]]]:
+                     context: str | None = None) -> tuple[Contrast, list[dict[str, str]]]:
     """Guidance of entries learned in context, as a difference from the context in words (docs/method.md §10):
     eps(ctx) + sum_a w_a (eps(ctx + e_a) - eps(ctx)), ``ctx`` being ``context`` or the first entry's default, one
     term per edited attribute. With holding, each image's context also names the held attributes at the classes
@@ -166,7 +165,7 @@ def context_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr], holding: Ho
         conds += [sd.family.encode_in_context(rows, a.embedding.vectors[a.index].to(device), placement)
                   for a in attrs]
     terms = [(a.scale if scale is None else scale, 1 + i, 0) for i, a in enumerate(attrs)]
-    return Contrast(conds, 0, terms), None, held
+    return Contrast(conds, 0, terms), held
 
 
 def _batches(items: Iterable[InputItem], n: int) -> Iterator[list[InputItem]]:
@@ -197,7 +196,7 @@ def model_for(attrs: Sequence[ResolvedAttr], model: str | None) -> str | None:
     (the default)."""
     if model is not None:
         return model
-    models = {a.embedding.meta.model for a in attrs} - {None}
+    models = {a.embedding.meta.model for a in attrs if a.embedding.meta.model is not None}
     if len(models) > 1:
         raise UsageError(f"the embeddings were learned for different models ({', '.join(sorted(models))}); "
                          "name one")
@@ -219,15 +218,15 @@ def _inversions(sd: StableDiffusion, job: EditJob, images: list[Any], cache: Inv
     """Inverted latents of a batch of fitted images, from the cache where present."""
     from caso_cli.imageio import to_tensor
 
-    found = [cache.get(img) if cache else None for img in images]
-    missing = [i for i, z in enumerate(found) if z is None]
+    found = {i: z for i, img in enumerate(images) if cache and (z := cache.get(img)) is not None}
+    missing = [i for i in range(len(images)) if i not in found]
     if missing:
         z_new = invert_latents(sd, encode_images(sd, to_tensor([images[i] for i in missing])), job.config)
         for i, z in zip(missing, z_new, strict=True):
             found[i] = z.unsqueeze(0)
             if cache:
                 cache.put(images[i], found[i])
-    return torch.cat([z.to(sd.runtime.device, sd.unet.dtype) for z in found])
+    return torch.cat([found[i].to(sd.runtime.device, sd.net.dtype) for i in range(len(images))])
 
 
 def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
@@ -269,11 +268,11 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
             todo.append(rec)
         if todo:
             z_t = _inversions(sd, job, images, cache)
-            cond, scale, held = edit_guidance(sd, job.attrs, holding, to_tensor(images) if holding else None,
+            guidance, held = edit_guidance(sd, job.attrs, holding, to_tensor(images) if holding else None,
                                               context=job.context)
             for rec, h in zip(todo, held, strict=False):
                 rec.info["held"] = h
-            edited = decode_latents(sd, edit_latents(sd, z_t, cond, scale, job.config))
+            edited = decode_latents(sd, edit_latents(sd, z_t, guidance, job.config))
             seconds = (time.monotonic() - t0) / len(todo)
             for rec, x, img in zip(todo, edited, to_pil(edited), strict=True):
                 rec.seconds = round(seconds, 3)

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from caso_cli.config import FitConfig
 from caso_cli.datasets import LabelledImages, check_classes, stratified_split
-from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, build_backbone
+from caso_cli.models.classifier import _VGG16, AttributeClassifier, ClassifierMeta, _HFBackbone, build_backbone
 from caso_cli.runtime import Runtime
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -86,6 +87,7 @@ def fit_classifier(data: LabelledImages, config: FitConfig, runtime: Runtime,
     torch.manual_seed(config.seed)
     backbone = build_backbone(meta, pretrained=True)
     if hf and config.input_size is None:
+        assert isinstance(backbone, _HFBackbone)  # what build_backbone makes for every "hf:" backbone
         size = int(getattr(backbone.model.config, "image_size", 224) or 224)
         meta.input_size = size
     if config.mode not in ("finetune", "frozen"):
@@ -95,8 +97,18 @@ def fit_classifier(data: LabelledImages, config: FitConfig, runtime: Runtime,
     clf = AttributeClassifier(backbone, meta).to(runtime.device)
     params = list(clf.parameters())
     if config.mode == "frozen" and imagenet:
-        head = backbone.model.classifier[-1] if not hf else (
-            backbone.model.get_output_embeddings() or getattr(backbone.model, "classifier", None))
+        head: nn.Module | None
+        if hf:
+            assert isinstance(backbone, _HFBackbone)  # what build_backbone makes for every "hf:" backbone
+            head = backbone.model.get_output_embeddings() or getattr(backbone.model, "classifier", None)
+        else:
+            assert isinstance(backbone, _VGG16)  # the other ImageNet backbone
+            head = backbone.model.classifier[-1]
+        if head is None:
+            from caso_cli.errors import UsageError
+
+            raise UsageError(f"{config.backbone}: no classification head found to fit alone (--mode frozen); "
+                             "use --mode finetune")
         clf.requires_grad_(False)
         head.requires_grad_(True)
         params = list(head.parameters())

@@ -4,7 +4,7 @@ No vector is learned. The image is inverted as caso inverts it (:func:`caso_cli.
 denoised with the null condition; at every denoising step the classifier reads the decoded clean estimate
 D(zhat0(z_t)) and its log-probability of the target class pushes the noise prediction:
 
-    eps' = eps(z_t, null) - s sqrt(1 - abar_t) grad_{z_t} log p(target | D(zhat0(z_t, eps)))
+    eps' = eps(z_t, null) - s sigma_t grad_{z_t} log p(target | D(zhat0(z_t, eps)))
 
 the classifier-guidance form of Dhariwal & Nichol (2021) with the clean-estimate reading of universal guidance
 (Bansal et al., 2023, "forward guidance"). Each step costs a UNet call, a VAE decode and a classifier pass, and
@@ -20,7 +20,6 @@ import torch
 from caso_cli.config import EditConfig
 from caso_cli.diffusion import predict_x0
 from caso_cli.pipelines.ddim import denoise
-from caso_cli.pipelines.guidance import predict_eps
 
 if TYPE_CHECKING:
     from caso_cli.models.classifier import AttributeClassifier
@@ -30,8 +29,7 @@ if TYPE_CHECKING:
 def guidance_gradient(sd: StableDiffusion, classifier: AttributeClassifier, z: torch.Tensor, t: int,
                       eps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """grad_{z_t} of sum_i log p(target_i | D(zhat0_i)), with eps a differentiable function of ``z``."""
-    x0 = predict_x0(z, eps, sd.schedule.abar(t))
-    images = sd.vae.decode((x0 / sd.scaling_factor).to(sd.vae.dtype)).sample.float()
+    images = sd.decode_latents(predict_x0(z, eps, sd.schedule.level(t)))
     logp = torch.log_softmax(classifier(images.clamp(-1, 1)).float(), dim=1)
     (grad,) = torch.autograd.grad(logp.gather(1, target.view(-1, 1)).sum(), z)
     return grad
@@ -47,11 +45,11 @@ def classifier_guided_latents(sd: StableDiffusion, z_t: torch.Tensor, classifier
     def eps(z: torch.Tensor, t: int, _i: int) -> torch.Tensor:
         if scale == 0:
             with torch.no_grad():
-                return predict_eps(sd, z, t, c_null)
+                return sd.eps(z, t, c_null)
         with torch.enable_grad():
             z_in = z.detach().requires_grad_(True)
-            e = predict_eps(sd, z_in, t, c_null)
+            e = sd.eps(z_in, t, c_null)
             grad = guidance_gradient(sd, classifier, z_in, t, e, target)
-        return (e - scale * (1 - sd.schedule.abar(t)) ** 0.5 * grad).detach()
+        return (e - scale * sd.schedule.level(t).sigma * grad).detach()
 
     return denoise(eps, z_t, sd.schedule, config.steps, config.num_steps(sd.schedule))

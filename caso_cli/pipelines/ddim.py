@@ -17,7 +17,7 @@ from caso_cli.diffusion import ddim_invert_step, ddim_step
 if TYPE_CHECKING:
     import torch
 
-    from caso_cli.diffusion import Schedule
+    from caso_cli.diffusion import NoiseSchedule
 
 EpsFn = Callable[["torch.Tensor", int, int], "torch.Tensor"]
 StepCallback = Callable[[int, int], None]
@@ -30,7 +30,7 @@ def _check(steps: int, num_steps: int | None) -> int:
     return n
 
 
-def invert(model_eps: EpsFn, z0: torch.Tensor, schedule: Schedule, steps: int, num_steps: int | None = None,
+def invert(model_eps: EpsFn, z0: torch.Tensor, schedule: NoiseSchedule, steps: int, num_steps: int | None = None,
            callback: StepCallback | None = None, refine: int = 0) -> torch.Tensor:
     """Invert a clean latent up the DDIM grid for ``num_steps`` steps (docs/method.md Eq. 6).
 
@@ -44,24 +44,24 @@ def invert(model_eps: EpsFn, z0: torch.Tensor, schedule: Schedule, steps: int, n
     grid = schedule.grid(steps)
     z = z0
     for i, t in enumerate(reversed(grid[steps - n:])):
-        abar_prev, abar_t = schedule.abar(schedule.prev(t, steps)), schedule.abar(t)
-        z_t = ddim_invert_step(z, model_eps(z, t, i), abar_prev, abar_t)
+        level_prev, level_t = schedule.level(schedule.prev(t, steps)), schedule.level(t)
+        z_t = ddim_invert_step(z, model_eps(z, t, i), level_prev, level_t)
         for _ in range(refine):
-            z_t = ddim_invert_step(z, model_eps(z_t, t, i), abar_prev, abar_t)
+            z_t = ddim_invert_step(z, model_eps(z_t, t, i), level_prev, level_t)
         z = z_t
         if callback:
             callback(i, n)
     return z
 
 
-def denoise(model_eps: EpsFn, z: torch.Tensor, schedule: Schedule, steps: int, num_steps: int | None = None,
+def denoise(model_eps: EpsFn, z: torch.Tensor, schedule: NoiseSchedule, steps: int, num_steps: int | None = None,
             callback: StepCallback | None = None) -> torch.Tensor:
     """Denoise down the last ``num_steps`` timesteps of the DDIM grid to a clean latent (docs/method.md Eq. 7)."""
     n = _check(steps, num_steps)
     grid = schedule.grid(steps)
     for i, t in enumerate(grid[steps - n:]):
         eps = model_eps(z, t, i)
-        z = ddim_step(z, eps, schedule.abar(t), schedule.abar(schedule.prev(t, steps)))
+        z = ddim_step(z, eps, schedule.level(t), schedule.level(schedule.prev(t, steps)))
         if callback:
             callback(i, n)
     return z

@@ -8,15 +8,10 @@ from typing import Any
 
 from caso_cli import __version__
 from caso_cli.config import LearnConfig
-from caso_cli.pipelines.learn import (
-    CHECK_PASS,
-    Checkpoint,
-    LearnResult,
-    ProgressFn,
-    edit_context,
-    encoding_report,
-    learn_checked,
-)
+from caso_cli.pipelines.checkpoint import Checkpoint
+from caso_cli.pipelines.learn import LearnResult, ProgressFn
+from caso_cli.pipelines.learn_checks import CHECK_PASS, edit_context, encoding_report
+from caso_cli.pipelines.learn_runs import learn_checked
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,7 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
     from caso_cli.fileio import file_sha256
     from caso_cli.imageio import fit_image, load_image, to_tensor
     from caso_cli.models.classifier import load_classifier
-    from caso_cli.models.loaders import compile_unet, enable_grad_checkpointing, load_model
+    from caso_cli.models.loaders import compile_net, enable_grad_checkpointing, load_model
     from caso_cli.paths import user_dir
     from caso_cli.registry import save_embedding
 
@@ -90,7 +85,7 @@ def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | Non
     if job.grad_checkpointing:
         enable_grad_checkpointing(sd)
     if job.compile:
-        compile_unet(sd)
+        compile_net(sd)
     size = job.size or sd.resolution
     say(f"encoding {len(paths)} images at {size}px")
     images = to_tensor([fit_image(load_image(p), size, "crop") for p in paths])

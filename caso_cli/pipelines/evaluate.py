@@ -149,13 +149,17 @@ class _Backbones:
     def _inception(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        pool, probs = [None] * len(images), [None] * len(images)
+        net = self.nets.inception
+        assert net is not None  # add() calls this only when Inception weights were found
+        pool: dict[int, np.ndarray] = {}  # image index -> its features / class probabilities
+        probs: dict[int, np.ndarray] = {}
         with torch.no_grad():
             for idx, x in _by_size(images):  # resized to 299x299 inside, so any size goes
-                p, logits = self.nets.inception(x)
+                p, logits = net(x)
                 for j, i in enumerate(idx):
                     pool[i], probs[i] = p[j].double().numpy(), torch.softmax(logits[j].double(), 0).numpy()
-        return np.stack(pool), np.stack(probs)
+        order = range(len(images))
+        return np.stack([pool[i] for i in order]), np.stack([probs[i] for i in order])
 
     def add(self, a: list[np.ndarray], b: list[np.ndarray]) -> None:
         if self.nets.inception is None:
@@ -178,8 +182,8 @@ class _Backbones:
         else:
             out["lpips"] = {**_stats(lpips_values), "weights": src["lpips"]}
         if self.nets.inception is None:
-            why = _unavailable(self.nets.missing["inception"])
-            return {**out, "fid": why, "kid": why, "inception_score": why}
+            unavailable = _unavailable(self.nets.missing["inception"])
+            return {**out, "fid": unavailable, "kid": unavailable, "inception_score": unavailable}
         fo, fe = np.stack(self.pool_orig), np.stack(self.pool_edit)
         if len(fo) < 2:
             out["fid"] = out["kid"] = _unavailable("needs at least 2 pairs")
@@ -210,14 +214,17 @@ def _classify(clf: Any, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
     """Features (N, D) and softmax probabilities (N, K); images of one size go through in one batch."""
     import torch
 
-    feats, probs = [None] * len(images), [None] * len(images)
+    feats: dict[int, np.ndarray] = {}  # image index -> its features / class probabilities
+    probs: dict[int, np.ndarray] = {}
     with torch.no_grad():
         for idx, x in _by_size(images):
             f = clf.features(x)
             p = torch.softmax(clf.backbone.head(f) if hasattr(clf.backbone, "head") else clf(x), dim=1)
             for j, i in enumerate(idx):
                 feats[i], probs[i] = f[j].numpy(), p[j].numpy()
-    return np.stack(feats).astype(np.float64), np.stack(probs).astype(np.float64)
+    order = range(len(images))
+    return (np.stack([feats[i] for i in order]).astype(np.float64),
+            np.stack([probs[i] for i in order]).astype(np.float64))
 
 
 def _matches(key: str, name: str) -> bool:

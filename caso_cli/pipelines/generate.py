@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,7 @@ import torch
 
 from caso_cli.errors import NumericalError
 from caso_cli.pipelines.ddim import denoise
-from caso_cli.pipelines.guidance import guided_eps
+from caso_cli.pipelines.guidance import Contrast
 from caso_cli.runtime import generator, randn
 
 if TYPE_CHECKING:
@@ -18,18 +19,16 @@ if TYPE_CHECKING:
     from caso_cli.families import Condition
     from caso_cli.models.loaders import StableDiffusion
 
-CHUNK = 32  # latents per UNet batch (the guided call doubles it)
-
-
-def latent_shape(sd: StableDiffusion, size: int | None = None) -> tuple[int, int, int]:
-    """(C, h, w) of the latents for images of side ``size`` (default: the model's resolution)."""
-    side = (size or sd.resolution) // sd.vae_scale
-    return int(sd.unet.config.in_channels), side, side
+CHUNK = 32  # latents per network batch (the guided call doubles it)
 
 
 def initial_noise(sd: StableDiffusion, n: int, seed: int, size: int | None = None) -> torch.Tensor:
     """(n, C, h, w) standard normal latents from a CPU generator seeded with ``seed``."""
-    return randn((n, *latent_shape(sd, size)), generator(seed), sd.runtime)
+    return randn((n, *sd.latent_shape(size)), generator(seed), sd.runtime)
+
+
+def _guided(sd: StableDiffusion, guidance: Contrast, z: torch.Tensor, t: int, _i: int) -> torch.Tensor:
+    return guidance.eps(sd, z, t)
 
 
 @torch.no_grad()
@@ -40,12 +39,9 @@ def generate_latents(sd: StableDiffusion, conds: Condition, seed: int, steps: in
     c_null = sd.family.null_condition()
     out = []
     for i in range(0, conds.batch, CHUNK):
-        cond = conds[i:i + CHUNK]
 
-        def eps(z: torch.Tensor, t: int, _i: int, cond: Condition = cond) -> torch.Tensor:
-            return guided_eps(sd, z, t, c_null, cond, scale)
-
-        out.append(denoise(eps, z_all[i:i + CHUNK], sd.schedule, steps))
+        guidance = Contrast.cfg(c_null, conds[i:i + CHUNK], scale)
+        out.append(denoise(partial(_guided, sd, guidance), z_all[i:i + CHUNK], sd.schedule, steps))
     return torch.cat(out)
 
 
@@ -72,17 +68,13 @@ def samples_per_class(sd: StableDiffusion, vectors: torch.Tensor, n: int, seed: 
 
 @torch.no_grad()
 def encode_images(sd: StableDiffusion, images: torch.Tensor) -> torch.Tensor:
-    """z0 = s * E(x), the posterior mean, for images (N, 3, H, W) in [-1, 1]."""
-    out = []
-    for i in range(0, images.shape[0], CHUNK):
-        x = images[i:i + CHUNK].to(sd.runtime.device, sd.vae.dtype)
-        out.append(sd.vae.encode(x).latent_dist.mean * sd.scaling_factor)
-    return torch.cat(out)
+    """z0 = (E(x) - shift) s, the posterior mean, for images (N, 3, H, W) in [-1, 1]."""
+    return torch.cat([sd.encode_latents(images[i:i + CHUNK]) for i in range(0, images.shape[0], CHUNK)])
 
 
 @torch.no_grad()
 def decode_latents(sd: StableDiffusion, z0: torch.Tensor) -> torch.Tensor:
-    """Images D(z0 / s) in [-1, 1], float32 on the CPU.
+    """Images D(z0 / s + shift) in [-1, 1], float32 on the CPU.
 
     A half-precision decode that overflows is redone in fp32 for those images (:meth:`StableDiffusion.vae_fp32`).
     An image whose latent or decoding still holds NaN or inf comes back all NaN (not clamped into a
@@ -93,11 +85,11 @@ def decode_latents(sd: StableDiffusion, z0: torch.Tensor) -> torch.Tensor:
     out = []
     for i in range(0, z0.shape[0], CHUNK):
         z = z0[i:i + CHUNK]
-        x = sd.vae.decode((z / sd.scaling_factor).to(sd.vae.dtype)).sample.float()
+        x = sd.decode_latents(z)
         z_ok = finite_rows(z)
         redo = needs_fp32_decode(x, sd.vae.dtype) & z_ok
         if redo.any():
-            x[redo] = sd.vae_fp32().decode((z[redo] / sd.scaling_factor).float()).sample.float()
+            x[redo] = sd.decode_latents(z[redo], sd.vae_fp32())
         bad = ~(z_ok & finite_rows(x))
         x = x.clamp(-1, 1)
         x[bad] = float("nan")
@@ -151,7 +143,7 @@ def run_generate(sd: StableDiffusion, job: GenerateJob) -> list[Path]:
 
     check_model(job.attrs, sd)
     EditConfig(steps=job.steps).num_steps(sd.schedule)  # a step count this model's grid cannot take: one line
-    cond, _ = attribute_guidance(sd, job.attrs)
+    cond = attribute_guidance(sd, job.attrs, job.scale).conds[-1]  # one condition naming every attribute
     images = decode_latents(sd, generate_latents(sd, cond.expand(job.n), job.seed, job.steps, job.scale,
                                                  job.size))
     pics = to_pil(require_finite(images, sd, "generation"))

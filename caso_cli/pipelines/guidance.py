@@ -1,12 +1,11 @@
-"""Noise predictions of a loaded model, with classifier-free guidance (docs/method.md §2)."""
+"""Guided noise predictions of a loaded model: classifier-free guidance and its contrasts (docs/method.md §2)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Union
 
-from caso_cli.diffusion import cfg, to_eps
 from caso_cli.errors import UsageError
 from caso_cli.families import Condition
 
@@ -18,69 +17,68 @@ if TYPE_CHECKING:
     from caso_cli.registry import Embedding
 
 
-def predict_eps(sd: StableDiffusion, z: torch.Tensor, t: int, cond: Condition) -> torch.Tensor:
-    """eps(z_t, t, c) from the UNet, converted from v-prediction where needed (docs/method.md §2)."""
-    size = (z.shape[-2] * sd.vae_scale, z.shape[-1] * sd.vae_scale)
-    out = sd.unet(z, t, **sd.family.unet_kwargs(cond.expand(z.shape[0]), size)).sample
-    return to_eps(out, z, sd.schedule.abar(t), sd.prediction_type)
-
-
-def guided_eps(sd: StableDiffusion, z: torch.Tensor, t: int, c_null: Condition, c_cond: Condition,
-               scale: float | torch.Tensor) -> torch.Tensor:
-    """eps_w = eps(c_null) + w (eps(c) - eps(c_null)), both branches in one UNet call (docs/method.md Eq. 2).
-
-    ``scale`` may be a tensor of shape (B, 1, 1, 1) to guide each latent of the batch with its own w.
-    """
-    import torch
-
-    b = z.shape[0]
-    eps = predict_eps(sd, torch.cat([z, z]), t, Condition.cat([c_null.expand(b), c_cond.expand(b)]))
-    eps_null, eps_cond = eps.chunk(2)
-    return cfg(eps_null, eps_cond, scale)
-
-
-def composed_eps(sd: StableDiffusion, z: torch.Tensor, t: int, c_null: Condition, conds: list[Condition],
-                 scales: list[float]) -> torch.Tensor:
-    """eps_null + sum_i w_i (eps(c_i) - eps_null): one guidance term per condition, one UNet call
-    (docs/method.md Eq. 2)."""
-    import torch
-
-    b, m = z.shape[0], len(conds)
-    eps = predict_eps(sd, torch.cat([z] * (m + 1)), t, Condition.cat([c.expand(b) for c in [c_null, *conds]]))
-    parts = eps.chunk(m + 1)
-    out = parts[0]
-    for w, e in zip(scales, parts[1:], strict=True):
-        out = out + w * (e - parts[0])
-    return out
-
-
 Scale = Union[float, "torch.Tensor"]
 
 
 @dataclass(frozen=True)
 class Contrast:
-    """Guidance by contrasts: eps(c_base) + sum_i w_i (eps(c_plus_i) - eps(c_minus_i))
+    """The guidance of every edit and sample: eps(c_base) + sum_i w_i (eps(c_plus_i) - eps(c_minus_i))
     (docs/method.md Eq. 2 generalised).
 
     ``conds`` have one row or one row per latent; ``terms`` are (w_i, plus_i, minus_i) indices into ``conds``, w_i a
-    float or a (B, 1, 1, 1) tensor. CFG is ``Contrast([c_null, c], 0, [(w, 1, 0)])``; holding other attributes
-    contrasts two conditions that differ in the edited class alone (docs/editing.md).
+    float or a (B, 1, 1, 1) tensor. CFG is :meth:`cfg`, ``Contrast([c_null, c], 0, [(w, 1, 0)])``; one term per
+    condition (attributes at different scales) is :meth:`composed`; holding other attributes contrasts two
+    conditions that differ in the edited class alone (docs/editing.md).
     """
 
     conds: list[Condition]
     base: int
     terms: list[tuple[Scale, int, int]]
 
+    @classmethod
+    def cfg(cls, c_null: Condition, cond: Condition, scale: Scale) -> Contrast:
+        """eps_null + w (eps(c) - eps_null) (Eq. 2); ``scale`` a float, or a tensor of one w per latent."""
+        return cls([c_null, cond], 0, [(_weight(scale), 1, 0)])
+
+    @classmethod
+    def composed(cls, c_null: Condition, conds: Sequence[Condition], scales: Sequence[float]) -> Contrast:
+        """eps_null + sum_i w_i (eps(c_i) - eps_null): one term per condition."""
+        return cls([c_null, *conds], 0, [(float(w), 1 + i, 0) for i, w in enumerate(scales)])
+
+    @property
+    def unguided(self) -> bool:
+        """Whether every term is a plain zero: the base condition alone predicts the noise."""
+        return all(isinstance(w, (int, float)) and w == 0 for w, _, _ in self.terms)
+
     def eps(self, sd: StableDiffusion, z: torch.Tensor, t: int) -> torch.Tensor:
-        """The guided noise prediction, every condition in one UNet call."""
+        """The guided noise prediction, every condition in one network call (the base alone when unguided)."""
         import torch
 
+        if self.unguided:
+            return sd.eps(z, t, self.conds[self.base])
         b, m = z.shape[0], len(self.conds)
-        out = predict_eps(sd, torch.cat([z] * m), t, Condition.cat([c.expand(b) for c in self.conds])).chunk(m)
+        out = sd.eps(torch.cat([z] * m), t, Condition.cat([c.expand(b) for c in self.conds])).chunk(m)
         eps = out[self.base]
         for w, plus, minus in self.terms:
-            eps = eps + w * (out[plus] - out[minus])
+            eps = eps + (w.to(z.device) if isinstance(w, torch.Tensor) else w) * (out[plus] - out[minus])
         return eps
+
+
+def _weight(scale: Scale) -> Scale:
+    """A float, or a tensor of scales as one (B, 1, 1, 1) float32 weight per latent."""
+    import torch
+
+    return scale.reshape(-1, 1, 1, 1).to(torch.float32) if isinstance(scale, torch.Tensor) else float(scale)
+
+
+def cfg_guidance(sd: StableDiffusion, cond: Condition | Sequence[Condition],
+                 scale: Scale | Sequence[float]) -> Contrast:
+    """CFG against the model's null condition: on one condition (``scale`` a float or one per latent), or one term
+    per condition of a list (``scale`` one float each)."""
+    c_null = sd.family.null_condition()
+    if isinstance(cond, Condition):
+        return Contrast.cfg(c_null, cond, scale)  # type: ignore[arg-type]
+    return Contrast.composed(c_null, cond, scale)  # type: ignore[arg-type]
 
 
 def check_model(attrs: list[ResolvedAttr], sd: StableDiffusion, held: Sequence[Embedding] = ()) -> None:
@@ -102,30 +100,33 @@ def check_model(attrs: list[ResolvedAttr], sd: StableDiffusion, held: Sequence[E
                              f"differs from {sd.name!r}'s; {use}")
 
 
-def attribute_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr]) -> tuple[Any, Any]:
-    """One multi-token condition [BOS, e_a, e_b, EOS] when the scales agree (docs/method.md §1); else one term each.
+def attribute_guidance(sd: StableDiffusion, attrs: list[ResolvedAttr], scale: Scale | None = None) -> Contrast:
+    """CFG on one multi-token condition [BOS, e_a, e_b, EOS] when the scales agree (docs/method.md §1); else one term
+    each. ``scale`` replaces every attribute's own (a tensor: one per latent).
 
     The tokens go in a canonical order (embedding name, then class), whatever the order of ``--attr``: the text
     encoder is causal and reads [e_a, e_b] and [e_b, e_a] differently (on the toy model, 21% of pixels differ by
     more than 4 levels; docs/editing.md), so a fixed order makes the edit independent of the command line.
-    No attributes: the null condition at scale 0 (an unguided reconstruction).
+    No attributes: the null condition alone (an unguided reconstruction).
     """
     import torch
 
+    c_null = sd.family.null_condition()
     with torch.no_grad():
         if not attrs:
-            return sd.family.null_condition(), 0.0
+            return Contrast([c_null], 0, [])
         if any(a.embedding.meta.contexts for a in attrs):  # generation: the vector in its default context
             if len(attrs) > 1:
                 raise UsageError("entries learned in context are sampled one at a time")
             a = attrs[0]
             meta = a.embedding.meta
-            return sd.family.encode_in_context([meta.contexts[0]], a.embedding.vectors[a.index].to(sd.runtime.device),
-                                               meta.placement), a.scale
+            cond = sd.family.encode_in_context([meta.contexts[0]], a.embedding.vectors[a.index].to(sd.runtime.device),
+                                               meta.placement)
+            return Contrast.cfg(c_null, cond, a.scale if scale is None else scale)
         attrs = sorted(attrs, key=lambda a: (a.embedding.name, a.index))
-        if len({a.scale for a in attrs}) == 1:
+        if scale is not None or len({a.scale for a in attrs}) == 1:
             vectors = torch.stack([a.embedding.vectors[a.index] for a in attrs]).to(sd.runtime.device)
-            return sd.family.encode_vectors(vectors), attrs[0].scale
+            return Contrast.cfg(c_null, sd.family.encode_vectors(vectors), attrs[0].scale if scale is None else scale)
         conds = [sd.family.encode_vectors(a.embedding.vectors[a.index:a.index + 1].to(sd.runtime.device))
                  for a in attrs]
-        return conds, [a.scale for a in attrs]
+        return Contrast.composed(c_null, conds, [a.scale for a in attrs])

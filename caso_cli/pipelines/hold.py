@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from caso_cli.errors import UsageError
+from caso_cli.pipelines.classify import classify_images
 from caso_cli.pipelines.guidance import Contrast, Scale
 
 if TYPE_CHECKING:
@@ -64,8 +65,6 @@ class EditTerm:
 
 def read_classes(tokens: list[Token], images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """(N, len(tokens)) class rows as each token's classifier reads ``images`` (N, 3, H, W) in [-1, 1]."""
-    from caso_cli.pipelines.learn import classify_images
-
     missing = [t.name for t in tokens if t.classifier is None]
     if missing:
         raise UsageError(f"no classifier to read {', '.join(missing)} in the image")

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def model_fingerprint(sd: StableDiffusion) -> str:
     """Name + a hash of a slice of the UNet's weights and the VAE encoder's: cheap and specific."""
     h = hashlib.sha256(sd.name.encode())
-    for module in (sd.unet, sd.vae.encoder):
+    for module in (sd.net, sd.vae.encoder):
         for p in list(module.parameters())[:4]:
             h.update(p.detach().float().cpu().contiguous().numpy().tobytes()[:65536])
     return h.hexdigest()[:16]

@@ -29,19 +29,11 @@ from caso_cli.errors import NumericalError, UsageError
 from caso_cli.families import Condition
 from caso_cli.models.classifier import AttributeClassifier
 from caso_cli.models.loaders import StableDiffusion
+from caso_cli.pipelines.classify import classify_images
 from caso_cli.pipelines.edit import invert_latents
 from caso_cli.pipelines.generate import encode_images
-from caso_cli.pipelines.guidance import predict_eps
-from caso_cli.pipelines.learn import (
-    LearnResult,
-    ProgressFn,
-    cap_norms,
-    class_branch,
-    classify_images,
-    draw_contexts,
-    max_norm,
-    tail_means,
-)
+from caso_cli.pipelines.learn import LearnResult, ProgressFn, cap_norms, draw_contexts, max_norm, tail_means
+from caso_cli.pipelines.learn_loss import class_branch
 
 
 def edit_loss(sd: StableDiffusion, classifier: AttributeClassifier, keep: Sequence[AttributeClassifier],
@@ -61,14 +53,14 @@ def edit_loss(sd: StableDiffusion, classifier: AttributeClassifier, keep: Sequen
         if i < n - te.grad_steps:  # before the last K steps: both branches in one UNet call, no gradient
             with torch.no_grad():
                 both = Condition.cat([c_base.expand(b), Condition(cond.hidden.detach(), cond.extra)])
-                eps_base, eps_cond = predict_eps(sd, torch.cat([z, z]), t, both).float().chunk(2)
+                eps_base, eps_cond = sd.eps(torch.cat([z, z]), t, both).float().chunk(2)
         else:
             with torch.no_grad():
-                eps_base = predict_eps(sd, z, t, c_base).float()
-            eps_cond = predict_eps(sd, z, t, cond).float()
+                eps_base = sd.eps(z, t, c_base).float()
+            eps_cond = sd.eps(z, t, cond).float()
         eps = eps_base + te.scale * (eps_cond - eps_base)
-        z = ddim_step(z, eps, sd.schedule.abar(t), sd.schedule.abar(sd.schedule.prev(t, te.edit_steps)))
-    x = sd.vae.decode((z / sd.scaling_factor).to(sd.vae.dtype)).sample.float()
+        z = ddim_step(z, eps, sd.schedule.level(t), sd.schedule.level(sd.schedule.prev(t, te.edit_steps)))
+    x = sd.decode_latents(z)
     logits = classifier(x)
     loss = torch.nn.functional.cross_entropy(logits, targets)
     if keep and te.keep:

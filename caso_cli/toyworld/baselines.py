@@ -54,6 +54,7 @@ import torch
 from caso_cli.config import EditConfig
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import decode_latents, encode_images
+from caso_cli.pipelines.guidance import cfg_guidance
 from caso_cli.toyworld import captions as C
 from caso_cli.toyworld import oracle
 from caso_cli.toyworld.measure import class_value, edit_rates, edit_scores, to_uint8, to_unit
@@ -133,7 +134,7 @@ def load_pipelines(folder: str | Path) -> tuple[Any, Any]:
 def prompt_edit(sd: Any, z_t: torch.Tensor, prompt: str, scale: float, config: EditConfig) -> torch.Tensor:
     """Clean latents: caso's guided denoising of inverted latents ``z_t`` with a text prompt as the condition."""
     cond = sd.family.encode_prompts([prompt])
-    return edit_latents(sd, z_t, cond, scale, config)
+    return edit_latents(sd, z_t, cfg_guidance(sd, cond, scale), config)
 
 
 @torch.no_grad()

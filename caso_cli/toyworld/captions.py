@@ -211,7 +211,8 @@ def caption(labels: Mapping[str, int], rng: np.random.Generator, grammar: Gramma
     names = [a for a in grammar.attributes if a in labels
              and rng.random() < (grammar.mention[a][int(labels[a])] if p_mention is None else p_mention)]
     order = rng.permutation(len(names))
-    after, before = [], []
+    after: list[str] = []
+    before: list[str] = []
     for i in order:
         a, k = names[i], int(labels[names[i]])
         if grammar.p_noise and rng.random() < grammar.p_noise:  # a wrong mention

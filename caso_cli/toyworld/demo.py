@@ -160,7 +160,7 @@ def _rare_edit(sd: Any, data_dir: Path, config: DemoConfig, faces: np.ndarray, b
             with torch.no_grad():
                 cond = sd.family.encode_in_context([ctx], vectors[k]) if method == "caso" else \
                     sd.family.encode_prompts([ctx.replace("{}", grammar.phrase(rare.attr, k))])
-            z = edit_latents(sd, z_t[torch.from_numpy(rows)], Contrast([base, cond], 0, [(rare.scale, 1, 0)]), None,
+            z = edit_latents(sd, z_t[torch.from_numpy(rows)], Contrast([base, cond], 0, [(rare.scale, 1, 0)]),
                              cfg)
             edited[rows] = to_uint8(decode_latents(sd, z))
         after = oracle.read_attributes(edited[todo])
@@ -206,6 +206,7 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
     from caso_cli.pipelines.classifier_fit import fit_classifier
     from caso_cli.pipelines.edit import edit_latents, invert_latents
     from caso_cli.pipelines.generate import class_conditions, decode_latents, encode_images
+    from caso_cli.pipelines.guidance import cfg_guidance
     from caso_cli.pipelines.hold import EditTerm, Token, hold_contrast, read_classes, source_classes
     from caso_cli.pipelines.learn import learn_embedding
     from caso_cli.registry import save_embedding
@@ -278,7 +279,7 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
     signed = torch.where(torch.from_numpy(has), -config.scale, config.scale).float()
     z_t = invert_latents(sd, encode_images(sd, x), config.edit)
     cond = class_conditions(sd, vectors[config.attr])[k:k + 1]
-    edited = to_uint8(decode_latents(sd, edit_latents(sd, z_t, cond, signed, config.edit)))
+    edited = to_uint8(decode_latents(sd, edit_latents(sd, z_t, cfg_guidance(sd, cond, signed), config.edit)))
     plain = _rates(before, oracle.read_attributes(edited), config.attr, has)
     rows = [faces, edited]
     held_rates = None
@@ -294,7 +295,7 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
             term = EditTerm(Token(names[config.attr], vectors[config.attr]), k, sign * setting.scale)
             contrast = hold_contrast(sd, [term], held, read_classes(held, x[mask]), source_classes([term], x[mask]),
                                      setting.form)
-            edited_h[todo] = to_uint8(decode_latents(sd, edit_latents(sd, z_h, contrast, 0.0, cfg_h)))
+            edited_h[todo] = to_uint8(decode_latents(sd, edit_latents(sd, z_h, contrast, cfg_h)))
         held_rates = _rates(before, oracle.read_attributes(edited_h), config.attr, has)
         rows.append(edited_h)
     seconds["edit"] = time.monotonic() - t

@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from caso_cli.config import EditConfig
+from caso_cli.families import Condition
 from caso_cli.metrics import psnr
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import class_conditions, decode_latents, encode_images, samples_per_class
+from caso_cli.pipelines.guidance import cfg_guidance
 from caso_cli.toyworld import oracle
 from caso_cli.toyworld import render as R
 from caso_cli.toyworld.sample import to_uint8, to_unit  # also measure.to_uint8 / measure.to_unit for callers
@@ -85,7 +87,8 @@ def edit_rates(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, im
     z0 = encode_images(sd, to_unit(images))
     z_t = invert_latents(sd, z0, config)
     before = oracle.read_attributes(images)
-    rec = oracle.read_attributes(to_uint8(decode_latents(sd, edit_latents(sd, z_t, conds[:1], 0.0, config))))
+    null = cfg_guidance(sd, conds[:1], 0.0)  # scale 0: the null reconstruction
+    rec = oracle.read_attributes(to_uint8(decode_latents(sd, edit_latents(sd, z_t, null, config))))
     current = getattr(before, attr)
     result: dict[str, Any] = {"scale": scale, "start": config.start, "steps": config.steps, "n": len(images),
                               "reconstruction_kept": float(np.mean(others_kept(before, rec, attr)
@@ -100,7 +103,7 @@ def edit_rates(sd: Any, vectors: torch.Tensor, classes: list[str], attr: str, im
         todo = current != target
         if not todo.any():
             continue
-        z = edit_latents(sd, z_t[todo], conds[k:k + 1], w, config)
+        z = edit_latents(sd, z_t[todo], cfg_guidance(sd, conds[k:k + 1], w), config)
         result[label] = edit_scores(images[todo], to_uint8(decode_latents(sd, z)), attr, target, _subset(before, todo))
     return result
 
@@ -124,7 +127,7 @@ def edit_scores(before: np.ndarray, after: np.ndarray, attr: str, target: int,
 def _subset(r: oracle.Readings, mask: np.ndarray) -> oracle.Readings:
     import dataclasses
 
-    fields = {}
+    fields: dict[str, Any] = {}
     for f in dataclasses.fields(r):
         v = getattr(r, f.name)
         fields[f.name] = {k: a[mask] for k, a in v.items()} if isinstance(v, dict) else v[mask]
@@ -144,8 +147,8 @@ def order_invariance(sd: Any, first: tuple[str, torch.Tensor], second: tuple[str
     with torch.no_grad():
         c_ab = sd.family.encode_vectors(torch.stack([a, b]).to(sd.runtime.device))
         c_ba = sd.family.encode_vectors(torch.stack([b, a]).to(sd.runtime.device))
-    x_ab = to_uint8(decode_latents(sd, edit_latents(sd, z_t, c_ab, scale, config)))
-    x_ba = to_uint8(decode_latents(sd, edit_latents(sd, z_t, c_ba, scale, config)))
+    x_ab = to_uint8(decode_latents(sd, edit_latents(sd, z_t, cfg_guidance(sd, c_ab, scale), config)))
+    x_ba = to_uint8(decode_latents(sd, edit_latents(sd, z_t, cfg_guidance(sd, c_ba, scale), config)))
     diff = np.abs(x_ab.astype(int) - x_ba.astype(int)).max(axis=-1)
     r_ab, r_ba = oracle.read_attributes(x_ab), oracle.read_attributes(x_ba)
     same = np.ones(len(images), dtype=bool)
@@ -168,10 +171,12 @@ def guided_reconstruction(sd: Any, vectors: torch.Tensor, classes: list[str], at
     own = getattr(before, attr)
     index = {class_value(attr, c): k for k, c in enumerate(classes)}
     idx = torch.tensor([index[int(v)] for v in own])
-    conds = class_conditions(sd, vectors)[idx]
+    per_class = class_conditions(sd, vectors)
+    # each face's own row; Condition.__getitem__ takes slices only, so its tensors are indexed here
+    conds = Condition(per_class.hidden[idx], {k: v[idx] for k, v in per_class.extra.items()})
     out = {}
     for label, w in (("unguided", 0.0), (f"guided w={scale:g}", scale)):
-        x = to_uint8(decode_latents(sd, edit_latents(sd, z_t, conds, w, config)))
+        x = to_uint8(decode_latents(sd, edit_latents(sd, z_t, cfg_guidance(sd, conds, w), config)))
         after = oracle.read_attributes(x)
         kept = others_kept(before, after, attr) & (getattr(after, attr) == own)
         out[label] = {"kept_all": float(kept.mean()), "psnr": round(psnr(images, x), 2)}

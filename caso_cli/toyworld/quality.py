@@ -50,8 +50,8 @@ def prompt_set() -> list[tuple[str, str, int]]:
     """(prompt, attribute, class) for (b): presence and absence of each binary attribute, each hair colour."""
     out = []
     for name in R.BINARY_ATTRIBUTES:
-        out.append((C.prompt(**{name: 1}), name, 1))
-        out.append((C.prompt(**{name: 0}), name, 0))
+        out.append((C.prompt(C.DEFAULT, **{name: 1}), name, 1))
+        out.append((C.prompt(C.DEFAULT, **{name: 0}), name, 0))
     for k, colour in enumerate(R.ATTRIBUTES["hair"]):
         out.append((C.prompt(hair=colour), "hair", k))
     return out
@@ -155,9 +155,10 @@ def prompt_edit_baseline(sd: Any, n: int = 64, seed: int = TEST_SEED + 2, steps:
     Per scale: ``added`` (oracle reads the attribute), ``others_changed`` (any other attribute
     differs from its label), ``edited_clean`` (added and nothing else changed), ``psnr``.
     """
-    config = R.RenderConfig(**{f"p_{attribute}": 0.0})
+    absent: dict[str, Any] = {f"p_{attribute}": 0.0}  # RenderConfig's probability field of ``attribute``
+    config = R.RenderConfig(**absent)
     images, params = R.render_faces(n, seed, config)
-    prompt = prompt or C.prompt(**{attribute: 1})
+    prompt = prompt or C.prompt(C.DEFAULT, **{attribute: 1})
     z_t = S.invert_null(sd, S.encode(sd, images), steps)
     others = [a for a in R.ATTRIBUTES if a != attribute]
     rows = {}

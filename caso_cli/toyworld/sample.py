@@ -16,6 +16,7 @@ import numpy as np
 from caso_cli.config import EditConfig
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import decode_latents, encode_images, generate_latents
+from caso_cli.pipelines.guidance import cfg_guidance
 
 if TYPE_CHECKING:
     import torch
@@ -76,7 +77,8 @@ def denoise_prompt(sd: Any, z_t: torch.Tensor, prompt: str | None, steps: int = 
     with torch.no_grad():
         prompts = [prompt if prompt is not None else ""]
         cond = sd.family.encode_prompts(prompts)
-    return edit_latents(sd, z_t, cond, scale if prompt is not None else 0.0, _config(steps, num_steps))
+    guidance = cfg_guidance(sd, cond, scale if prompt is not None else 0.0)
+    return edit_latents(sd, z_t, guidance, _config(steps, num_steps))
 
 
 def labelled_grid(images: np.ndarray, labels: Sequence[str], ncol: int, scale: int = 3) -> Any:
@@ -97,6 +99,6 @@ def labelled_grid(images: np.ndarray, labels: Sequence[str], ncol: int, scale: i
             i = r * ncol + c
             if i >= n:
                 break
-            tile = Image.fromarray(images[i]).resize((w * scale, h * scale), Image.NEAREST)
+            tile = Image.fromarray(images[i]).resize((w * scale, h * scale), Image.Resampling.NEAREST)
             canvas.paste(tile, (pad + c * cell_w, y + title))
     return canvas

@@ -25,9 +25,12 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 # On a shared, oversubscribed CPU, OpenMP threads that spin while waiting slow everyone down.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -125,7 +128,8 @@ def training_data(ckpt: Path, n: int, seed: int, console: Any,
     console.print(f"rendering {n} training faces (seed {seed})")
     images, params = R.render_faces(n, seed, config)
     labels = C.caption_labels(params)
-    np.savez(path, images=images, **labels)
+    arrays: dict[str, Any] = {"images": images, **labels}  # not **labels alone: mypy would match savez's allow_pickle
+    np.savez(path, **arrays)
     return images, labels
 
 
@@ -203,7 +207,8 @@ class TokenCache:
     """Token ids per caption string (captions repeat a lot, tokenizing is slow)."""
 
     def __init__(self, tokenizer: Any):
-        self.tokenizer, self.cache = tokenizer, {}
+        self.tokenizer = tokenizer
+        self.cache: dict[str, torch.Tensor] = {}
 
     def __call__(self, texts: list[str]) -> Any:
         import torch
@@ -221,11 +226,11 @@ def toy_sd(parts: dict[str, Any], unet: Any = None, text_encoder: Any = None) ->
     """A :class:`StableDiffusion` view of the components being trained (for sampling/evaluation)."""
     from caso_cli.diffusion import schedule_from_config
     from caso_cli.families.sd import SD
-    from caso_cli.models.loaders import StableDiffusion
+    from caso_cli.models.loaded import StableDiffusion
     from caso_cli.runtime import cpu_runtime
 
     text = {"text_encoder": text_encoder or parts["text_encoder"], "tokenizer": parts["tokenizer"]}
-    return StableDiffusion(vae=parts["vae"], unet=unet or parts["unet"], **text, scheduler=parts["scheduler"],
+    return StableDiffusion(vae=parts["vae"], net=unet or parts["unet"], scheduler=parts["scheduler"],
                            schedule=schedule_from_config(parts["scheduler"]), runtime=cpu_runtime(),
                            name="toy (training)", family=SD(text))
 
@@ -263,8 +268,8 @@ def train_unet(parts: dict[str, Any], images: np.ndarray, labels: dict[str, np.n
     snr = abar / (1 - abar)
     weight_t = torch.clamp(snr, max=MIN_SNR_GAMMA) / snr  # min-SNR-gamma weights for epsilon loss
 
-    params = [{"params": list(unet.parameters()), "weight_decay": 1e-2},
-              {"params": list(text.parameters()), "weight_decay": 0.0}]
+    params: list[dict[str, Any]] = [{"params": list(unet.parameters()), "weight_decay": 1e-2},
+                                    {"params": list(text.parameters()), "weight_decay": 0.0}]
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99))
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text).eval()
     for m in (ema_unet, ema_text):
