@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from caso_cli.config import EditConfig, FitConfig, LearnConfig
-from caso_cli.datasets import load_labelled
+from caso_cli.io.datasets import load_labelled
 from caso_cli.models.loaders import load_model
 from caso_cli.pipelines.classifier_fit import fit_classifier
 from caso_cli.pipelines.learn_runs import learn_checked

@@ -30,7 +30,7 @@ _EXPORTS = {
     "EvalConfig": "caso_cli.config",
     "make_runtime": "caso_cli.runtime",
     "load_model": "caso_cli.models.loaders",
-    "load_labelled": "caso_cli.datasets",
+    "load_labelled": "caso_cli.io.datasets",
     "fit_classifier": "caso_cli.pipelines.classifier_fit",
     "load_classifier": "caso_cli.models.classifier",
     "save_classifier": "caso_cli.models.classifier",
@@ -45,9 +45,9 @@ _EXPORTS = {
     "generate_latents": "caso_cli.pipelines.generate",
     "encode_images": "caso_cli.pipelines.generate",
     "decode_latents": "caso_cli.pipelines.generate",
-    "pair_by_name": "caso_cli.pairing",
-    "evaluate": "caso_cli.pipelines.evaluate",
-    "write_report": "caso_cli.report",
+    "pair_by_name": "caso_cli.eval.pairing",
+    "evaluate": "caso_cli.eval.evaluate",
+    "write_report": "caso_cli.eval.report",
 }
 
 __all__ = ["__version__", *_EXPORTS]

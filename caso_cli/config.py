@@ -206,7 +206,7 @@ class EvalConfig:
 
     classifier: str | None = None  # classifier file for success rates and features; None: skip
     target: str | None = None  # the class edits should land in (needs classifier)
-    oracle: str | None = None  # a registered oracle (caso_cli.oracles.get_oracle), e.g. "toy": per-attribute rates
+    oracle: str | None = None  # a registered oracle (caso_cli.eval.oracles.get_oracle), e.g. "toy": per-attribute rates
     # weight files, folders or cached hub ids holding VGG16 + LPIPS heads and/or FID's InceptionV3 (backbones.py)
     weights: tuple[str, ...] = ()
     fit: str = "crop"  # how an original is brought to its edit's size when they differ

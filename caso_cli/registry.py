@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caso_cli.errors import InputError, UsageError
-from caso_cli.fileio import atomic_path, file_sha256, fsync_dir
+from caso_cli.io.files import atomic_path, file_sha256, fsync_dir
 
 if TYPE_CHECKING:
     import torch
@@ -41,7 +41,7 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 def registry_dir() -> Path:
     """``<user dir>/embeddings``, created on demand."""
-    from caso_cli.paths import user_dir
+    from caso_cli.io.paths import user_dir
 
     path = user_dir() / "embeddings"
     path.mkdir(parents=True, exist_ok=True)
@@ -325,7 +325,7 @@ def export(name: str, out_dir: str | Path, fmt: str = "diffusers", overwrite: bo
     except KeyError as exc:
         raise InputError(f"embedding {name!r}: {exc.args[0]}") from exc
     out = Path(out_dir)
-    from caso_cli.fileio import check_writable
+    from caso_cli.io.files import check_writable
 
     check_writable(out, "textual-inversion files")
     out.mkdir(parents=True, exist_ok=True)

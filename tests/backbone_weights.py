@@ -51,7 +51,7 @@ def write_weight_files(d: Path) -> Path:
     """The three weight files as the reference packages store them in ``d``: torchvision's VGG16 state dict
     (with its classifier, which caso ignores), lpips' heads (lin<i>.model.1.weight) and pytorch-fid's
     InceptionV3, plus one file that is not a weight file (skipped in a folder)."""
-    from caso_cli.backbones import LPIPS, FIDInception
+    from caso_cli.eval.backbones import LPIPS, FIDInception
 
     with torch.device("meta"):  # the networks for their shapes only: no initialisation (about 0.2 s)
         net, inception_net = LPIPS(), FIDInception()

@@ -1,4 +1,5 @@
-"""Shared fixtures: a temporary CASO_HOME, offline hub, tiny seeded models on the CPU.
+"""Shared fixtures: a temporary CASO_HOME, offline hub, tiny seeded models on the CPU (the helpers behind them, and
+the others that several test modules use, are in tests/tiny.py).
 
 The session runs torch at one CPU thread (``$CASO_THREADS`` to choose another count): on 2 cores that another
 process also uses, torch's default count collapses (measured: tests/test_learn.py took 70-72 s at the default 2 threads
@@ -44,8 +45,8 @@ _env_numbers = itertools.count()
 
 @pytest.fixture(autouse=True)
 def _isolated_env(_env_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An empty CASO_HOME and HF_HOME of the test's own, offline. Plain mkdir under one session folder: two
-    tmp_path_factory.mktemp calls per test scan an ever longer folder listing (about 2 s over the fast tier)."""
+    """An empty CASO_HOME and HF_HOME of the test's own, offline: plain folders under one session folder, where two
+    tmp_path_factory.mktemp calls per test each scanned an ever longer listing (about 1 ms a test)."""
     env = _env_root / str(next(_env_numbers))
     (env / "caso_home").mkdir(parents=True)
     (env / "hf_home").mkdir()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from caso_cli.backbones import FIDInception, load_backbones
 from caso_cli.errors import InputError
+from caso_cli.eval.backbones import FIDInception, load_backbones
 from tests.backbone_weights import images, random_state_dict, write_weight_files
 
 LPIPS_REF = [0.033933017402887344, 0.034516531974077225, 0.03506964072585106]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from caso_cli.config import FitConfig
-from caso_cli.datasets import LabelledImages
 from caso_cli.errors import InputError
+from caso_cli.io.datasets import LabelledImages
 from caso_cli.models.classifier import (
     AttributeClassifier,
     ClassifierMeta,

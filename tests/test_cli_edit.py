@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from caso_cli.imageio import read_png_metadata
+from caso_cli.io.images import read_png_metadata
 from caso_cli.registry import save_embedding
 from tests.tiny import run_main, tiny_classifier_file
 
@@ -258,7 +258,7 @@ def test_text_encoder_mismatch_is_a_clear_error(tiny_model_dir, photos, tmp_path
 
 @pytest.mark.slow
 def test_interpolate_one_inversion_all_scales(embedding, photos, tmp_path, capsys, monkeypatch) -> None:
-    import caso_cli.pipelines.edit as E
+    import caso_cli.pipelines.interpolate as E  # the module that calls it (an earlier test may have imported it)
 
     calls = []
     real = E.invert_latents
@@ -320,7 +320,7 @@ def test_generate_grid(embedding, tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_inversion_cache_reuses_inversions_across_runs(embedding, photos, tmp_path, capsys, monkeypatch) -> None:
     import caso_cli.pipelines.batch_edit as B
-    from caso_cli.paths import cache_dir
+    from caso_cli.io.paths import cache_dir
 
     calls = []
     real = B.invert_latents
@@ -415,7 +415,7 @@ def test_broken_files_and_options_fail_before_any_model_is_loaded(embedding, pho
     from safetensors.torch import save_file
 
     from caso_cli import registry as R
-    from caso_cli.fileio import file_sha256
+    from caso_cli.io.files import file_sha256
 
     def load_model(*a, **k):
         raise AssertionError("a model was loaded")

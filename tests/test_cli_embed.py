@@ -97,7 +97,7 @@ def test_classifier_file_errors(tmp_path, capsys) -> None:
 
 
 def test_hair_prefix_makes_three_classes(toy_data) -> None:
-    from caso_cli.datasets import load_labelled
+    from caso_cli.io.datasets import load_labelled
 
     data = load_labelled(toy_data, toy_data / "list_attr_toy.txt", "Hair")
     assert data.classes == ("black", "blond", "red") and len(data) == 240

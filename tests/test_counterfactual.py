@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from caso_cli.errors import UsageError
-from caso_cli.metrics import ssim
+from caso_cli.eval.metrics import ssim
 from caso_cli.toyworld import oracle
 from caso_cli.toyworld import render as R
 from caso_cli.toyworld.counterfactual import (

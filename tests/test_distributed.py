@@ -92,7 +92,7 @@ def test_folder_edits_are_sharded_without_collisions(tiny_sd, tmp_path) -> None:
 
     from caso_cli.attrs import resolve_attrs
     from caso_cli.config import EditConfig
-    from caso_cli.inputs import expand_inputs
+    from caso_cli.io.inputs import expand_inputs
     from caso_cli.pipelines.batch_edit import EditJob, run_edit_job, shard
     from caso_cli.registry import save_embedding
 

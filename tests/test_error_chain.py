@@ -72,7 +72,7 @@ def test_library_errors_carry_their_cause(tmp_path) -> None:
     from PIL import UnidentifiedImageError
 
     from caso_cli.attrs import parse_scale
-    from caso_cli.imageio import load_image
+    from caso_cli.io.images import load_image
     from caso_cli.models.classifier import read_classifier_meta
     from caso_cli.registry import read_meta
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from caso_cli import metrics as M
 from caso_cli.errors import InputError
-from caso_cli.pairing import pair_by_name, pair_from_csv
+from caso_cli.eval import metrics as M
+from caso_cli.eval.pairing import pair_by_name, pair_from_csv
 from caso_cli.toyworld import render as R
 from tests.tiny import run_main
 
@@ -91,8 +91,8 @@ def test_eval_on_toy_counterfactuals(toy, clf_file: Path) -> None:
     import torch
 
     from caso_cli.config import EvalConfig
+    from caso_cli.eval.evaluate import evaluate
     from caso_cli.models.classifier import load_classifier
-    from caso_cli.pipelines.evaluate import evaluate
 
     o_dir, e_dir, orig, edit = toy
     result = evaluate(pair_by_name(o_dir, e_dir), EvalConfig(classifier=str(clf_file), target="mustache",
@@ -126,7 +126,7 @@ def test_eval_on_toy_counterfactuals(toy, clf_file: Path) -> None:
 
 def test_original_of_another_size_is_fitted(tmp_path: Path) -> None:
     from caso_cli.config import EvalConfig
-    from caso_cli.pipelines.evaluate import evaluate
+    from caso_cli.eval.evaluate import evaluate
 
     grad = np.tile(np.arange(32, dtype=np.uint8)[None, :, None] * 8, (32, 1, 3))
     (tmp_path / "o").mkdir()
@@ -211,7 +211,7 @@ def test_fail_under(toy, capsys) -> None:
 
 
 def test_fail_over_compares_from_above() -> None:
-    from caso_cli.pipelines.evaluate import missed_thresholds
+    from caso_cli.eval.evaluate import missed_thresholds
 
     metrics = {"lpips": {"available": True, "mean": 0.3}, "fid": {"available": False, "reason": "no weights"}}
     assert missed_thresholds(metrics, [("lpips", 0.5)], over=True) == []
@@ -238,7 +238,7 @@ def test_backbone_metrics_from_weight_files(toy, tmp_path: Path, capsys) -> None
     """LPIPS per pair, FID/KID between the sets and IS of the edits, each recomputed here from the networks."""
     import torch
 
-    from caso_cli.backbones import load_backbones
+    from caso_cli.eval.backbones import load_backbones
     from tests.backbone_weights import write_weight_files
 
     o_dir, e_dir, orig, edit = toy

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from caso_cli.imageio import save_png
-from caso_cli.pairing import EditGroup, edit_group, pair_by_name
+from caso_cli.eval.pairing import EditGroup, edit_group, pair_by_name
+from caso_cli.io.images import save_png
 from caso_cli.toyworld import render as R
 from tests.tiny import run_main
 
@@ -69,8 +69,8 @@ def test_plus_and_minus_edits_are_two_groups_with_their_own_success(both, clf_fi
     import torch
 
     from caso_cli.config import EvalConfig
+    from caso_cli.eval.evaluate import evaluate
     from caso_cli.models.classifier import load_classifier
-    from caso_cli.pipelines.evaluate import evaluate
 
     o, e, added, removed = both
     result = evaluate(pair_by_name(o, e), EvalConfig(oracle="toy", classifier=str(clf_file)))

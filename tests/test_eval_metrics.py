@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from caso_cli import metrics as M
+from caso_cli.eval import metrics as M
 from tests.tiny import feats, full_rank_feats, pair
 
 

@@ -10,13 +10,12 @@ from PIL import Image
 
 from caso_cli.cli.app import main
 from caso_cli.errors import UsageError
-from caso_cli.oracles import Oracle, get_oracle, oracle_names, register_oracle
+from caso_cli.eval.oracles import Oracle, get_oracle, oracle_names, register_oracle
 
 
 @pytest.fixture()
 def restore_oracles():
-    from caso_cli import oracles
-
+    from caso_cli.eval import oracles
     oracles.oracle_names()  # the built-in oracles are registered first
     saved = dict(oracles._FACTORIES), dict(oracles._BUILT)
     yield
@@ -61,9 +60,9 @@ def test_summary_counts_changes_and_edit_classes() -> None:
 
 def test_a_user_oracle_runs_in_caso_eval(tmp_path: Path, restore_oracles) -> None:
     from caso_cli.config import EvalConfig
-    from caso_cli.pairing import pair_by_name
-    from caso_cli.pipelines.evaluate import evaluate
-    from caso_cli.report import render_report
+    from caso_cli.eval.evaluate import evaluate
+    from caso_cli.eval.pairing import pair_by_name
+    from caso_cli.eval.report import render_report
 
     calls = []
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from caso_cli.pipelines.evaluate import EvalResult, PairRecord
-from caso_cli.report import MISSING, format_number, render_report
+from caso_cli.eval.evaluate import EvalResult, PairRecord
+from caso_cli.eval.report import MISSING, format_number, render_report
 
 WHY = "needs backbone weights you already have (--weights PATH); caso never downloads them"
 
@@ -105,8 +105,8 @@ def test_report_of_a_real_eval_has_no_json(tmp_path: Path) -> None:
     import numpy as np
 
     from caso_cli.config import EvalConfig
-    from caso_cli.pairing import pair_by_name
-    from caso_cli.pipelines.evaluate import evaluate
+    from caso_cli.eval.evaluate import evaluate
+    from caso_cli.eval.pairing import pair_by_name
     from caso_cli.toyworld import render as R
 
     params = R.sample_params(4, seed=3, config=R.RenderConfig(p_mustache=0.0))

@@ -1,4 +1,4 @@
-"""caso_cli.fileio: the one sha256 helper and the one atomic writer."""
+"""caso_cli.io.files: the one sha256 helper and the one atomic writer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from caso_cli.fileio import atomic_path, atomic_write, file_sha256
+from caso_cli.io.files import atomic_path, atomic_write, file_sha256
 
 
 def _leftovers(folder: Path) -> list[str]:

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from caso_cli.errors import InputError, UsageError
-from caso_cli.fileio import file_sha256
-from caso_cli.imageio import read_png_metadata
+from caso_cli.io.files import file_sha256
+from caso_cli.io.images import read_png_metadata
 from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
 from caso_cli.pipelines.guidance import Contrast
 from caso_cli.pipelines.hold import EditTerm, Token, held_embeddings, hold_contrast, read_classes
@@ -149,7 +149,7 @@ def test_edit_hold_records_the_classes_read(registry, tmp_path, capsys) -> None:
     assert code == 0, err
     assert "not holding orphan" in err
     rows = [json.loads(line) for line in stdout.splitlines()]
-    from caso_cli.imageio import load_image, to_tensor
+    from caso_cli.io.images import load_image, to_tensor
     from caso_cli.models.classifier import load_classifier
 
     x = to_tensor([load_image(p) for p in photos])

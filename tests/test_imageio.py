@@ -1,4 +1,4 @@
-"""Tests for caso_cli.imageio. Every image is built in tmp_path; nothing touches the network."""
+"""Tests for caso_cli.io.images. Every image is built in tmp_path; nothing touches the network."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from caso_cli import imageio
 from caso_cli.errors import InputError, UsageError
-from caso_cli.imageio import (
+from caso_cli.io import images as imageio
+from caso_cli.io.images import (
     fit_image,
     load_image,
     parse_size,
@@ -59,7 +59,7 @@ def patched_png(tmp_path: Path, width: int, height: int) -> Path:
 
 def test_module_import_does_not_import_torch_or_numpy():
     code = (
-        "import sys, caso_cli.imageio; "
+        "import sys, caso_cli.io.images; "
         "bad = [m for m in ('torch', 'numpy') if m in sys.modules]; "
         "assert not bad, bad"
     )

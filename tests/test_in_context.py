@@ -194,7 +194,7 @@ def test_learn_through_edit_runs_its_steps(tiny_sd, classifier, images) -> None:
 def ctx_registry(tiny_sd, tiny_model_dir, tmp_path) -> dict[str, object]:
     """'ctx-mustache' learned in context (token), 'ctx-out' as an output delta, 'whole' as the paper's whole prompt,
     and 'smile' (held; classifier attribute 'smile')."""
-    from caso_cli.fileio import file_sha256
+    from caso_cli.io.files import file_sha256
     from caso_cli.registry import save_embedding
 
     te = tiny_sd.family.encoder_hash()
@@ -256,7 +256,7 @@ def test_cli_learns_and_edits_in_context(ctx_registry, tiny_model_dir, tmp_path,
 
     from PIL import Image
 
-    from caso_cli.imageio import read_png_metadata
+    from caso_cli.io.images import read_png_metadata
     from caso_cli.toyworld.render import render_faces
     from tests.tiny import learn_inputs, run_main
 

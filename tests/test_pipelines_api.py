@@ -12,7 +12,7 @@ from PIL import Image
 
 from caso_cli.attrs import resolve_attrs
 from caso_cli.config import EditConfig
-from caso_cli.imageio import read_png_metadata
+from caso_cli.io.images import read_png_metadata
 from caso_cli.registry import save_embedding
 
 
@@ -22,7 +22,7 @@ def _embedding(tiny_sd) -> None:
 
 
 def test_sweep_edits_every_scale_from_one_inversion_and_matches_single_edits(tiny_sd, tmp_path) -> None:
-    from caso_cli.imageio import fit_image, load_image, to_tensor
+    from caso_cli.io.images import fit_image, load_image, to_tensor
     from caso_cli.pipelines.edit import edit_latents, invert_latents
     from caso_cli.pipelines.generate import decode_latents, encode_images
     from caso_cli.pipelines.guidance import attribute_guidance

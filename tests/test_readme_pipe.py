@@ -28,7 +28,7 @@ def test_readme_pipe_example_runs_as_printed(tmp_path) -> None:
     save_embedding("toy-mustache", torch.randn(2, d, generator=torch.Generator().manual_seed(0)),
                    {"classes": ["no_mustache", "mustache"], "model": "toy", "text_encoder_hash": table_hash(te)})
     # a second attribute with its classifier, for --hold all (the demo saves every toy attribute this way)
-    from caso_cli.fileio import file_sha256
+    from caso_cli.io.files import file_sha256
 
     clf = tiny_classifier_file(tmp_path / "smile.safetensors", ("no_smile", "smile"))
     save_embedding("toy-smile", torch.randn(2, d, generator=torch.Generator().manual_seed(1)),

@@ -73,7 +73,7 @@ def test_learning_several_attributes_together_is_bit_identical(tiny_sd) -> None:
 def test_classifier_fit_is_bit_identical(tmp_path) -> None:
     """The classifier is learning's other input: a fit that moved by one bit would move the vectors learned from it
     far more (measured on the toy world: ~1e-3 in the weights became ~0.1 in the vectors after 60 steps)."""
-    from caso_cli.datasets import load_labelled
+    from caso_cli.io.datasets import load_labelled
     from caso_cli.pipelines.classifier_fit import fit_classifier
     from caso_cli.toyworld.render import write_dataset
 

@@ -113,7 +113,7 @@ def test_each_toyworld_module_imports_first_in_a_fresh_interpreter() -> None:
 def test_toy_is_registered_without_importing_the_toy_world_first() -> None:
     code = ("import sys\n"
             "from caso_cli.models.loaders import local_model_dir, local_model_names\n"
-            "from caso_cli.oracles import get_oracle, oracle_names\n"
+            "from caso_cli.eval.oracles import get_oracle, oracle_names\n"
             "assert 'caso_cli.toyworld' not in sys.modules\n"
             "assert 'toy' in local_model_names() and 'toy' in oracle_names()\n"
             "print(local_model_dir('toy'))\n"

@@ -176,7 +176,7 @@ def test_write_dataset_refuses_non_empty_then_overwrites_own_files(tmp_path) -> 
 
 
 def test_list_attr_reads_with_the_project_dataset_reader(tmp_path) -> None:
-    from caso_cli.datasets import from_list_attr
+    from caso_cli.io.datasets import from_list_attr
 
     out = tmp_path / "toy"
     params = R.write_dataset(out, n=30, seed=4)

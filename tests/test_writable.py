@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from caso_cli.errors import InputError
-from caso_cli.fileio import check_writable
+from caso_cli.io.files import check_writable
 from tests.tiny import run_main
 
 

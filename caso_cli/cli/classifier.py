@@ -54,15 +54,15 @@ def fit_cmd(
 
       caso classifier fit toy/ --labels toy/list_attr_toy.txt --attr Hair --out hair.safetensors
     """
-    from caso_cli.datasets import load_labelled
     from caso_cli.errors import InputError, UsageError
+    from caso_cli.io.datasets import load_labelled
     from caso_cli.models.classifier import save_classifier
     from caso_cli.pipelines.classifier_fit import FitConfig, fit_classifier
     from caso_cli.runtime import make_runtime, pin_threads
 
     if out.exists() and not overwrite:
         raise InputError(f"{out}: exists (use --overwrite)")
-    from caso_cli.fileio import check_writable
+    from caso_cli.io.files import check_writable
 
     check_writable(out, "classifier")  # before fitting, not after
     if not 0 < val_fraction < 1:

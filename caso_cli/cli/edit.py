@@ -139,7 +139,7 @@ def edit_cmd(
 def run_batch(inputs: list[str], job: EditJob, model: ModelChoice, *, recursive: bool, quiet: bool,
               json_out: bool) -> None:
     """Shared by edit and reconstruct: expand inputs, load the model, stream records, exit 1 on failures."""
-    from caso_cli.inputs import expand_inputs
+    from caso_cli.io.inputs import expand_inputs
     from caso_cli.pipelines.batch_edit import open_model, run_edit_job, shard_size
 
     items = list(expand_inputs(inputs, recursive))
@@ -217,7 +217,7 @@ def warn_scales(scales: list[float]) -> None:
 
 def check_edit_options(size: int | None, fit: str = "crop", batch_size: int = 1, hold_form: str = "auto") -> None:
     """The option checks of the image commands (each passes those it has), before anything is read or loaded."""
-    from caso_cli.imageio import FIT_MODES
+    from caso_cli.io.images import FIT_MODES
     from caso_cli.pipelines.hold import FORMS
 
     if fit not in FIT_MODES:

@@ -60,9 +60,9 @@ def eval_cmd(
     """
     from caso_cli.config import EvalConfig
     from caso_cli.errors import CheckFailed, UsageError
-    from caso_cli.imageio import FIT_MODES
-    from caso_cli.pairing import pair_by_name, pair_from_csv
-    from caso_cli.pipelines.evaluate import check_config, evaluate, missed_thresholds, parse_threshold
+    from caso_cli.eval.evaluate import check_config, evaluate, missed_thresholds, parse_threshold
+    from caso_cli.eval.pairing import pair_by_name, pair_from_csv
+    from caso_cli.io.images import FIT_MODES
 
     if fit not in FIT_MODES:
         raise UsageError(f"--fit must be one of {', '.join(FIT_MODES)}, not {fit!r}")
@@ -75,7 +75,7 @@ def eval_cmd(
     with Progress("eval", len(pairing.pairs)) as bar:
         result = evaluate(pairing, config, progress=lambda done, _total: bar.update(done))
     if report is not None:
-        from caso_cli.report import write_report
+        from caso_cli.eval.report import write_report
 
         write_report(result, report)
         info(f"report written to {report}")
@@ -93,7 +93,7 @@ def _print_table(metrics: dict[str, dict[str, object]], n_pairs: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from caso_cli.pipelines.evaluate import flat_metrics
+    from caso_cli.eval.evaluate import flat_metrics
 
     table = Table(title=f"caso eval: {plural(n_pairs, 'pair')}", show_lines=False)
     table.add_column("metric", style="bold")

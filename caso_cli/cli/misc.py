@@ -16,6 +16,6 @@ def path_cmd(
 
       caso path --cache
     """
-    from caso_cli.paths import cache_dir, user_dir
+    from caso_cli.io.paths import cache_dir, user_dir
 
     typer.echo(str(cache_dir() if cache else user_dir()))

@@ -70,7 +70,7 @@ def render_cmd(
     """
     if grid is not None and grid.suffix.lower() != ".png":
         raise UsageError(f"--grid must name a .png file, got {grid}")
-    from caso_cli.fileio import check_writable
+    from caso_cli.io.files import check_writable
     from caso_cli.toyworld import render as R
 
     check_writable(out, "faces")
@@ -110,7 +110,7 @@ def _load_32(path: str) -> np.ndarray:
     """(32, 32, 3) uint8 pixels of an image file."""
     import numpy as np
 
-    from caso_cli.imageio import load_image
+    from caso_cli.io.images import load_image
     from caso_cli.toyworld.render import IMAGE_SIZE, downsample
 
     img = load_image(path)
@@ -201,7 +201,7 @@ def sample_cmd(
 
       caso toyworld sample "a face with glasses" "a face with a mustache, red hair" --out grid.png
     """
-    from caso_cli.imageio import save_png
+    from caso_cli.io.images import save_png
     from caso_cli.models.loaders import load_model
     from caso_cli.runtime import cpu_runtime
     from caso_cli.toyworld.oracle import read_attributes

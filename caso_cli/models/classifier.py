@@ -181,7 +181,7 @@ def save_classifier(clf: AttributeClassifier, path: str | Path) -> Path:
 
     from safetensors.torch import save_file
 
-    from caso_cli.fileio import atomic_path
+    from caso_cli.io.files import atomic_path
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

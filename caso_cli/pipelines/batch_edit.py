@@ -19,7 +19,7 @@ import torch
 from caso_cli.attrs import ResolvedAttr, format_scale
 from caso_cli.config import EditConfig, ModelChoice
 from caso_cli.errors import CasoError, UsageError
-from caso_cli.inputs import InputItem
+from caso_cli.io.inputs import InputItem
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import decode_latents, encode_images, nonfinite_hint
 from caso_cli.pipelines.guidance import Contrast, Scale, attribute_guidance, check_model
@@ -41,7 +41,7 @@ class EditJob:
     out_dir: Path  # outputs: <out_dir>/<stem>.<labels>.<scale>.png
     config: EditConfig = field(default_factory=EditConfig)
     size: int | None = None  # image side; default the model's resolution
-    fit: str = "crop"  # crop, pad or stretch (caso_cli.imageio.fit_image)
+    fit: str = "crop"  # crop, pad or stretch (caso_cli.io.images.fit_image)
     batch_size: int = 4  # images per device batch
     overwrite: bool = False  # replace existing outputs
     skip_existing: bool = False  # leave existing outputs and move on (resume a killed run)
@@ -216,7 +216,7 @@ def open_model(choice: ModelChoice, attrs: Sequence[ResolvedAttr] = ()) -> Stabl
 
 def _inversions(sd: StableDiffusion, job: EditJob, images: list[Any], cache: InversionCache | None) -> torch.Tensor:
     """Inverted latents of a batch of fitted images, from the cache where present."""
-    from caso_cli.imageio import to_tensor
+    from caso_cli.io.images import to_tensor
 
     found = {i: z for i, img in enumerate(images) if cache and (z := cache.get(img)) is not None}
     missing = [i for i in range(len(images)) if i not in found]
@@ -232,7 +232,7 @@ def _inversions(sd: StableDiffusion, job: EditJob, images: list[Any], cache: Inv
 def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
                  on_record: Callable[[EditRecord], None] | None = None) -> Iterator[EditRecord]:
     """Edit every input (this process's share under accelerate launch); one record per input, in order."""
-    from caso_cli.imageio import fit_image, load_image, save_png, to_pil, to_tensor
+    from caso_cli.io.images import fit_image, load_image, save_png, to_pil, to_tensor
 
     holding = prepare_holding(sd, job.attrs, job.hold, job.hold_form)
     job.config.num_steps(sd.schedule)  # steps or a start this model's grid cannot take: one error, before any input

@@ -29,7 +29,7 @@ class Checkpoint:
              history: list[dict[str, float]], fingerprint: dict[str, Any]) -> None:
         from safetensors.torch import save_file
 
-        from caso_cli.fileio import atomic_path, atomic_write
+        from caso_cli.io.files import atomic_path, atomic_write
 
         self.folder.mkdir(parents=True, exist_ok=True)
         state = opt.state.get(vectors, {})

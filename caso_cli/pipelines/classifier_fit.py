@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from caso_cli.config import FitConfig
-from caso_cli.datasets import LabelledImages, check_classes, stratified_split
+from caso_cli.io.datasets import LabelledImages, check_classes, stratified_split
 from caso_cli.models.classifier import _VGG16, AttributeClassifier, ClassifierMeta, _HFBackbone, build_backbone
 from caso_cli.runtime import Runtime
 
@@ -43,7 +43,7 @@ def load_pixels(data: LabelledImages, size: int, indices: list[int] | None = Non
     """Images as a uint8 tensor (N, 3, size, size), centre-cropped to a square."""
     import numpy as np
 
-    from caso_cli.imageio import fit_image, load_image
+    from caso_cli.io.images import fit_image, load_image
 
     idx = range(len(data)) if indices is None else indices
     arrays = [np.asarray(fit_image(load_image(data.paths[i]), size, "crop")) for i in idx]

@@ -58,12 +58,12 @@ def check_job(job: EmbedJob) -> None:
 def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | None = None,
                   status: Any = None) -> tuple[list[Path], LearnResult, list[dict[str, Any]]]:
     """Learn and save; returns each registry entry's path (in token order), the result and the stored metadata."""
-    from caso_cli.datasets import digest_files, image_paths
-    from caso_cli.fileio import file_sha256
-    from caso_cli.imageio import fit_image, load_image, to_tensor
+    from caso_cli.io.datasets import digest_files, image_paths
+    from caso_cli.io.files import file_sha256
+    from caso_cli.io.images import fit_image, load_image, to_tensor
+    from caso_cli.io.paths import user_dir
     from caso_cli.models.classifier import load_classifier
     from caso_cli.models.loaders import compile_net, enable_grad_checkpointing, load_model
-    from caso_cli.paths import user_dir
     from caso_cli.registry import save_embedding
 
     say = status or (lambda _msg: None)

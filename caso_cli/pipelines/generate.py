@@ -136,8 +136,8 @@ class GenerateJob:
 def run_generate(sd: StableDiffusion, job: GenerateJob) -> list[Path]:
     """Generate ``job.n`` images, write the grid (and frames); the paths written, grid first."""
     from caso_cli.config import EditConfig
-    from caso_cli.grid import image_grid
-    from caso_cli.imageio import save_png, to_pil
+    from caso_cli.io.grid import image_grid
+    from caso_cli.io.images import save_png, to_pil
     from caso_cli.pipelines.guidance import attribute_guidance, check_model
     from caso_cli.pipelines.provenance import provenance
 

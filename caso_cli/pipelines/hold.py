@@ -142,7 +142,7 @@ def _from_target(w: Scale) -> Scale:
 def embedding_classifier(emb: Embedding, device: torch.device | str = "cpu") -> AttributeClassifier:
     """The classifier an embedding was learned with, from the path its entry records, checked by sha256."""
     from caso_cli.errors import InputError
-    from caso_cli.fileio import file_sha256
+    from caso_cli.io.files import file_sha256
     from caso_cli.models.classifier import load_classifier
 
     rec = emb.meta.classifier
@@ -212,7 +212,7 @@ def learned_for(te_hashes: set[str], exclude: set[str]) -> tuple[list[Embedding]
     """Registry entries learned for one of these text encoders whose classifier is reachable (besides
     ``exclude``), and a warning for each such entry left out for want of its classifier or of a readable file."""
     from caso_cli.errors import InputError
-    from caso_cli.fileio import file_sha256
+    from caso_cli.io.files import file_sha256
     from caso_cli.registry import list_names, load_embedding
 
     found, warnings = [], []

@@ -34,7 +34,7 @@ class InversionCache:
     """``get``/``put`` inverted latents by image and settings."""
 
     def __init__(self, sd: StableDiffusion, config: EditConfig, folder: Path | None = None) -> None:
-        from caso_cli.paths import cache_dir
+        from caso_cli.io.paths import cache_dir
 
         self.folder = folder or cache_dir() / "inversions"
         steps = f"{config.steps}-{config.num_steps(sd.schedule)}-r{config.inversion_refine}"
@@ -58,7 +58,7 @@ class InversionCache:
     def put(self, image: Image.Image, z_t: torch.Tensor) -> None:
         from safetensors.torch import save_file
 
-        from caso_cli.fileio import atomic_path
+        from caso_cli.io.files import atomic_path
 
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{self.key(image)}.safetensors"

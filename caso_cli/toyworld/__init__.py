@@ -6,7 +6,7 @@ The toy world uses caso like any other user of the library: importing this packa
   (the first model, kept loadable until every documented result is re-run on ``toy``): diffusers folders shipped
   here (:func:`caso_cli.models.loaders.register_local_model`), each with its caption grammar (:data:`MODELS`);
 * the oracle ``toy`` (``caso eval --oracle toy``): :func:`caso_cli.toyworld.oracle.eval_oracle`
-  (:func:`caso_cli.oracles.register_oracle`);
+  (:func:`caso_cli.eval.oracles.register_oracle`);
 * how each toy model's captions name a classifier's classes (:data:`caso_cli.contexts.PHRASEBOOKS`).
 
 Both lookups import this package on their first use, so ``toy`` works without importing it first.
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from caso_cli.oracles import Oracle
+    from caso_cli.eval.oracles import Oracle
 
 MODEL_NAME = "toy"
 _HERE = Path(__file__).resolve().parent
@@ -49,8 +49,8 @@ def _phrasebook(model: str):  # noqa: ANN202 - a (attribute, class) -> words fun
 
 def _register() -> None:
     from caso_cli.contexts import PHRASEBOOKS
+    from caso_cli.eval.oracles import register_oracle
     from caso_cli.models.loaders import register_local_model
-    from caso_cli.oracles import register_oracle
 
     for name, folder in MODELS.items():
         register_local_model(name, folder)

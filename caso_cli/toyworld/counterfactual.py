@@ -13,12 +13,12 @@ counterfactual ("best possible": an edit comes out of the VAE decoder, so it can
 to the counterfactual than D(E(counterfactual)) on average).
 
 PSNR is the **mean over images of the per-image PSNR** (dB, peak 255, per-image MSE over all
-pixels and channels), as :func:`caso_cli.metrics.psnr` computes it. That function floors
+pixels and channels), as :func:`caso_cli.eval.metrics.psnr` computes it. That function floors
 the MSE at 1e-10, so an image identical to its reference scores :data:`PSNR_IDENTICAL`
 (about 148.1 dB) rather than inf and means stay finite; one such image in a batch still
 dominates the mean, so score only faces whose class the edit changes (not faces already of the
 target class, whose counterfactual is the input itself). SSIM is the mean over images of
-:func:`caso_cli.metrics.ssim` (Gaussian window, data range 255).
+:func:`caso_cli.eval.metrics.ssim` (Gaussian window, data range 255).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from caso_cli.errors import UsageError
-from caso_cli.metrics import psnr, ssim
+from caso_cli.eval.metrics import psnr, ssim
 from caso_cli.toyworld import render as R
 from caso_cli.toyworld.captions import CLASSES
 

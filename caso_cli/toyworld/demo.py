@@ -117,7 +117,7 @@ def _rare_edit(sd: Any, data_dir: Path, config: DemoConfig, faces: np.ndarray, b
     ``embed learn`` does by default on the toy model) and edit ``faces`` towards the other class, caso's vector
     against the prompt naming the class in the same context. Returns the rates, [caso's edits, the prompt's] and
     the classifier."""
-    from caso_cli.datasets import load_labelled
+    from caso_cli.io.datasets import load_labelled
     from caso_cli.pipelines.classifier_fit import fit_classifier
     from caso_cli.pipelines.edit import edit_latents, invert_latents
     from caso_cli.pipelines.generate import decode_latents, encode_images
@@ -197,10 +197,10 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
     With ``config.hold`` every toy attribute gets a classifier and the embeddings are learned together, so that the
     edit can also run with the other attributes held; the sheet then shows both edits.
     """
-    from caso_cli.datasets import load_labelled
-    from caso_cli.fileio import file_sha256
-    from caso_cli.grid import image_grid
-    from caso_cli.imageio import save_png
+    from caso_cli.io.datasets import load_labelled
+    from caso_cli.io.files import file_sha256
+    from caso_cli.io.grid import image_grid
+    from caso_cli.io.images import save_png
     from caso_cli.models.classifier import save_classifier
     from caso_cli.models.loaders import load_model
     from caso_cli.pipelines.classifier_fit import fit_classifier

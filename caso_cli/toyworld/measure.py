@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from caso_cli.config import EditConfig
+from caso_cli.eval.metrics import psnr
 from caso_cli.families import Condition
-from caso_cli.metrics import psnr
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import class_conditions, decode_latents, encode_images, samples_per_class
 from caso_cli.pipelines.guidance import cfg_guidance

@@ -71,7 +71,7 @@ import numpy as np
 from caso_cli.toyworld import render as R
 
 if TYPE_CHECKING:
-    from caso_cli.oracles import Oracle
+    from caso_cli.eval.oracles import Oracle
 
 # ---- constants; thresholds are documented where they are defined -------------------------
 
@@ -521,7 +521,7 @@ def _face_found_rate(edits: list[dict[str, str]]) -> dict[str, float]:
 
 
 def eval_oracle() -> Oracle:
-    """The toy world's pixel oracle as a :class:`caso_cli.oracles.Oracle` (registered as ``toy``)."""
-    from caso_cli.oracles import Oracle
+    """The toy world's pixel oracle as a :class:`caso_cli.eval.oracles.Oracle` (registered as ``toy``)."""
+    from caso_cli.eval.oracles import Oracle
 
     return Oracle(name="toy", attributes=R.ATTRIBUTES, read=eval_read, extra=_face_found_rate)

@@ -12,7 +12,7 @@
     the other attributes change.
 
 Every function takes the loaded model ``sd`` and seeds; all random numbers are seeded.
-PSNR is :func:`caso_cli.metrics.psnr` (still importable from here as ``quality.psnr``).
+PSNR is :func:`caso_cli.eval.metrics.psnr` (still importable from here as ``quality.psnr``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from caso_cli.config import EditConfig
-from caso_cli.metrics import psnr
+from caso_cli.eval.metrics import psnr
 from caso_cli.toyworld import captions as C
 from caso_cli.toyworld import oracle
 from caso_cli.toyworld import render as R

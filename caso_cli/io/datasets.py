@@ -205,7 +205,7 @@ def digest_files(paths: Sequence[Path]) -> str:
     """sha256 over the files' names and contents: identifies a training set (16 hex digits)."""
     import hashlib
 
-    from caso_cli.fileio import file_sha256
+    from caso_cli.io.files import file_sha256
 
     h = hashlib.sha256()
     for p in sorted(paths):

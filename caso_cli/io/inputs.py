@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from caso_cli.datasets import IMAGE_SUFFIXES
 from caso_cli.errors import UsageError
+from caso_cli.io.datasets import IMAGE_SUFFIXES
 
 MAX_PATH_LINE = 4096  # longer stdin "lines" are not paths (PATH_MAX on Linux)
 STDIN_NOT_PATHS = ("'-' reads image paths from stdin, one per line, but stdin holds {what}; to edit one image "
@@ -46,7 +46,7 @@ def _item(path: Path) -> InputItem:
 def _folder(folder: Path, recursive: bool) -> Iterator[InputItem]:
     """The images of a folder, less caso's own outputs (PNGs with caso provenance: a rerun into the input folder
     must not edit its edits; name such a file to edit it again)."""
-    from caso_cli.imageio import is_caso_output
+    from caso_cli.io.images import is_caso_output
 
     pattern = folder.rglob("*") if recursive else folder.iterdir()
     for p in sorted(pattern):

@@ -3,11 +3,11 @@
 Every metric is an entry of :attr:`EvalResult.metrics`: ``{"available": true, ...numbers}`` or
 ``{"available": false, "reason": "..."}``. Nothing is downloaded: metrics that need backbone
 weights (LPIPS, FID, KID, Inception Score) are computed only from weight files the user gives
-(:mod:`caso_cli.backbones`), and distances computed on the classifier's features are named
+(:mod:`caso_cli.eval.backbones`), and distances computed on the classifier's features are named
 ``classifier_fd`` and ``classifier_kid``, never FID or KID. Oracles (``--oracle NAME``, e.g. the
-toy world's ``toy``) are found by name through :func:`caso_cli.oracles.get_oracle`.
+toy world's ``toy``) are found by name through :func:`caso_cli.eval.oracles.get_oracle`.
 
-Edits are grouped by the edit they come from (:func:`caso_cli.pairing.edit_group`: embedding, class and scale,
+Edits are grouped by the edit they come from (:func:`caso_cli.eval.pairing.edit_group`: embedding, class and scale,
 read from the ``caso:*`` PNG chunks or the file name), and the classifier's and the oracle's numbers are also
 given per group (``groups``), each with the group's own target: ``--target``, or, without it, the class the
 edit moves towards (a positive scale) or away from (a negative one).
@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from caso_cli.backbones import is_hub_id
 from caso_cli.config import EvalConfig
 from caso_cli.errors import InputError, UsageError
-from caso_cli.pairing import EditGroup, Pairing, edit_group
+from caso_cli.eval.backbones import is_hub_id
+from caso_cli.eval.pairing import EditGroup, Pairing, edit_group
 
 SCHEMA_VERSION = 1
 BACKBONE_METRICS = ("lpips", "fid", "kid", "inception_score")
@@ -88,7 +88,7 @@ def check_config(config: EvalConfig) -> None:
     if config.target is not None and config.classifier is None:
         raise UsageError("--target needs --classifier")
     if config.oracle is not None:
-        from caso_cli.oracles import oracle_names
+        from caso_cli.eval.oracles import oracle_names
 
         if config.oracle not in oracle_names():
             raise UsageError(f"unknown --oracle {config.oracle!r} (known: {', '.join(oracle_names()) or 'none'})")
@@ -124,7 +124,7 @@ class _Backbones:
     """The user's LPIPS and Inception networks: LPIPS per pair, Inception outputs of both sets batch by batch."""
 
     def __init__(self, specs: tuple[str, ...]) -> None:
-        from caso_cli.backbones import Backbones, load_backbones
+        from caso_cli.eval.backbones import Backbones, load_backbones
 
         self.nets = load_backbones(specs) if specs else Backbones()
         self.pool_orig: list[np.ndarray] = []
@@ -170,8 +170,7 @@ class _Backbones:
         self.probs_edit.extend(probs)
 
     def metrics(self, config: EvalConfig, lpips_values: list[float]) -> dict[str, dict[str, Any]]:
-        from caso_cli import metrics as M
-
+        from caso_cli.eval import metrics as M
         src = self.nets.sources
         if not config.weights:
             why = "needs backbone weights you already have (--weights PATH); caso never downloads them"
@@ -201,7 +200,7 @@ class _Backbones:
 
 
 def _load_pair(orig: Path, edit: Path, fit: str) -> tuple[np.ndarray, np.ndarray, bool]:
-    from caso_cli.imageio import fit_image, load_image
+    from caso_cli.io.images import fit_image, load_image
 
     a, b = load_image(orig), load_image(edit)
     fitted = a.size != b.size
@@ -348,8 +347,7 @@ def _oracle_summary(oracle: Any, records: list[PairRecord], groups: dict[str, Ed
 
 
 def _feature_distances(config: EvalConfig, fo: np.ndarray, fe: np.ndarray) -> dict[str, dict[str, Any]]:
-    from caso_cli import metrics as M
-
+    from caso_cli.eval import metrics as M
     label = "penultimate features of --classifier (not Inception features: not comparable with FID/KID)"
     if len(fo) < 2:
         why = _unavailable("needs at least 2 pairs")
@@ -363,12 +361,11 @@ def _feature_distances(config: EvalConfig, fo: np.ndarray, fe: np.ndarray) -> di
 def evaluate(pairing: Pairing, config: EvalConfig,
              progress: Callable[[int, int], None] | None = None) -> EvalResult:
     """Measure every (original, edit) pair of ``pairing``; ``progress(done, total)`` after each batch."""
-    from caso_cli import metrics as M
-
+    from caso_cli.eval import metrics as M
     check_config(config)
     oracle = None
     if config.oracle is not None:
-        from caso_cli.oracles import get_oracle
+        from caso_cli.eval.oracles import get_oracle
 
         oracle = get_oracle(config.oracle)
     clf = None

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from caso_cli.pipelines.evaluate import EvalResult
+from caso_cli.eval.evaluate import EvalResult
 
 THUMB = 96  # thumbnail side, pixels (small images are enlarged without smoothing)
 MAX_ROWS_WITH_THUMBS = 200  # later rows are listed without thumbnails to keep the file small
@@ -35,7 +35,7 @@ LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "classifier": "classifier", "clas
 def _thumb(path: Path) -> str:
     from PIL import Image
 
-    from caso_cli.imageio import load_image
+    from caso_cli.io.images import load_image
 
     img = load_image(path)
     scale = THUMB / max(img.size)
@@ -72,7 +72,7 @@ def pca_svg(fo: np.ndarray, fe: np.ndarray, classes: list[str], pred: np.ndarray
 
     A class mean is the mean feature of all images (originals and edits) the classifier puts in that class.
     """
-    from caso_cli.metrics import pca_2d
+    from caso_cli.eval.metrics import pca_2d
 
     allf = np.concatenate([fo, fe])
     xy, mean, axes = pca_2d(allf)

@@ -4,7 +4,7 @@ An oracle reads named attributes from images (each attribute one of a fixed list
 and ``caso eval`` reports, per attribute, how often an edit changed it and how its classes are
 spread over the edits. Oracles are found by name through one lookup::
 
-    from caso_cli.oracles import Oracle, register_oracle
+    from caso_cli.eval.oracles import Oracle, register_oracle
 
     def my_oracle() -> Oracle:              # called when the oracle is first asked for
         return Oracle(name="mine", attributes={"smile": ("no", "yes")}, read=read_smiles)

@@ -51,7 +51,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from caso_cli.errors import InputError, UsageError
-from caso_cli.fileio import atomic_write
+from caso_cli.io.files import atomic_write
 
 if TYPE_CHECKING:
     import torch
