@@ -15,7 +15,7 @@ edit moves towards (a positive scale) or away from (a negative one).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,13 @@ import numpy as np
 
 from caso_cli.config import EvalConfig
 from caso_cli.errors import InputError, UsageError
+from caso_cli.eval.backbone_metrics import BACKBONE_METRICS, BackboneMetrics, by_size
 from caso_cli.eval.backbones import is_hub_id
+from caso_cli.eval.metrics import summary, unavailable
 from caso_cli.eval.pairing import EditGroup, Pairing, edit_group
+from caso_cli.eval.targets import classifier_target, oracle_target
 
 SCHEMA_VERSION = 1
-BACKBONE_METRICS = ("lpips", "fid", "kid", "inception_score")
 #: every metric an evaluation can report (available or not), so that --fail-under names are checked up front
 METRICS = ("psnr", "ssim", "classifier", "classifier_fd", "classifier_kid", "oracle", *BACKBONE_METRICS)
 #: metrics where lower is better: thresholds on them take --fail-over, the others --fail-under
@@ -99,106 +101,6 @@ def check_config(config: EvalConfig) -> None:
             raise UsageError(f"--weights {spec}: no such file or folder")
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
-    a = np.asarray(values, np.float64)
-    return {"available": True, "mean": round(float(a.mean()), 4), "median": round(float(np.median(a)), 4),
-            "min": round(float(a.min()), 4), "max": round(float(a.max()), 4)}
-
-
-def _unavailable(reason: str) -> dict[str, Any]:
-    return {"available": False, "reason": reason}
-
-
-def _by_size(images: list[np.ndarray]) -> list[tuple[list[int], Any]]:
-    """Indices of the images of each size and those images as one (N, 3, H, W) tensor in [-1, 1]."""
-    import torch
-
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, im in enumerate(images):
-        groups.setdefault(im.shape, []).append(i)
-    return [(idx, torch.from_numpy(np.stack([images[i] for i in idx])).permute(0, 3, 1, 2).float() / 127.5 - 1)
-            for idx in groups.values()]
-
-
-class _Backbones:
-    """The user's LPIPS and Inception networks: LPIPS per pair, Inception outputs of both sets batch by batch."""
-
-    def __init__(self, specs: tuple[str, ...]) -> None:
-        from caso_cli.eval.backbones import Backbones, load_backbones
-
-        self.nets = load_backbones(specs) if specs else Backbones()
-        self.pool_orig: list[np.ndarray] = []
-        self.pool_edit: list[np.ndarray] = []
-        self.probs_edit: list[np.ndarray] = []
-
-    def lpips(self, a: list[np.ndarray], b: list[np.ndarray]) -> list[float] | None:
-        import torch
-
-        if self.nets.lpips is None:
-            return None
-        out = [0.0] * len(a)
-        with torch.no_grad():
-            for idx, x in _by_size(a):
-                if min(x.shape[-2:]) < 16:  # VGG16 halves the image four times before its last tap
-                    raise InputError(f"LPIPS needs images of at least 16x16 pixels, got {x.shape[-1]}x{x.shape[-2]}")
-                (_, y), = _by_size([b[i] for i in idx])  # each edit has its original's size (_load_pair)
-                for i, v in zip(idx, self.nets.lpips(x, y).tolist(), strict=True):
-                    out[i] = v
-        return out
-
-    def _inception(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
-        net = self.nets.inception
-        assert net is not None  # add() calls this only when Inception weights were found
-        pool: dict[int, np.ndarray] = {}  # image index -> its features / class probabilities
-        probs: dict[int, np.ndarray] = {}
-        with torch.no_grad():
-            for idx, x in _by_size(images):  # resized to 299x299 inside, so any size goes
-                p, logits = net(x)
-                for j, i in enumerate(idx):
-                    pool[i], probs[i] = p[j].double().numpy(), torch.softmax(logits[j].double(), 0).numpy()
-        order = range(len(images))
-        return np.stack([pool[i] for i in order]), np.stack([probs[i] for i in order])
-
-    def add(self, a: list[np.ndarray], b: list[np.ndarray]) -> None:
-        if self.nets.inception is None:
-            return
-        self.pool_orig.extend(self._inception(a)[0])
-        pool, probs = self._inception(b)
-        self.pool_edit.extend(pool)
-        self.probs_edit.extend(probs)
-
-    def metrics(self, config: EvalConfig, lpips_values: list[float]) -> dict[str, dict[str, Any]]:
-        from caso_cli.eval import metrics as M
-        src = self.nets.sources
-        if not config.weights:
-            why = "needs backbone weights you already have (--weights PATH); caso never downloads them"
-            return {name: _unavailable(why) for name in BACKBONE_METRICS}
-        out: dict[str, dict[str, Any]] = {}
-        if self.nets.lpips is None:
-            out["lpips"] = _unavailable(self.nets.missing["lpips"])
-        else:
-            out["lpips"] = {**_stats(lpips_values), "weights": src["lpips"]}
-        if self.nets.inception is None:
-            unavailable = _unavailable(self.nets.missing["inception"])
-            return {**out, "fid": unavailable, "kid": unavailable, "inception_score": unavailable}
-        fo, fe = np.stack(self.pool_orig), np.stack(self.pool_edit)
-        if len(fo) < 2:
-            out["fid"] = out["kid"] = _unavailable("needs at least 2 pairs")
-        else:
-            note = f"originals vs edits, {len(fo)} images each: far too few for a stable estimate" \
-                if len(fo) < 2048 else f"originals vs edits, {len(fo)} images each"
-            mean, std = M.kid(fo, fe, config.kid_subsets, config.kid_subset_size, config.seed)
-            out["fid"] = {"available": True, "value": round(M.feature_frechet_distance(fo, fe), 4), "note": note,
-                          "weights": src["inception"]}
-            out["kid"] = {"available": True, "mean": round(mean, 6), "std": round(std, 6), "weights": src["inception"]}
-        score, spread = M.inception_score(np.stack(self.probs_edit), splits=min(10, len(self.probs_edit)))
-        out["inception_score"] = {"available": True, "mean": round(score, 4), "std": round(spread, 4),
-                                  "of": "edits", "weights": src["inception"]}
-        return out
-
-
 def _load_pair(orig: Path, edit: Path, fit: str) -> tuple[np.ndarray, np.ndarray, bool]:
     from caso_cli.io.images import fit_image, load_image
 
@@ -216,7 +118,7 @@ def _classify(clf: Any, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
     feats: dict[int, np.ndarray] = {}  # image index -> its features / class probabilities
     probs: dict[int, np.ndarray] = {}
     with torch.no_grad():
-        for idx, x in _by_size(images):
+        for idx, x in by_size(images):
             f = clf.features(x)
             p = torch.softmax(clf.backbone.head(f) if hasattr(clf.backbone, "head") else clf(x), dim=1)
             for j, i in enumerate(idx):
@@ -224,64 +126,6 @@ def _classify(clf: Any, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarra
     order = range(len(images))
     return (np.stack([feats[i] for i in order]).astype(np.float64),
             np.stack([probs[i] for i in order]).astype(np.float64))
-
-
-def _matches(key: str, name: str) -> bool:
-    """``key`` (a class or embedding name, lower case) names ``name``: ``mustache``, ``toy-mustache``."""
-    return key == name or key.endswith("-" + name)
-
-
-def _direction(group: EditGroup, found: Callable[[str | None, str], tuple[str, int] | None]
-               ) -> tuple[str, int, bool] | None:
-    """What ``found(class, embedding name)`` makes of the one attribute of ``group`` it knows, and whether the edit
-    moves towards it (positive scale) or away (negative); ``None`` with no such attribute, several, or scale 0."""
-    scales = group.scale_values()
-    hits = [(i, hit) for i, (name, cls) in enumerate(zip(group.names, group.classes, strict=True))
-            if (hit := found(cls, name)) is not None]
-    if scales is None or len(hits) != 1 or scales[hits[0][0]] == 0:
-        return None
-    i, (what, k) = hits[0]
-    return what, k, scales[i] > 0
-
-
-def classifier_target(group: EditGroup, classes: Sequence[str]) -> tuple[str, int, bool] | None:
-    """``(target, k, towards)`` of an edit group for a classifier of ``classes``: success is the share of edits in
-    class k (towards) or out of it (away; the target is then the other class of a binary classifier, else
-    ``not <class>``). The edited class is the group's recorded class, or one whose name the embedding's name ends
-    with (``toy-mustache``, ``hair-blond``)."""
-    def found(cls: str | None, name: str) -> tuple[str, int] | None:
-        if cls is not None:
-            return (cls, classes.index(cls)) if cls in classes else None
-        ks = [k for k, c in enumerate(classes) if _matches(name.lower(), c.lower())]
-        return (classes[ks[0]], ks[0]) if len(ks) == 1 else None
-
-    d = _direction(group, found)
-    if d is None:
-        return None
-    cls, k, towards = d
-    return (cls if towards else classes[1 - k] if len(classes) == 2 else f"not {cls}"), k, towards
-
-
-def oracle_target(group: EditGroup, attributes: Mapping[str, Sequence[str]]) -> tuple[str, str, bool] | None:
-    """``(attribute, class, towards)`` of an edit group for an oracle reading ``attributes``: the class of the
-    attribute the edit moves towards (positive scale) or away from (negative). A binary attribute ``a`` is named
-    by the class or embedding ``a`` or ``<x>-a`` (its last class) or ``no_a`` (its first); any attribute by one of
-    its classes that no other attribute has (``blond``, ``hair-blond``)."""
-    def found(cls: str | None, name: str) -> tuple[str, int] | None:
-        key = (cls or name).lower()
-        hits = []
-        for a, names in attributes.items():
-            low = [c.lower() for c in names]
-            if len(names) == 2 and _matches(key, a.lower()):
-                hits.append((a, 1))
-            elif len(names) == 2 and key in (f"no_{a}", f"not_{a}", f"no-{a}", f"non_{a}"):
-                hits.append((a, 0))
-            else:
-                hits += [(a, k) for k, c in enumerate(low) if (key == c if cls else _matches(key, c))]
-        return hits[0] if len(hits) == 1 else None
-
-    d = _direction(group, found)
-    return None if d is None else (d[0], attributes[d[0]][d[1]], d[2])
 
 
 def _group_index(records: list[PairRecord]) -> dict[str, np.ndarray]:
@@ -350,7 +194,7 @@ def _feature_distances(config: EvalConfig, fo: np.ndarray, fe: np.ndarray) -> di
     from caso_cli.eval import metrics as M
     label = "penultimate features of --classifier (not Inception features: not comparable with FID/KID)"
     if len(fo) < 2:
-        why = _unavailable("needs at least 2 pairs")
+        why = unavailable("needs at least 2 pairs")
         return {"classifier_fd": why, "classifier_kid": why}
     mean, std = M.kid(fo, fe, config.kid_subsets, config.kid_subset_size, config.seed)
     return {"classifier_fd": {"available": True, "value": round(M.feature_frechet_distance(fo, fe), 6),
@@ -376,7 +220,7 @@ def evaluate(pairing: Pairing, config: EvalConfig,
         if config.target is not None and config.target not in clf.classes:
             raise UsageError(f"--target {config.target!r} is not a class of {config.classifier} "
                              f"(classes: {', '.join(clf.classes)})")
-    nets = _Backbones(config.weights)
+    nets = BackboneMetrics(config.weights)
     records: list[PairRecord] = []
     feats: list[tuple[np.ndarray, np.ndarray]] = []
     probs: list[tuple[np.ndarray, np.ndarray]] = []
@@ -416,8 +260,8 @@ def evaluate(pairing: Pairing, config: EvalConfig,
         if progress is not None:
             progress(len(records), total)
 
-    metrics: dict[str, dict[str, Any]] = {"psnr": _stats([r.psnr for r in records]),
-                                          "ssim": _stats([r.ssim for r in records])}
+    metrics: dict[str, dict[str, Any]] = {"psnr": summary([r.psnr for r in records]),
+                                          "ssim": summary([r.ssim for r in records])}
     result = EvalResult(records, metrics, pairing.unpaired_originals, pairing.unpaired_edits, groups=groups)
     if clf is not None:
         result.classes = list(clf.classes)
@@ -427,13 +271,13 @@ def evaluate(pairing: Pairing, config: EvalConfig,
                                                     np.concatenate([p for _, p in probs]), records, groups)
         metrics.update(_feature_distances(config, result.features_orig, result.features_edit))
     else:
-        why = _unavailable("no --classifier given")
+        why = unavailable("no --classifier given")
         metrics.update(classifier=why, classifier_fd=why, classifier_kid=why)
     if oracle is not None:
         result.oracle_attributes = list(oracle.attributes)
         metrics["oracle"] = _oracle_summary(oracle, records, groups)
     else:
-        metrics["oracle"] = _unavailable("no --oracle given")
+        metrics["oracle"] = unavailable("no --oracle given")
     metrics.update(nets.metrics(config, [r.lpips for r in records if r.lpips is not None]))
     return result
 

@@ -6,6 +6,8 @@ against numbers computed by that reference on fixed inputs (tests/test_eval_metr
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 SSIM_SIGMA = 1.5  # Gaussian window (Wang et al. 2004)
@@ -144,3 +146,15 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if row.any() and row[np.abs(row).argmax()] < 0:
             row *= -1
     return (f - mean) @ axes.T, mean, axes
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """A metric's entry of ``caso eval``: mean, median, min and max of its values, rounded."""
+    a = np.asarray(values, np.float64)
+    return {"available": True, "mean": round(float(a.mean()), 4), "median": round(float(np.median(a)), 4),
+            "min": round(float(a.min()), 4), "max": round(float(a.max()), 4)}
+
+
+def unavailable(reason: str) -> dict[str, Any]:
+    """The entry of a metric that could not be computed, and why."""
+    return {"available": False, "reason": reason}
