@@ -180,6 +180,21 @@ class EditConfig:
     # start at this timestep instead of a fraction: the grid timesteps t <= it, on the loaded model's own grid
     start_timestep: int | None = None
 
+    @classmethod
+    def starting_at(cls, start: float, steps: int = 50, single_step: bool = False,
+                    inversion_refine: int = 1) -> EditConfig:
+        """The config that guides from ``start`` (``--start``): a fraction of the trajectory (0 < start <= 1; 1 =
+        from pure noise), or a timestep (a whole number above 1: the largest timestep <= it on the loaded model's
+        own DDIM grid, resolved by :meth:`num_steps`). The inverse of :meth:`start_label`."""
+        if steps < 1:
+            raise UsageError(f"--steps must be at least 1, got {steps}")
+        if 0 < start <= 1:
+            return cls(steps=steps, start=start, single_step=single_step, inversion_refine=inversion_refine)
+        if start > 1 and start == int(start):
+            return cls(steps=steps, start_timestep=int(start), single_step=single_step,
+                       inversion_refine=inversion_refine)
+        raise UsageError(f"--start must be a fraction in (0, 1] or a whole timestep above 1, got {start:g}")
+
     def num_steps(self, schedule: NoiseSchedule | None = None) -> int:
         """Steps inverted (and denoised): round(start * steps), at least 1; or, with ``start_timestep``, the
         timesteps of ``schedule``'s grid (its spacing, offset and training steps) that are <= it."""

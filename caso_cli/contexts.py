@@ -93,8 +93,8 @@ def resolve(spec: str, attribute: str | None = None, model: str | None = None) -
 
 
 #: model name -> (attribute, class name) -> the words for that class in that model's captions (None: not known);
-#: models without one say a class by its name ("no_glasses" -> "no glasses"). The toy world registers "toy".
-PHRASEBOOKS: Lookup[Callable[[str, str], str | None]] = Lookup(("caso_cli.toyworld",))
+#: models without one say a class by its name ("no_glasses" -> "no glasses"). The toy world's plug-in registers "toy".
+PHRASEBOOKS: Lookup[Callable[[str, str], str | None]] = Lookup()
 
 
 def class_words(model: str, attribute: str | None, cls: str) -> str:

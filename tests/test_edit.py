@@ -59,7 +59,7 @@ def test_start_timestep_is_resolved_on_the_models_own_grid(spacing: str, offset:
     """--start T guides from the largest timestep of diffusers' own grid that is <= T, for every spacing."""
     from diffusers import DDIMScheduler
 
-    from caso_cli.cli.edit import edit_config
+    from caso_cli.cli.options import edit_config
     from caso_cli.diffusion import schedule_from_config
 
     sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
@@ -71,7 +71,7 @@ def test_start_timestep_is_resolved_on_the_models_own_grid(spacing: str, offset:
 
 
 def test_start_timestep_outside_the_models_range_is_one_line() -> None:
-    from caso_cli.cli.edit import edit_config
+    from caso_cli.cli.options import edit_config
     from caso_cli.diffusion import schedule_from_config
 
     small = schedule_from_config({"num_train_timesteps": 100})

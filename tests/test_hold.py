@@ -12,23 +12,17 @@ from PIL import Image
 from caso_cli.errors import InputError, UsageError
 from caso_cli.io.files import file_sha256
 from caso_cli.io.images import read_png_metadata
-from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN, save_classifier
+from caso_cli.models.classifier import load_classifier, save_classifier
 from caso_cli.pipelines.guidance import Contrast
 from caso_cli.pipelines.hold import EditTerm, Token, held_embeddings, hold_contrast, read_classes
 from caso_cli.registry import save_embedding
-from tests.tiny import run_main
-
-
-def _classifier(classes: list[str], seed: int) -> AttributeClassifier:
-    torch.manual_seed(seed)
-    meta = ClassifierMeta(classes=classes, backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
-                          backbone_config={"widths": [8, 8]})
-    return AttributeClassifier(SmallCNN(len(classes), (8, 8)), meta).eval().requires_grad_(False)
+from tests.tiny import run_main, tiny_classifier
 
 
 def _token(name: str, k: int, seed: int) -> Token:
     classes = [f"no_{name}", name] if k == 2 else [f"c{i}" for i in range(k)]
-    return Token(name, torch.randn(k, 16, generator=torch.Generator().manual_seed(seed)), _classifier(classes, seed))
+    vectors = torch.randn(k, 16, generator=torch.Generator().manual_seed(seed))
+    return Token(name, vectors, tiny_classifier(classes, seed))
 
 
 def test_contrast_is_cfg_in_one_call(tiny_sd) -> None:
@@ -101,7 +95,7 @@ def registry(tiny_sd, tiny_model_dir, tmp_path) -> dict[str, Path]:
     files = {}
     for seed, (name, classes) in enumerate([("mustache", ["no_mustache", "mustache"]),
                                             ("smile", ["no_smile", "smile"]), ("hair", ["black", "blond", "red"])]):
-        path = save_classifier(_classifier(classes, seed), tmp_path / f"{name}.safetensors")
+        path = save_classifier(tiny_classifier(classes, seed), tmp_path / f"{name}.safetensors")
         files[name] = path
         save_embedding(name, torch.randn(len(classes), 16, generator=torch.Generator().manual_seed(seed)),
                        {"classes": classes, "model": str(tiny_model_dir), "text_encoder_hash": te,
@@ -150,7 +144,6 @@ def test_edit_hold_records_the_classes_read(registry, tmp_path, capsys) -> None:
     assert "not holding orphan" in err
     rows = [json.loads(line) for line in stdout.splitlines()]
     from caso_cli.io.images import load_image, to_tensor
-    from caso_cli.models.classifier import load_classifier
 
     x = to_tensor([load_image(p) for p in photos])
 
@@ -214,8 +207,8 @@ def test_hold_all_holds_each_other_attribute_once(tiny_sd, tiny_model_dir, tmp_p
     from caso_cli.registry import load_embedding
 
     te = tiny_sd.family.encoder_hash()
-    clf = save_classifier(_classifier(["no_x", "x"], 0), tmp_path / "c.safetensors")
-    refit = save_classifier(_classifier(["no_x", "x"], 1), tmp_path / "r.safetensors")
+    clf = save_classifier(tiny_classifier(["no_x", "x"], 0), tmp_path / "c.safetensors")
+    refit = save_classifier(tiny_classifier(["no_x", "x"], 1), tmp_path / "r.safetensors")
     rec = {"path": str(clf), "sha256": file_sha256(clf)}
     entries = [("toy-mustache", "mustache", [], "2026-01-01"), ("my-mustache", "mustache", [], "2026-01-03"),
                ("j-mustache", "mustache", ["j-glasses"], "2026-01-02"), ("j-glasses", "glasses", ["j-mustache"],

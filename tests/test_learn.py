@@ -7,23 +7,20 @@ import torch
 
 from caso_cli.config import LearnConfig
 from caso_cli.errors import Interrupted, UsageError
-from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN
+from caso_cli.models.classifier import AttributeClassifier
 from caso_cli.pipelines.checkpoint import Checkpoint
 from caso_cli.pipelines.learn import learn_embedding
+from tests.tiny import random_images, tiny_classifier
 
 
 @pytest.fixture(scope="module")
 def classifier() -> AttributeClassifier:
-    torch.manual_seed(0)
-    meta = ClassifierMeta(classes=["no_x", "x"], backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
-                          backbone_config={"widths": [8, 8]})
-    clf = AttributeClassifier(SmallCNN(2, (8, 8)), meta).eval()
-    return clf.requires_grad_(False)
+    return tiny_classifier()
 
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return random_images()
 
 
 @pytest.mark.slow

@@ -8,27 +8,20 @@ import pytest
 import torch
 
 from caso_cli.config import LearnConfig
-from caso_cli.models.classifier import AttributeClassifier, ClassifierMeta, SmallCNN
+from caso_cli.models.classifier import AttributeClassifier, save_classifier
 from caso_cli.pipelines import hold, learn, learn_checks, learn_runs
 from caso_cli.pipelines.classify import classify_images
-from tests.tiny import run_main
-
-
-def _classifier(classes: list[str], seed: int) -> AttributeClassifier:
-    torch.manual_seed(seed)
-    meta = ClassifierMeta(classes=classes, backbone="small-cnn", input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
-                          backbone_config={"widths": [8, 8]})
-    return AttributeClassifier(SmallCNN(len(classes), (8, 8)), meta).eval().requires_grad_(False)
+from tests.tiny import random_images, run_main, tiny_classifier
 
 
 @pytest.fixture(scope="module")
 def classifiers() -> list[AttributeClassifier]:
-    return [_classifier(["no_a", "a"], 0), _classifier(["x", "y", "z"], 1)]
+    return [tiny_classifier(["no_a", "a"], 0), tiny_classifier(["x", "y", "z"], 1)]
 
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return random_images()
 
 
 @pytest.mark.slow
@@ -127,7 +120,7 @@ def test_encoding_report_warns_on_drift(tiny_sd, classifiers, images, monkeypatc
                         lambda sd, v, n, *a: [torch.zeros(n, 3, 32, 32)] * v.shape[0])
     calls = iter([torch.tensor([0, 1, 0, 1]), torch.tensor([1, 1]), torch.tensor([0, 0])])
     monkeypatch.setattr(learn_checks, "classify_images", lambda *a, **k: next(calls))
-    other = _classifier(["no_smile", "smile"], 5)
+    other = tiny_classifier(["no_smile", "smile"], 5)
     report = learn_checks.encoding_report(tiny_sd, torch.zeros(2, 16), ["no_a", "a"], {"smile": other}, images[:4],
                                           2, 5.0)
     assert report["data"] == {"smile": {"no_smile": 0.5, "smile": 0.5}}
@@ -138,12 +131,11 @@ def test_encoding_report_warns_on_drift(tiny_sd, classifiers, images, monkeypatc
 
 @pytest.mark.slow
 def test_embed_learn_together_cli(tmp_path, tiny_model_dir, capsys) -> None:
-    from caso_cli.models.classifier import save_classifier
     from caso_cli.registry import load_embedding
     from tests.tiny import learn_inputs
 
     folder, clf_a = learn_inputs(tmp_path)
-    clf_b = save_classifier(_classifier(["no_b", "b"], 7), tmp_path / "b.safetensors")
+    clf_b = save_classifier(tiny_classifier(["no_b", "b"], 7), tmp_path / "b.safetensors")
     code, stdout, err = run_main(["embed", "learn", str(folder), "-c", str(clf_b), "-n", "bb", "-c", str(clf_a),
                                   "-n", "aa", "--model", str(tiny_model_dir), "--steps", "3", "--check-samples", "2",
                                   "--device", "cpu", "--json"], capsys)

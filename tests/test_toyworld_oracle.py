@@ -87,7 +87,7 @@ def test_not_a_face_is_flagged() -> None:
 # ---- the CLI -----------------------------------------------------------------------------------
 
 def _cli():
-    from caso_cli.cli.toyworld import app
+    from caso_cli.toyworld.cli import app
 
     return app
 

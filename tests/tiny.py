@@ -24,15 +24,23 @@ WORDS = ("a", "face", "with", "mustache", "glasses", "smile")
 # ---- the command line ----------------------------------------------------------------------------
 
 
-_CLICK_COMMANDS: dict[Any, Any] = {}  # typer app -> its Click command, built once per session (see run_main)
+_CLICK_COMMANDS: dict[Any, Any] = {}  # a typer app as registered -> its Click command (see run_main)
+
+
+def _registered(app: Any) -> tuple:
+    """What a typer app's Click command is built from: its callback, commands and sub-apps (recursively), the
+    objects themselves (hashed by identity)."""
+    return (app, app.registered_callback, tuple(app.registered_commands),
+            tuple((g, _registered(g.typer_instance)) for g in app.registered_groups))
 
 
 def run_main(args: list[str], capsys: Any) -> tuple[int, str, str]:
     """``caso ARGS`` in this process through :func:`caso_cli.cli.app.main`: (exit code, stdout, stderr).
 
     Typer builds the app's Click command tree on every call (about 30 ms on 2 cores: it evaluates the type hints of
-    every command), which is what a ``caso`` process does once; here the tree is built on the first call and reused,
-    as a Click command may be (over a hundred calls in the fast tier)."""
+    every command), which is what a ``caso`` process does once; here the tree is built once for each app as
+    registered (a command added later, as by a plug-in, builds it anew) and reused, as a Click command may be (over
+    a hundred calls in the fast tier)."""
     import pytest
     import typer.main
 
@@ -41,9 +49,10 @@ def run_main(args: list[str], capsys: Any) -> tuple[int, str, str]:
     build = typer.main.get_command
 
     def built_once(typer_instance: Any) -> Any:
-        if typer_instance not in _CLICK_COMMANDS:
-            _CLICK_COMMANDS[typer_instance] = build(typer_instance)
-        return _CLICK_COMMANDS[typer_instance]
+        key = _registered(typer_instance)
+        if key not in _CLICK_COMMANDS:
+            _CLICK_COMMANDS[key] = build(typer_instance)
+        return _CLICK_COMMANDS[key]
 
     with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as exit_info:
         patch.setattr(typer.main, "get_command", built_once)

@@ -1,4 +1,5 @@
-"""Root of the ``caso`` command: wires the command groups and maps errors to exit codes."""
+"""Root of the ``caso`` command: wires the built-in command groups, then the plug-ins' commands (the
+``caso_cli.commands`` entry points), and maps errors to exit codes."""
 
 from __future__ import annotations
 
@@ -12,24 +13,18 @@ import typer
 from caso_cli import __version__
 from caso_cli.cli.help import CasoTyper
 from caso_cli.errors import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, CasoError
+from caso_cli.plugins import COMMANDS, load_entry_points, warn_plugin
 
-app = CasoTyper(
-    name="caso",
-    help=(
-        "Edit images with Stable Diffusion through embeddings learned from a frozen attribute "
-        "classifier (CASO, IJCAI 2025).\n\n"
-        "Errors are one line on stderr; set CASO_DEBUG=1 for the traceback. "
-        "Exit codes: 0 ok, 1 check failed, 2 usage, 3 input, 4 model load, 5 out of memory, "
-        "6 NaN/inf, 130 interrupted (docs/errors.md).\n\n"
-        "Examples:\n\n"
-        "  caso demo      (the whole method on the toy world, offline on the CPU)\n\n"
-        "  caso edit caso-demo/data/images/000000.png --attr toy-mustache --out caso-demo/edited\n\n"
-        "  caso edit --help"
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+HELP = (
+    "Edit images with Stable Diffusion through embeddings learned from a frozen attribute "
+    "classifier (CASO, IJCAI 2025).\n\n"
+    "Errors are one line on stderr; set CASO_DEBUG=1 for the traceback. "
+    "Exit codes: 0 ok, 1 check failed, 2 usage, 3 input, 4 model load, 5 out of memory, "
+    "6 NaN/inf, 130 interrupted (docs/errors.md).\n\n"
+    "Examples:\n\n"
+    "  caso demo      (the whole method on the toy world, offline on the CPU)\n\n"
+    "  caso edit caso-demo/data/images/000000.png --attr toy-mustache --out caso-demo/edited\n\n"
+    "  caso edit --help"
 )
 
 
@@ -39,7 +34,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
@@ -48,24 +42,51 @@ def _root(
     """caso root options."""
 
 
-def _register() -> None:
+def make_app() -> CasoTyper:
+    """The ``caso`` command: the built-in commands, then those of every ``caso_cli.commands`` entry point (a
+    function that receives the app; one that fails is skipped with a warning line on stderr)."""
+    root = CasoTyper(name="caso", help=HELP, no_args_is_help=True, add_completion=False,
+                     pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+    root.callback()(_root)
+    _register_builtins(root)
+    for ep, register in load_entry_points(COMMANDS):
+        try:
+            register(root)
+        except Exception as exc:  # noqa: BLE001 - a plug-in's own bug must not take caso down
+            warn_plugin(ep, COMMANDS, exc)
+    return root
+
+
+def _register_builtins(root: CasoTyper) -> None:
     # Each module defines its commands; none imports torch. Registration order is --help's order.
-    from caso_cli.cli import classifier, edit, embed, evaluate, misc, model, sweep, toyworld
+    from caso_cli.cli import (
+        classifier,
+        edit,
+        embed,
+        evaluate,
+        generate,
+        interpolate,
+        misc,
+        model,
+        reconstruct,
+        registry,
+    )
 
-    app.command("demo")(sweep.demo_cmd)
-    app.add_typer(classifier.app, name="classifier")
-    app.add_typer(embed.app, name="embed")
-    app.command("edit")(edit.edit_cmd)
-    app.command("interpolate")(sweep.interpolate_cmd)
-    app.command("reconstruct")(sweep.reconstruct_cmd)
-    app.command("generate")(sweep.generate_cmd)
-    app.command("eval")(evaluate.eval_cmd)
-    app.add_typer(model.app, name="model")
-    app.add_typer(toyworld.app, name="toyworld")
-    app.command("path")(misc.path_cmd)
+    root.add_typer(classifier.app, name="classifier")
+    embed_group = CasoTyper(help=embed.HELP, no_args_is_help=True)  # learn, then the registry commands
+    embed_group.add_typer(embed.app)
+    embed_group.add_typer(registry.app)
+    root.add_typer(embed_group, name="embed")
+    root.command("edit")(edit.edit_cmd)
+    root.command("interpolate")(interpolate.interpolate_cmd)
+    root.command("reconstruct")(reconstruct.reconstruct_cmd)
+    root.command("generate")(generate.generate_cmd)
+    root.command("eval")(evaluate.eval_cmd)
+    root.add_typer(model.app, name="model")
+    root.command("path")(misc.path_cmd)
 
 
-_register()
+app = make_app()
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -1,4 +1,5 @@
-"""``caso embed``: learn embeddings and manage the local registry."""
+"""``caso embed learn``: learn embeddings from a classifier (the registry commands of ``caso embed`` are in
+:mod:`caso_cli.cli.registry`; ``caso_cli.cli.app`` puts both under ``caso embed``)."""
 
 from __future__ import annotations
 
@@ -15,35 +16,18 @@ from caso_cli.cli.options import (
     JsonOpt,
     ModelConfigOpt,
     ModelOpt,
-    OverwriteOpt,
     SeedOpt,
     SizeOpt,
+    parse_t_train,
 )
-from caso_cli.cli.output import Progress, info, plural, print_fields, print_json
-from caso_cli.config import T_SCREEN, LearnConfig
+from caso_cli.cli.output import Progress, info, plural, print_json
+from caso_cli.config import LearnConfig
 
-app = CasoTyper(help="Learn embeddings from a classifier and manage the local registry.\n\n"
-                     "Examples:\n\n  caso embed learn faces/ --classifier mustache.safetensors --name mustache\n\n"
-                     "  caso embed list", no_args_is_help=True)
-
-NameArg = Annotated[str, typer.Argument(help="Embedding name in the registry.")]
-
-
-def parse_t_train(text: str) -> tuple[int, int | None]:
-    """``201`` -> (201, None); ``201:401`` -> (201, 401); ``auto`` -> (-1, None)."""
-    from caso_cli.errors import UsageError
-
-    if text == "auto":
-        return -1, None
-    try:
-        parts = [int(p) for p in text.split(":")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        return parts[0], None
-    if len(parts) == 2 and parts[0] <= parts[1]:
-        return parts[0], parts[1]
-    raise UsageError(f"--t-train {text!r}: use auto, a timestep (201) or a range LOW:HIGH (201:401)")
+#: the help of the ``caso embed`` group, which holds learn and the registry commands
+HELP = ("Learn embeddings from a classifier and manage the local registry.\n\n"
+        "Examples:\n\n  caso embed learn faces/ --classifier mustache.safetensors --name mustache\n\n"
+        "  caso embed list")
+app = CasoTyper()
 
 
 @app.command("learn")
@@ -148,7 +132,7 @@ def learn_cmd(
     import dataclasses
 
     from caso_cli.errors import UsageError
-    from caso_cli.pipelines.embed import EmbedJob, check_job, run_embed_job
+    from caso_cli.pipelines.embed import EmbedJob, auto_t_screen, check_job, learn_contexts, run_embed_job
     from caso_cli.runtime import is_main_process, launched_processes
 
     if len(classifier) != len(name):
@@ -156,7 +140,7 @@ def learn_cmd(
                          "names)")
     together = tuple(zip(name[1:], classifier[1:], strict=True))
     t_low, t_high = parse_t_train(t_train)
-    screen = T_SCREEN if t_low < 0 and check_samples and not together else ()
+    screen = auto_t_screen(check_samples, bool(together)) if t_low < 0 else ()
     t_low = LearnConfig.t_train if t_low < 0 else t_low
     config = LearnConfig(t_train=t_low, t_train_max=t_high, t_screen=screen, train_scale=train_scale,
                          lambda_rec=lambda_rec, lambda_keep=lambda_keep, augment=augment, lr=lr,
@@ -170,24 +154,7 @@ def learn_cmd(
         problems.append("--lr must be positive, got 0")
     if problems:
         raise UsageError("; ".join(problems))
-    from caso_cli.models.loaders import default_model
-    from caso_cli.toyworld import captions
-
-    attribute: str | None = None
-    grammar = captions.for_model(model or default_model())
-    if len(classifier) == 1 and (contexts == "toy" or (contexts == "auto" and grammar)):
-        from caso_cli.models.classifier import read_classifier_meta
-
-        attribute = read_classifier_meta(classifier[0]).attr
-    if contexts == "auto":  # in context where that was measured better: one toy attribute on a toy model
-        contexts = "toy" if grammar and captions.caption_attribute(attribute, grammar) else "whole"
-    if contexts != "whole":
-        from caso_cli.contexts import resolve
-
-        if len(classifier) > 1:
-            raise UsageError("--contexts learns one attribute at a time; give one --classifier (or --contexts "
-                             "whole)")
-        config = dataclasses.replace(config, contexts=resolve(contexts, attribute, model or default_model()))
+    config = dataclasses.replace(config, contexts=learn_contexts(contexts, classifier, model))
     if num_processes < 1:
         raise UsageError("--num-processes must be at least 1")
     if num_processes > 1:
@@ -316,160 +283,3 @@ def hand_off_to_accelerate(ctx: typer.Context, num_processes: int, device: str) 
             raise
         code = codes[0] if codes and codes[0] > 0 else 1
         sys.exit(code)
-
-
-@app.command("list")
-def list_cmd(json_out: JsonOpt = False) -> None:
-    """List the embeddings in the registry: name, classes and the model each was learned for.
-
-    Examples:
-
-      caso embed list
-
-      caso embed list --json | jq -r .name
-    """
-    from caso_cli.registry import list_names, read_meta
-
-    names = list_names()
-    if not names:
-        info("no embeddings in the registry yet (caso embed learn, or caso demo)")
-    elif not json_out:
-        typer.echo(f"{'NAME':24} {'CLASSES':32} MODEL")
-    for name in names:
-        meta = read_meta(name)
-        if json_out:
-            print_json({"name": name, "classes": meta.get("classes"), "model": meta.get("model"),
-                        "created": meta.get("created")})
-        else:
-            typer.echo(f"{name:24} {', '.join(meta.get('classes', [])):32} {meta.get('model', '')}")
-
-
-@app.command("show")
-def show_cmd(name: NameArg, json_out: JsonOpt = False) -> None:
-    """Show an embedding's metadata (classes, model, classifier, hyperparameters, data, metrics).
-
-    Examples:
-
-      caso embed show toy-mustache
-
-      caso embed show toy-mustache --json | jq .metrics
-    """
-    from caso_cli.registry import read_meta
-
-    meta = read_meta(name)
-    if json_out:
-        print_json(meta)
-    else:
-        print_fields(meta)
-
-
-@app.command("verify")
-def verify_cmd(json_out: JsonOpt = False) -> None:
-    """Check every registry entry's file hash, shape and metadata; exit 1 if any is broken.
-
-    Example:
-
-      caso embed verify
-    """
-    import sys
-
-    from caso_cli.errors import EXIT_CHECK_FAILED
-    from caso_cli.registry import verify
-
-    results = verify()
-    for name, status in results.items():
-        if json_out:
-            print_json({"name": name, "ok": status == "ok", "problem": None if status == "ok" else status})
-        else:
-            typer.echo(f"{name:24} {status}")
-    bad = [n for n, s in results.items() if s != "ok"]
-    info(f"{len(results) - len(bad)} ok, {len(bad)} broken")
-    if bad:
-        sys.exit(EXIT_CHECK_FAILED)
-
-
-@app.command("rm")
-def rm_cmd(name: NameArg, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False) -> None:
-    """Delete an embedding from the registry.
-
-    Examples:
-
-      caso embed rm toy-mustache
-
-      caso embed rm toy-mustache --yes      (no question: for scripts)
-    """
-    import sys
-
-    from caso_cli.registry import read_meta, remove
-
-    read_meta(name)  # fails clearly when missing
-    if not yes:
-        if not sys.stdin.isatty():
-            from caso_cli.errors import UsageError
-
-            raise UsageError(f"refusing to delete {name!r} without confirmation; pass --yes")
-        typer.confirm(f"delete embedding {name!r}?", abort=True, err=True)
-    remove(name)
-    info(f"deleted {name}")
-
-
-@app.command("path")
-def path_cmd(name: Annotated[str | None, typer.Argument(help="An embedding (default: the registry).")] = None) -> None:
-    """Print the registry folder, or one embedding's folder.
-
-    Examples:
-
-      caso embed path
-
-      ls "$(caso embed path toy-mustache)"
-    """
-    from caso_cli.registry import read_meta, registry_dir
-
-    if name is None:
-        typer.echo(str(registry_dir()))
-    else:
-        read_meta(name)
-        typer.echo(str(registry_dir() / name))
-
-
-@app.command("export")
-def export_cmd(
-    name: NameArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the files (one per class).")],
-    fmt: Annotated[str, typer.Option("--format", help="diffusers ({'<token>': vector}) or a1111 "
-                                                      "({'emb_params': ...}, token = file name).")] = "diffusers",
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """Export as textual-inversion files that any Stable Diffusion tool loads.
-
-    One file per class, named by its token: in diffusers, pipe.load_textual_inversion("ti/<mustache>.safetensors")
-    and prompt "<mustache>".
-
-    Examples:
-
-      caso embed export mustache --out ti/
-
-      caso embed export mustache --out ti/ --format a1111
-    """
-    from caso_cli.registry import export
-
-    for path in export(name, out, fmt, overwrite):
-        typer.echo(str(path))
-
-
-@app.command("import")
-def import_cmd(
-    files: Annotated[list[Path], typer.Argument(help="One textual-inversion .safetensors per class, in class order.")],
-    name: Annotated[str, typer.Option("--name", "-n", help="Registry name.")],
-    model: Annotated[str | None, typer.Option("--model", help="Model the vectors were learned for (recorded).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing embedding.")] = False,
-) -> None:
-    """Import textual-inversion files (diffusers or A1111 safetensors) as one embedding.
-
-    Example:
-
-      caso embed import "ti/<no_mustache>.safetensors" "ti/<mustache>.safetensors" --name mustache2 --model toy
-    """
-    from caso_cli.registry import import_files
-
-    typer.echo(str(import_files(list(files), name, {"model": model} if model else None, force=force)))

@@ -11,7 +11,8 @@ spread over the edits. Oracles are found by name through one lookup::
 
     register_oracle("mine", my_oracle)      # then: caso eval a/ b/ --oracle mine
 
-The toy world registers ``toy`` (:mod:`caso_cli.toyworld`). This module imports nothing heavy (no numpy).
+The toy world registers ``toy`` (:mod:`caso_cli.toyworld`, a ``caso_cli.plugins`` entry point). This module
+imports nothing heavy (no numpy).
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ class Oracle:
         return out
 
 
-#: name -> factory; the toy world registers ``toy`` when first looked up
-_FACTORIES: Lookup[Callable[[], Oracle]] = Lookup(("caso_cli.toyworld",))
+#: name -> factory; plug-ins (the ``caso_cli.plugins`` entry points: the toy world's ``toy``) register theirs when
+#: it is first looked up
+_FACTORIES: Lookup[Callable[[], Oracle]] = Lookup()
 _BUILT: dict[str, Oracle] = {}
 
 

@@ -3,7 +3,7 @@
 ``--model`` (or ``$CASO_MODEL``) may be:
 
 * a local alias (:func:`register_local_model`), such as ``toy``: the small toy-world model shipped
-  inside caso (offline, CPU friendly), which :mod:`caso_cli.toyworld` registers;
+  inside caso (offline, CPU friendly), which the toy world's plug-in module :mod:`caso_cli.toyworld` registers;
 * a local diffusers folder (``model_index.json`` and the component folders its family needs: SD 1.x/2.x
   ``vae/``, ``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``);
 * a single-file checkpoint (``.safetensors``; ``.ckpt`` only with ``allow_pickle``), with
@@ -44,8 +44,9 @@ def default_model() -> str:
 
 # ---- local aliases: short --model names for diffusers folders on this machine ----------------
 
-#: alias -> its folder; the toy world registers ``toy`` when first looked up
-_LOCAL_MODELS: Lookup[Callable[[], Path]] = Lookup(("caso_cli.toyworld",))
+#: alias -> its folder; plug-ins (the ``caso_cli.plugins`` entry points: the toy world's ``toy``) register theirs
+#: when it is first looked up
+_LOCAL_MODELS: Lookup[Callable[[], Path]] = Lookup()
 
 
 def register_local_model(name: str, folder: str | Path | Callable[[], Path]) -> None:

@@ -293,3 +293,56 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
             if on_record:
                 on_record(rec)
             yield rec
+
+
+# ---- a whole batch: its inputs, the model, and what it came to ---------------------------------------------------
+
+#: inputs this many times the model's side or more are shrunk so far that fine detail is lost (worth a warning)
+SHRINK_WARNING = 8
+
+
+def batch_inputs(inputs: Iterable[str], recursive: bool = False) -> list[InputItem]:
+    """The inputs of a batch (files, folders, globs, ``-`` for paths on stdin), expanded; an input that cannot be
+    read is an item with its ``error``. None at all is a :class:`UsageError`."""
+    from caso_cli.io.inputs import expand_inputs
+
+    items = list(expand_inputs(inputs, recursive))
+    if not items:
+        raise UsageError("no input images")
+    return items
+
+
+@dataclass
+class Batch:
+    """A batch ready to run: the loaded model, the job and its inputs. :meth:`run` edits them (this process's share)
+    and keeps count: records by status, and the input sizes shrunk :data:`SHRINK_WARNING` times or more."""
+
+    sd: StableDiffusion
+    job: EditJob
+    items: list[InputItem]
+    counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "skipped": 0, "error": 0})
+    shrunk: list[tuple[int, int]] = field(default_factory=list)  # (w, h) of each input shrunk that far
+
+    @property
+    def side(self) -> int:
+        """The side the images are edited at."""
+        return self.job.size or self.sd.resolution
+
+    @property
+    def total(self) -> int:
+        """How many inputs this process edits."""
+        return shard_size(len(self.items), self.sd.runtime.rank, self.sd.runtime.world_size)
+
+    def run(self) -> Iterator[EditRecord]:
+        """:func:`run_edit_job` over the inputs, counting each record as it comes."""
+        for rec in run_edit_job(self.sd, self.job, self.items):
+            size_in = rec.info.get("input_size")
+            if size_in and min(size_in) >= SHRINK_WARNING * self.side:
+                self.shrunk.append(size_in)
+            self.counts[rec.status] += 1
+            yield rec
+
+
+def open_batch(job: EditJob, items: list[InputItem], choice: ModelChoice) -> Batch:
+    """Load the model ``choice`` names (else the one the job's embeddings record) for a batch of ``items``."""
+    return Batch(open_model(choice, job.attrs), job, items)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from caso_cli import __version__
-from caso_cli.config import LearnConfig
+from caso_cli.config import T_SCREEN, LearnConfig
 from caso_cli.pipelines.checkpoint import Checkpoint
 from caso_cli.pipelines.learn import LearnResult, ProgressFn
 from caso_cli.pipelines.learn_checks import CHECK_PASS, edit_context, encoding_report
@@ -53,6 +54,41 @@ def check_job(job: EmbedJob) -> None:
         validate_name(name)
         if name in list_names() and not job.force:
             raise UsageError(f"embedding {name!r} exists (use --force to replace it, or pick another --name)")
+
+
+def auto_t_screen(check_samples: int, together: bool) -> tuple[tuple[int, int], ...]:
+    """What ``--t-train auto`` screens (``LearnConfig.t_screen``): the candidates :data:`T_SCREEN`, each scored by
+    the generation check; none (t* stays ``LearnConfig.t_train``) without a check, or for attributes learned
+    together, whose check is the edit check."""
+    return T_SCREEN if check_samples and not together else ()
+
+
+def learn_contexts(spec: str, classifiers: Sequence[Path], model: str | None = None) -> tuple[str, ...]:
+    """The word contexts ``--contexts SPEC`` learns in (``LearnConfig.contexts``; docs/method.md §10); () is the
+    paper's whole prompt (``whole``).
+
+    ``auto`` learns in context where that was measured better (docs/results.md): one attribute of a toy model's
+    caption grammar on that toy model (``toy``), else the whole prompt. Learning in context takes one attribute (one
+    classifier) at a time. ``model`` None is the default model."""
+    from caso_cli.contexts import resolve
+    from caso_cli.errors import UsageError
+    from caso_cli.models.loaders import default_model
+    from caso_cli.toyworld import captions
+
+    model = model or default_model()
+    attribute: str | None = None
+    grammar = captions.for_model(model)
+    if len(classifiers) == 1 and (spec == "toy" or (spec == "auto" and grammar)):
+        from caso_cli.models.classifier import read_classifier_meta
+
+        attribute = read_classifier_meta(classifiers[0]).attr
+    if spec == "auto":
+        spec = "toy" if grammar and captions.caption_attribute(attribute, grammar) else "whole"
+    if spec == "whole":
+        return ()
+    if len(classifiers) > 1:
+        raise UsageError("--contexts learns one attribute at a time; give one --classifier (or --contexts whole)")
+    return resolve(spec, attribute, model)
 
 
 def run_embed_job(job: EmbedJob, config: LearnConfig, progress: ProgressFn | None = None,

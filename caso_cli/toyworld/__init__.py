@@ -9,8 +9,9 @@ The toy world uses caso like any other user of the library: importing this packa
   (:func:`caso_cli.eval.oracles.register_oracle`);
 * how each toy model's captions name a classifier's classes (:data:`caso_cli.contexts.PHRASEBOOKS`).
 
-Both lookups import this package on their first use, so ``toy`` works without importing it first.
-Importing it is cheap (no numpy, no torch).
+It is the module of the ``caso_cli.plugins`` entry point ``toy`` (pyproject.toml), which every lookup imports on its
+first use, so ``toy`` works without importing it first; importing it is cheap (no numpy, no torch). Its commands
+(``caso demo``, ``caso toyworld``) come through the ``caso_cli.commands`` entry point: :mod:`caso_cli.toyworld.cli`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""``caso toyworld``: procedural toy faces with exactly known attributes, and their pixel oracle."""
+"""The toy world's commands: ``caso demo`` and the ``caso toyworld`` group (toy faces with exactly known attributes,
+their pixel oracle, the toy model).
+
+A plug-in's commands, added through the ``caso_cli.commands`` entry point (:func:`register`, declared in
+pyproject.toml) exactly as a third-party package would add its own.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from caso_cli.cli.help import CasoTyper
-from caso_cli.cli.options import JsonOpt
-from caso_cli.cli.output import info, plural, print_json
+from caso_cli.cli.options import JsonOpt, SeedOpt
+from caso_cli.cli.output import Progress, info, plural, print_json
 from caso_cli.errors import EXIT_CHECK_FAILED, InputError, OutputExists, UsageError
 
 if TYPE_CHECKING:
@@ -24,6 +29,13 @@ app = CasoTyper(
          "Examples:\n\n  caso toyworld render data/toy --n 1000\n\n  caso toyworld oracle data/toy/images/000000.png",
     no_args_is_help=True,
 )
+
+
+def register(root: typer.Typer) -> None:
+    """The ``caso_cli.commands`` entry point: add ``caso demo`` and the ``caso toyworld`` group to ``root``."""
+    root.command("demo")(demo_cmd)
+    root.add_typer(app, name="toyworld")
+
 
 def _parse_hair(text: str) -> tuple[float, float, float]:
     parts = [p.strip() for p in text.split(",")]
@@ -228,3 +240,81 @@ def sample_cmd(
                                              for a, v in summary.items()))
     info(f"{plural(len(rows), 'sample')} in {time.monotonic() - t0:.1f} s")
     typer.echo(str(out))
+
+
+def demo_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the data, classifier and before/after sheet.")]
+    = Path("caso-demo"),
+    attr: Annotated[str, typer.Option("--attr", help="Toy attribute to learn and edit: mustache, glasses or "
+                                                     "smile.")] = "mustache",
+    scale: Annotated[str, typer.Option("--scale", "-s", help="Edit scale of the embedding alone: +scale adds, "
+                                                             "-scale removes (the held row uses the settings "
+                                                             "measured best: docs/editing.md).")] = "5",
+    steps: Annotated[int | None, typer.Option("--learn-steps", help="Learning steps.")] = None,
+    force: Annotated[bool, typer.Option("--force/--no-force", help="Replace the registry entries toy-<attr> an "
+                                                                  "earlier demo saved (--no-force: stop if one "
+                                                                  "exists).")] = True,
+    hold: Annotated[bool, typer.Option("--hold/--no-hold", help="Learn every toy attribute together and also edit "
+                                                                "with the others held (caso edit --hold all).")] = True,
+    rare: Annotated[bool, typer.Option("--rare/--no-rare", help="Also learn skin tone, which the toy captions "
+                                                                "seldom name, in context and edit the same faces "
+                                                                "towards the other skin class, beside the prompt "
+                                                                "that names it.")] = True,
+    seed: SeedOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run CASO end to end on the toy world, offline on the CPU, judged by the exact oracle.
+
+    Renders labelled toy faces, fits a classifier per attribute, learns the embeddings together (saved as
+    toy-<attr>), edits held-out faces at +scale and -scale with the embedding alone and with every other attribute
+    held, writes a before/after sheet and prints the oracle's rates side by side (docs/editing.md). Then it learns
+    skin tone (Dark_skin), which the toy captions seldom name, in context and edits the same faces to the other skin
+    class with it and with the prompt that names the class, in two more columns.
+
+    Examples:
+
+      caso demo
+
+      caso demo --attr glasses --no-hold --out /tmp/caso-demo
+    """
+    import dataclasses
+
+    from caso_cli.attrs import parse_scale
+    from caso_cli.toyworld.demo import DemoConfig, run_demo
+
+    config = DemoConfig(attr=attr, scale=parse_scale(scale, "--scale"), seed=seed, hold=hold)
+    if not rare:
+        config = dataclasses.replace(config, rare=None)
+    if steps is not None:
+        config = dataclasses.replace(config, learn=dataclasses.replace(config.learn, steps=steps))
+    from caso_cli.pipelines.learn import progress_text
+
+    with Progress("learn", config.learn.total_steps(config.n_train)) as bar:
+        result = run_demo(out, config, force=force, status=bar.info,
+                          progress=lambda r: bar.update(r["step"], progress_text(r)))
+    if json_out:
+        print_json(result.as_dict())
+        return
+    info(f"{'':18} add {attr} ({result.n_add} faces)  remove ({result.n_remove} faces)  other attributes kept")
+    info(f"{f'alone, ±{config.scale:g}':18} {result.add_success:>{9 + len(attr)}.0%}  {result.remove_success:>15.0%}"
+         f"  {result.kept:>22.0%}")
+    if result.held is not None:
+        h = result.held
+        info(f"{'--hold all':18} {h.add_success:>{9 + len(attr)}.0%}  {h.remove_success:>15.0%}  {h.kept:>22.0%}"
+             f"   (add: {config.hold_add.form} form, w {config.hold_add.scale:g}; remove: {config.hold_remove.form} "
+             f"form, w -{config.hold_remove.scale:g})")
+    if result.rare is not None:
+        r = result.rare
+        info(f"{r['attr']}, named in 2.6% of the toy captions: {r['n']} faces each edited to the other class (w "
+             f"{r['scale']:g}, start {r['start']:g}): caso {r['caso']['success']:.0%} (others kept "
+             f"{r['caso']['kept']:.0%}), the prompt naming the class {r['prompt']['success']:.0%} (kept "
+             f"{r['prompt']['kept']:.0%})")
+    info("seconds: " + ", ".join(f"{k} {v:g}" for k, v in result.seconds.items()))
+    m = result.machine
+    info(f"seed {m['seed']}, {plural(m['threads'], 'CPU thread')}, torch {m['torch']}, {m['cpu_kernels']} kernels: "
+         "these numbers repeat where all four agree")
+    info(f"embedding saved as {result.embedding}: try  caso edit {out}/data/images/000000.png --attr "
+         f"{result.embedding}" + (" --hold all" if hold else "") + f" --out {out}/edited")
+    info(f"measure the edits:  caso eval {result.inputs} {result.edits} --oracle toy --classifier "
+         f"{out}/{attr}.classifier.safetensors --report {out}/report.html")
+    typer.echo(str(result.sheet))
