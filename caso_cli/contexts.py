@@ -6,8 +6,9 @@ eps(ctx) + w (eps(ctx + e_k) - eps(ctx)), so whatever the context names cancels 
 attribute to carry. A context without a slot gets one at its end (``"a face"`` -> ``"a face {}"``).
 
 Built-in template sets per domain serve real models (``--contexts faces``); a file gives one context per line
-(``--contexts FILE``); the toy world draws its contexts from its caption grammar
-(:func:`caso_cli.toyworld.captions.contexts`). Torch-free.
+(``--contexts FILE``); a model whose caption language is known (a plug-in registers it in :data:`CAPTION_CONTEXTS`:
+the toy world's models, from their caption grammar) gives contexts in its own words (``--contexts toy``).
+Torch-free.
 """
 
 from __future__ import annotations
@@ -64,21 +65,35 @@ def words(context: str) -> str:
     return " ".join(p for p in (before.strip(), after.strip()) if p)
 
 
+#: model name -> attribute -> the contexts that model's own captions put around it (None: its captions do not name
+#: the attribute). The toy world's plug-in registers its models ("toy", "toy-v1").
+CAPTION_CONTEXTS: Lookup[Callable[[str | None], tuple[str, ...] | None]] = Lookup()
+OWN_WORDS = "toy"  # the --contexts name of a model's own caption contexts; other models borrow the "toy" model's
+
+
+def caption_contexts(model: str | None, attribute: str | None) -> tuple[str, ...] | None:
+    """The contexts ``model``'s own captions put around ``attribute``; None when its caption language is unknown or
+    does not name the attribute."""
+    source = CAPTION_CONTEXTS.load().get(model or "")
+    return None if source is None else source(attribute)
+
+
 def resolve(spec: str, attribute: str | None = None, model: str | None = None) -> tuple[str, ...]:
-    """Contexts from a domain name of :data:`TEMPLATES`, ``toy`` (the caption grammar of toy model ``model``, the
-    default ``toy`` model's when it is not one, around ``attribute``), or a file with one context per line (blank
+    """Contexts from a domain name of :data:`TEMPLATES`, ``toy`` (the captions of model ``model``, or of the ``toy``
+    model when its caption language is unknown, around ``attribute``), or a file with one context per line (blank
     lines and lines starting with ``#`` skipped)."""
     if spec in TEMPLATES:
         return TEMPLATES[spec]
-    if spec == "toy":
-        from caso_cli.toyworld import captions
-
-        grammar = captions.for_model(model) or captions.DEFAULT
-        attr = captions.caption_attribute(attribute, grammar)
-        if attr is None:
-            raise UsageError(f"--contexts toy draws captions around a toy attribute ({', '.join(grammar.phrases)}); "
-                             f"this classifier's attribute is {attribute!r}")
-        return captions.contexts(attr, grammar=grammar)
+    if spec == OWN_WORDS:
+        known = CAPTION_CONTEXTS.load()
+        name = model if model in known else OWN_WORDS
+        if name not in known:
+            raise UsageError("--contexts toy needs the toy world (the caso_cli.plugins entry point 'toy')")
+        found = caption_contexts(name, attribute)
+        if found is None:
+            raise UsageError(f"--contexts toy draws captions around an attribute the {name} captions name; this "
+                             f"classifier's attribute is {attribute!r}")
+        return found
     path = Path(spec)
     if not path.is_file():
         raise UsageError(f"--contexts {spec!r} is neither a built-in set ({', '.join(TEMPLATES)}, toy) nor a file")

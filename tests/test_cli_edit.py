@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from caso_cli.io.images import read_png_metadata
+from caso_cli.io.png import read_png_metadata
 from caso_cli.registry import save_embedding
 from tests.tiny import run_main, tiny_classifier_file
 

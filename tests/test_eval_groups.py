@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from caso_cli.eval.pairing import EditGroup, edit_group, pair_by_name
-from caso_cli.io.images import save_png
+from caso_cli.io.png import save_png
 from caso_cli.toyworld import render as R
 from tests.tiny import run_main
 

@@ -98,7 +98,8 @@ def test_a_family_registered_from_outside_is_loaded_learned_for_edited_and_refus
     from caso_cli.models.loaders import load_model
     from caso_cli.pipelines.edit import edit_latents, invert_latents
     from caso_cli.pipelines.guidance import attribute_guidance, cfg_guidance, check_model
-    from caso_cli.registry import export, load_embedding, save_embedding
+    from caso_cli.registry import load_embedding, save_embedding
+    from caso_cli.textual_inversion import export
 
     folder = shutil.copytree(tiny_model_dir, tmp_path / "shifted")
     index = json.loads((folder / "model_index.json").read_text())

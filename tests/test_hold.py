@@ -11,7 +11,7 @@ from PIL import Image
 
 from caso_cli.errors import InputError, UsageError
 from caso_cli.io.files import file_sha256
-from caso_cli.io.images import read_png_metadata
+from caso_cli.io.png import read_png_metadata
 from caso_cli.models.classifier import load_classifier, save_classifier
 from caso_cli.pipelines.guidance import Contrast
 from caso_cli.pipelines.hold import EditTerm, Token, held_embeddings, hold_contrast, read_classes

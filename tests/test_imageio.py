@@ -16,15 +16,8 @@ from PIL import Image, features
 
 from caso_cli.errors import InputError, UsageError
 from caso_cli.io import images as imageio
-from caso_cli.io.images import (
-    fit_image,
-    load_image,
-    parse_size,
-    read_png_metadata,
-    save_png,
-    to_pil,
-    to_tensor,
-)
+from caso_cli.io.images import fit_image, load_image, parse_size, to_pil, to_tensor
+from caso_cli.io.png import read_png_metadata, save_png
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -151,7 +144,7 @@ def test_deep_modes_scaled(mode, values, expected):
     img = Image.new(mode, (2, 1))
     for x, v in enumerate(values):
         img.putpixel((x, 0), v)
-    out = imageio._to_rgb(img)
+    out = imageio.to_rgb(img)
     assert [out.getpixel((x, 0))[0] for x in range(2)] == expected
 
 

@@ -242,7 +242,7 @@ def test_context_guidance_is_the_difference_from_the_context(tiny_sd, ctx_regist
 
 
 def test_output_entries_do_not_export(ctx_registry, tmp_path) -> None:
-    from caso_cli.registry import export
+    from caso_cli.textual_inversion import export
 
     with pytest.raises(UsageError, match="no textual-inversion file can hold"):
         export("ctx-out", tmp_path / "x")
@@ -256,7 +256,7 @@ def test_cli_learns_and_edits_in_context(ctx_registry, tiny_model_dir, tmp_path,
 
     from PIL import Image
 
-    from caso_cli.io.images import read_png_metadata
+    from caso_cli.io.png import read_png_metadata
     from caso_cli.toyworld.render import render_faces
     from tests.tiny import learn_inputs, run_main
 

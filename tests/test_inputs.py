@@ -112,7 +112,7 @@ def test_folders_leave_out_caso_outputs(tmp_path) -> None:
     named on the command line is taken as given."""
     from PIL import Image
 
-    from caso_cli.io.images import save_png
+    from caso_cli.io.png import save_png
 
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     save_png(Image.new("RGB", (8, 8)), tmp_path / "a.mustache.5.png", {"caso:version": "0"})

@@ -12,7 +12,7 @@ from PIL import Image
 
 from caso_cli.attrs import resolve_attrs
 from caso_cli.config import EditConfig
-from caso_cli.io.images import read_png_metadata
+from caso_cli.io.png import read_png_metadata
 from caso_cli.registry import save_embedding
 
 

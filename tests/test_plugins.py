@@ -58,21 +58,22 @@ def test_the_toy_world_is_declared_as_a_plugin() -> None:
 
 
 def test_without_its_entry_points_there_is_no_toy_world() -> None:
-    """With the entry points gone, ``toy`` is no model or oracle, and ``caso demo`` / ``caso toyworld`` no command; the
-    toy world is not even imported (a fresh interpreter: the lookups fill once per process)."""
+    """With the entry points gone, ``toy`` is no model, oracle, phrasebook or caption language, and ``caso demo`` /
+    ``caso toyworld`` no command; the toy world is not even imported (a fresh interpreter: the lookups fill once per
+    process)."""
     code = ("import importlib.metadata as md, sys\n"
             "md.entry_points = lambda group=None: []\n"
             "import typer\n"
             "from caso_cli.cli.app import app\n"
             "from caso_cli.eval.oracles import oracle_names\n"
             "from caso_cli.models.loaders import local_model_names\n"
-            "from caso_cli.contexts import PHRASEBOOKS\n"
-            "print(local_model_names(), oracle_names(), dict(PHRASEBOOKS.load()),\n"
+            "from caso_cli.contexts import CAPTION_CONTEXTS, PHRASEBOOKS\n"
+            "print(local_model_names(), oracle_names(), dict(PHRASEBOOKS.load()), dict(CAPTION_CONTEXTS.load()),\n"
             "      sorted({'demo', 'toyworld'} & set(typer.main.get_command(app).commands)),\n"
             "      [m for m in sys.modules if m.startswith('caso_cli.toyworld')])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert out.stdout.strip() == "[] [] {} [] []" and out.stderr == ""
+    assert out.stdout.strip() == "[] [] {} {} [] []" and out.stderr == ""
 
 
 def test_a_plugin_that_fails_to_import_is_skipped_with_one_warning(fake_entry_points: list[FakeEntryPoint],

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from caso_cli import registry as R
+from caso_cli import textual_inversion as TI
 from caso_cli.conditioning import encode_vectors
 from caso_cli.errors import InputError, UsageError
 
@@ -92,7 +93,7 @@ def test_diffusers_export_loads_with_load_textual_inversion(tiny_model_dir, tmp_
                                                    requires_safety_checker=False)
     v = _vectors(d=16, seed=3)
     R.save_embedding("mustache", v, {"classes": ["no_mustache", "mustache"]})
-    files = R.export("mustache", tmp_path / "ti", "diffusers")
+    files = TI.export("mustache", tmp_path / "ti", "diffusers")
     assert [f.name for f in files] == ["<no_mustache>.safetensors", "<mustache>.safetensors"]
     with torch.no_grad():
         ours = encode_vectors(pipe.text_encoder, pipe.tokenizer, v[1:2])
@@ -105,16 +106,16 @@ def test_diffusers_export_loads_with_load_textual_inversion(tiny_model_dir, tmp_
 def test_a1111_export_round_trips_through_import(tmp_path) -> None:
     v = _vectors(k=3, seed=4)
     R.save_embedding("hair", v, {"classes": ["black", "blond", "red"], "model": "toy"})
-    files = R.export("hair", tmp_path / "a1111", "a1111")
+    files = TI.export("hair", tmp_path / "a1111", "a1111")
     assert [f.name for f in files] == ["black.safetensors", "blond.safetensors", "red.safetensors"]
     from safetensors.torch import load_file
 
     assert list(load_file(str(files[0]))) == ["emb_params"] and load_file(str(files[0]))["emb_params"].shape == (1, 16)
-    R.import_files(files, "hair2")
+    TI.import_files(files, "hair2")
     back = R.load_embedding("hair2")
     assert torch.equal(back.vectors, v) and back.classes == ["black", "blond", "red"]
     with pytest.raises(InputError, match="exists"):
-        R.export("hair", tmp_path / "a1111", "a1111")
+        TI.export("hair", tmp_path / "a1111", "a1111")
 
 
 def test_import_refuses_pickles_and_mixed_sizes(tmp_path) -> None:
@@ -122,11 +123,11 @@ def test_import_refuses_pickles_and_mixed_sizes(tmp_path) -> None:
 
     (tmp_path / "x.pt").write_bytes(b"PK\x03\x04")
     with pytest.raises(InputError, match="pickles"):
-        R.import_files([tmp_path / "x.pt", tmp_path / "x.pt"], "x")
+        TI.import_files([tmp_path / "x.pt", tmp_path / "x.pt"], "x")
     save_file({"<a>": torch.zeros(16)}, str(tmp_path / "a.safetensors"))
     save_file({"<b>": torch.zeros(8)}, str(tmp_path / "b.safetensors"))
     with pytest.raises(InputError, match="different sizes"):
-        R.import_files([tmp_path / "a.safetensors", tmp_path / "b.safetensors"], "ab")
+        TI.import_files([tmp_path / "a.safetensors", tmp_path / "b.safetensors"], "ab")
 
 
 def test_meta_is_json_with_provenance() -> None:

@@ -61,7 +61,7 @@ def test_prompt_and_null_conditions_equal_the_sd3_pipeline(sd3, pipe) -> None:
 def test_a_learned_vector_is_a_textual_inversion_token_of_all_three_encoders(sd3, tmp_path) -> None:
     from safetensors.torch import save_file
 
-    from caso_cli.registry import read_textual_inversion
+    from caso_cli.textual_inversion import read_textual_inversion
 
     word = sd3.family.word_vector("glasses")
     with torch.no_grad():

@@ -53,7 +53,8 @@ def test_prompt_and_null_conditions_equal_the_sdxl_pipeline(tiny_xl_dir, referen
 def test_exported_tokens_loaded_into_the_sdxl_pipeline_give_the_same_condition(tiny_xl, tiny_xl_dir, tmp_path) -> None:
     from safetensors.torch import load_file
 
-    from caso_cli.registry import export, import_files, load_embedding, save_embedding
+    from caso_cli.registry import load_embedding, save_embedding
+    from caso_cli.textual_inversion import export, import_files
 
     v = torch.randn(2, tiny_xl.token_dim, generator=torch.Generator().manual_seed(0))
     save_embedding("xl", v, {"classes": ["no_glasses", "glasses"], "family": "sdxl", "widths": [16, 24]})

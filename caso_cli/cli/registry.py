@@ -150,7 +150,7 @@ def export_cmd(
 
       caso embed export mustache --out ti/ --format a1111
     """
-    from caso_cli.registry import export
+    from caso_cli.textual_inversion import export
 
     for path in export(name, out, fmt, overwrite):
         typer.echo(str(path))
@@ -169,6 +169,6 @@ def import_cmd(
 
       caso embed import "ti/<no_mustache>.safetensors" "ti/<mustache>.safetensors" --name mustache2 --model toy
     """
-    from caso_cli.registry import import_files
+    from caso_cli.textual_inversion import import_files
 
     typer.echo(str(import_files(list(files), name, {"model": model} if model else None, force=force)))

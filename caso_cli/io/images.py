@@ -1,4 +1,4 @@
-"""Image input and output: reading any image Pillow can open, resizing, tensors and PNG output.
+"""Image input: reading any image Pillow can open, resizing, tensors.
 
 Reading (:func:`load_image`)
     Accepts whatever Pillow opens (JPEG, PNG, WebP, BMP, TIFF, GIF, ...; EPS is refused because
@@ -30,28 +30,23 @@ Tensors (:func:`to_tensor`, :func:`to_pil`)
     (``v / 127.5 - 1``); the inverse clamps and rounds, so uint8 images round-trip exactly.
     torch and numpy are imported only inside the functions that need them.
 
-Writing (:func:`save_png`, :func:`read_png_metadata`)
-    PNGs are written atomically (a temporary file in the same directory, then a rename) with
-    string metadata stored as PNG text chunks; an existing file is never replaced unless asked.
+Writing PNGs with their metadata: :mod:`caso_cli.io.png`.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import re
 import stat
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps, UnidentifiedImageError
-from PIL.PngImagePlugin import PngInfo
 
 from caso_cli.errors import InputError, UsageError
-from caso_cli.io.files import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -62,8 +57,6 @@ __all__ = [
     "fit_image",
     "load_image",
     "parse_size",
-    "read_png_metadata",
-    "save_png",
     "to_pil",
     "to_tensor",
 ]
@@ -89,7 +82,7 @@ _BOMB_PIXELS_RE = re.compile(r"\((\d+) pixels\)")
 # reading
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type name when it has none."""
     text = str(exc).strip()
     if not text:
@@ -120,7 +113,7 @@ def _check_file(path: Path, shown: str | Path) -> None:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise InputError(f"{shown}: symbolic link loop") from exc
-        raise InputError(f"{shown}: cannot access file ({_one_line(exc)})") from exc
+        raise InputError(f"{shown}: cannot access file ({one_line(exc)})") from exc
     except RuntimeError as exc:  # pathlib before Python 3.13 reports a symlink loop this way
         raise InputError(f"{shown}: symbolic link loop") from exc
     if stat.S_ISDIR(st.st_mode):
@@ -132,7 +125,7 @@ def _check_file(path: Path, shown: str | Path) -> None:
 
 
 @contextmanager
-def _open_image(path: str | Path) -> Iterator[Image.Image]:
+def open_image(path: str | Path) -> Iterator[Image.Image]:
     """Open ``path`` lazily, check its header size, and map every failure to InputError.
 
     Errors raised while the body runs (decoding happens there) are mapped too.
@@ -146,7 +139,7 @@ def _open_image(path: str | Path) -> Iterator[Image.Image]:
     except IsADirectoryError as exc:
         raise InputError(f"{path}: is a directory, not an image file") from exc
     except OSError as exc:
-        raise InputError(f"{path}: cannot open file ({_one_line(exc)})") from exc
+        raise InputError(f"{path}: cannot open file ({one_line(exc)})") from exc
     try:
         with warnings.catch_warnings():
             # Our own limit below decides; Pillow's warning would only leak to stderr.
@@ -162,7 +155,7 @@ def _open_image(path: str | Path) -> Iterator[Image.Image]:
             except InputError:
                 raise
             except Exception as exc:  # Pillow plugins raise many types on bad headers
-                raise InputError(f"{path}: not a readable image ({_one_line(exc)})") from exc
+                raise InputError(f"{path}: not a readable image ({one_line(exc)})") from exc
             with img:
                 width, height = img.size
                 if width <= 0 or height <= 0:
@@ -178,7 +171,7 @@ def _open_image(path: str | Path) -> Iterator[Image.Image]:
                 except MemoryError as exc:
                     raise InputError(f"{path}: out of memory while decoding the image") from exc
                 except Exception as exc:
-                    raise InputError(f"{path}: corrupt or truncated image ({_one_line(exc)})") from exc
+                    raise InputError(f"{path}: corrupt or truncated image ({one_line(exc)})") from exc
     finally:
         fh.close()
 
@@ -211,7 +204,7 @@ def _scale_to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(out)
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode -> RGB, compositing transparency on white. Always returns a new image."""
     if img.mode == "RGB" and "transparency" not in img.info:
         return img.copy()
@@ -227,7 +220,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def load_image(path: str | Path) -> Image.Image:
     """Read an image file as a fully loaded RGB image (orientation applied, file closed)."""
-    with _open_image(path) as img:
+    with open_image(path) as img:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
         img.load()
@@ -236,9 +229,9 @@ def load_image(path: str | Path) -> Image.Image:
         except Exception:  # a broken EXIF block is not worth refusing the image for
             oriented = img
         try:
-            rgb = _to_rgb(oriented)
+            rgb = to_rgb(oriented)
         except ValueError as exc:  # e.g. a colour mode Pillow cannot convert
-            raise InputError(f"{path}: unsupported colour mode {img.mode} ({_one_line(exc)})") from exc
+            raise InputError(f"{path}: unsupported colour mode {img.mode} ({one_line(exc)})") from exc
     rgb.info.pop("transparency", None)
     return rgb
 
@@ -288,7 +281,7 @@ def fit_image(img: Image.Image, size: int | tuple[int, int], mode: str = "crop")
     target = _target_size(size)
     if mode not in FIT_MODES:
         raise UsageError(f"unknown resize mode {mode!r}: choose one of {', '.join(FIT_MODES)}")
-    rgb = img if img.mode == "RGB" and "transparency" not in img.info else _to_rgb(img)
+    rgb = img if img.mode == "RGB" and "transparency" not in img.info else to_rgb(img)
     if rgb.size == target:
         return rgb.copy()
     if mode == "crop":
@@ -314,7 +307,7 @@ def to_tensor(images: Image.Image | list[Image.Image]) -> torch.Tensor:
     if len(sizes) > 1:
         shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
         raise ValueError(f"to_tensor: images differ in size ({shown}); resize them with fit_image first")
-    arrays = [np.asarray(im if im.mode == "RGB" else _to_rgb(im), dtype=np.uint8) for im in batch]
+    arrays = [np.asarray(im if im.mode == "RGB" else to_rgb(im), dtype=np.uint8) for im in batch]
     stacked = torch.from_numpy(np.stack(arrays))  # (N, H, W, 3) uint8
     tensor = stacked.permute(0, 3, 1, 2).to(torch.float32).contiguous()
     return tensor / 127.5 - 1.0
@@ -333,76 +326,3 @@ def to_pil(tensor: torch.Tensor) -> list[Image.Image]:
     pixels = ((t + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
     arrays = pixels.permute(0, 2, 3, 1).contiguous().numpy()
     return [Image.fromarray(arr) for arr in arrays]
-
-
-# ----------------------------------------------------------------------------------------------
-# writing
-
-_PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"})
-
-
-def _printable(text: str) -> str:
-    """``text`` as valid UTF-8: the bytes of a non-UTF-8 file name (surrogate escapes) become ``\\xNN``."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # lone surrogates that are not escaped bytes
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _png_info(metadata: Mapping[str, Any] | None) -> PngInfo:
-    info = PngInfo()
-    for key, value in (metadata or {}).items():
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-        text = _printable(text)
-        # long values go compressed (zTXt / compressed iTXt); add_text picks iTXt for non-Latin-1
-        info.add_text(str(key), text, zip=len(text) > 1024)
-    return info
-
-
-def save_png(
-    img: Image.Image,
-    path: str | Path,
-    metadata: dict[str, str] | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write ``img`` as PNG with ``metadata`` as text chunks, atomically; refuse to overwrite unless asked."""
-    dest = Path(path)
-    if dest.is_dir():
-        raise InputError(f"{path}: is a directory")
-    if not overwrite and (dest.exists() or dest.is_symlink()):
-        raise InputError(f"{path}: exists (use --overwrite)")
-    info = _png_info(metadata)
-    out = img if img.mode in _PNG_MODES else _to_rgb(img)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot create directory {dest.parent} ({_one_line(exc)})") from exc
-
-    try:
-        with atomic_write(dest, "wb", overwrite=overwrite) as fh:
-            out.save(fh, format="PNG", pnginfo=info)
-    except FileExistsError as exc:  # appeared while writing
-        raise InputError(f"{path}: exists (use --overwrite)") from exc
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write ({_one_line(exc)})") from exc
-    return dest
-
-
-def read_png_metadata(path: str | Path) -> dict[str, str]:
-    """Return the text chunks (tEXt, zTXt, iTXt) of a PNG file as a dict."""
-    with _open_image(path) as img:
-        if img.format != "PNG":
-            raise InputError(f"{path}: not a PNG file ({img.format or 'unknown format'})")
-        text = img.text  # type: ignore[attr-defined]  # reads chunks after the image data too
-        return {str(key): str(value) for key, value in text.items()}
-
-
-def is_caso_output(path: str | Path) -> bool:
-    """Whether ``path`` is a PNG that caso wrote (its ``caso:*`` provenance chunks, read from the header only)."""
-    if Path(path).suffix.lower() != ".png":
-        return False
-    try:
-        with Image.open(path) as img:
-            return any(str(key).startswith("caso:") for key in img.info)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return False

@@ -46,7 +46,7 @@ def _item(path: Path) -> InputItem:
 def _folder(folder: Path, recursive: bool) -> Iterator[InputItem]:
     """The images of a folder, less caso's own outputs (PNGs with caso provenance: a rerun into the input folder
     must not edit its edits; name such a file to edit it again)."""
-    from caso_cli.io.images import is_caso_output
+    from caso_cli.io.png import is_caso_output
 
     pattern = folder.rglob("*") if recursive else folder.iterdir()
     for p in sorted(pattern):

@@ -232,7 +232,8 @@ def _inversions(sd: StableDiffusion, job: EditJob, images: list[Any], cache: Inv
 def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
                  on_record: Callable[[EditRecord], None] | None = None) -> Iterator[EditRecord]:
     """Edit every input (this process's share under accelerate launch); one record per input, in order."""
-    from caso_cli.io.images import fit_image, load_image, save_png, to_pil, to_tensor
+    from caso_cli.io.images import fit_image, load_image, to_pil, to_tensor
+    from caso_cli.io.png import save_png
 
     holding = prepare_holding(sd, job.attrs, job.hold, job.hold_form)
     job.config.num_steps(sd.schedule)  # steps or a start this model's grid cannot take: one error, before any input

@@ -70,20 +70,19 @@ def learn_contexts(spec: str, classifiers: Sequence[Path], model: str | None = N
     ``auto`` learns in context where that was measured better (docs/results.md): one attribute of a toy model's
     caption grammar on that toy model (``toy``), else the whole prompt. Learning in context takes one attribute (one
     classifier) at a time. ``model`` None is the default model."""
-    from caso_cli.contexts import resolve
+    from caso_cli.contexts import CAPTION_CONTEXTS, OWN_WORDS, caption_contexts, resolve
     from caso_cli.errors import UsageError
     from caso_cli.models.loaders import default_model
-    from caso_cli.toyworld import captions
 
     model = model or default_model()
     attribute: str | None = None
-    grammar = captions.for_model(model)
-    if len(classifiers) == 1 and (spec == "toy" or (spec == "auto" and grammar)):
+    own_words = model in CAPTION_CONTEXTS.load()
+    if len(classifiers) == 1 and (spec == OWN_WORDS or (spec == "auto" and own_words)):
         from caso_cli.models.classifier import read_classifier_meta
 
         attribute = read_classifier_meta(classifiers[0]).attr
     if spec == "auto":
-        spec = "toy" if grammar and captions.caption_attribute(attribute, grammar) else "whole"
+        spec = OWN_WORDS if own_words and caption_contexts(model, attribute) is not None else "whole"
     if spec == "whole":
         return ()
     if len(classifiers) > 1:

@@ -137,7 +137,8 @@ def run_generate(sd: StableDiffusion, job: GenerateJob) -> list[Path]:
     """Generate ``job.n`` images, write the grid (and frames); the paths written, grid first."""
     from caso_cli.config import EditConfig
     from caso_cli.io.grid import image_grid
-    from caso_cli.io.images import save_png, to_pil
+    from caso_cli.io.images import to_pil
+    from caso_cli.io.png import save_png
     from caso_cli.pipelines.guidance import attribute_guidance, check_model
     from caso_cli.pipelines.provenance import provenance
 

@@ -50,7 +50,8 @@ class SweepResult:
 def run_sweep(sd: StableDiffusion, job: SweepJob) -> SweepResult:
     """Invert the image once, edit it at every scale in one batch, write the grid (and frames, GIF)."""
     from caso_cli.io.grid import image_grid
-    from caso_cli.io.images import fit_image, load_image, save_png, to_pil, to_tensor
+    from caso_cli.io.images import fit_image, load_image, to_pil, to_tensor
+    from caso_cli.io.png import save_png
 
     attrs = [job.attr]
     holding = prepare_holding(sd, attrs, job.hold, job.hold_form)

@@ -7,7 +7,8 @@ The toy world uses caso like any other user of the library: importing this packa
   here (:func:`caso_cli.models.loaders.register_local_model`), each with its caption grammar (:data:`MODELS`);
 * the oracle ``toy`` (``caso eval --oracle toy``): :func:`caso_cli.toyworld.oracle.eval_oracle`
   (:func:`caso_cli.eval.oracles.register_oracle`);
-* how each toy model's captions name a classifier's classes (:data:`caso_cli.contexts.PHRASEBOOKS`).
+* how each toy model's captions name a classifier's classes (:data:`caso_cli.contexts.PHRASEBOOKS`) and the
+  contexts they put around an attribute (:data:`caso_cli.contexts.CAPTION_CONTEXTS`).
 
 It is the module of the ``caso_cli.plugins`` entry point ``toy`` (pyproject.toml), which every lookup imports on its
 first use, so ``toy`` works without importing it first; importing it is cheap (no numpy, no torch). Its commands
@@ -48,14 +49,27 @@ def _phrasebook(model: str):  # noqa: ANN202 - a (attribute, class) -> words fun
     return phrase
 
 
+def _caption_contexts(model: str):  # noqa: ANN202 - an attribute -> contexts function
+    def contexts(attribute: str | None) -> tuple[str, ...] | None:
+        """The toy captions around ``attribute`` (None: not a toy attribute)."""
+        from caso_cli.toyworld import captions
+
+        grammar = captions.for_model(model) or captions.DEFAULT
+        attr = captions.caption_attribute(attribute, grammar)
+        return None if attr is None else captions.contexts(attr, grammar=grammar)
+
+    return contexts
+
+
 def _register() -> None:
-    from caso_cli.contexts import PHRASEBOOKS
+    from caso_cli.contexts import CAPTION_CONTEXTS, PHRASEBOOKS
     from caso_cli.eval.oracles import register_oracle
     from caso_cli.models.loaders import register_local_model
 
     for name, folder in MODELS.items():
         register_local_model(name, folder)
         PHRASEBOOKS[name] = _phrasebook(name)
+        CAPTION_CONTEXTS[name] = _caption_contexts(name)
     register_oracle("toy", _oracle)
 
 

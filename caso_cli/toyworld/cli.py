@@ -213,7 +213,7 @@ def sample_cmd(
 
       caso toyworld sample "a face with glasses" "a face with a mustache, red hair" --out grid.png
     """
-    from caso_cli.io.images import save_png
+    from caso_cli.io.png import save_png
     from caso_cli.models.loaders import load_model
     from caso_cli.runtime import cpu_runtime
     from caso_cli.toyworld.oracle import read_attributes

@@ -200,7 +200,7 @@ def run_demo(out_dir: Path, config: DemoConfig, name: str | None = None, force: 
     from caso_cli.io.datasets import load_labelled
     from caso_cli.io.files import file_sha256
     from caso_cli.io.grid import image_grid
-    from caso_cli.io.images import save_png
+    from caso_cli.io.png import save_png
     from caso_cli.models.classifier import save_classifier
     from caso_cli.models.loaders import load_model
     from caso_cli.pipelines.classifier_fit import fit_classifier
