@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from caso_cli.config import T_SCREEN, EditConfig, LearnConfig, ThroughEdit
+from caso_cli.config import T_SCREEN, EditConfig, LearnConfig
 from caso_cli.contexts import words
 from caso_cli.models.classifier import load_classifier, save_classifier
 from caso_cli.models.loaders import load_model, local_model_dir
@@ -42,7 +42,6 @@ from caso_cli.pipelines.guidance import Contrast, cfg_guidance
 from caso_cli.pipelines.hold import EditTerm, Token, hold_contrast, read_classes, source_classes
 from caso_cli.pipelines.learn import learn_embedding
 from caso_cli.pipelines.learn_runs import screen_t
-from caso_cli.pipelines.through_edit import learn_through_edit
 from caso_cli.runtime import cpu_runtime, pin_threads
 from caso_cli.toyworld import baselines as B
 from caso_cli.toyworld import captions as C
@@ -67,7 +66,7 @@ TARGET = 0.9  # edit success at which methods are compared
 FORMS = ("null", "source", "delta")  # the guidance forms of --hold (caso_cli.pipelines.hold)
 # caso's arms (issue 24): the paper's whole prompt; in context (token in the slot, ctx form), with the default
 # context or the held classes in words; the paired form; the vector as a delta on the slot's output state; the norm
-# held to 2 word norms; learned through the edit (whole prompt, and in context)
+# held to 2 word norms (learning through the edit was measured on the first world and removed: docs/learning.md)
 ARMS = {  # method -> (vectors, edit context: None whole prompt / "default" / "held", form)
     "caso": ("single", None, "paper"),
     "caso ctx": ("ctx", "default", "ctx"),
@@ -75,9 +74,6 @@ ARMS = {  # method -> (vectors, edit context: None whole prompt / "default" / "h
     "caso ctx pair --hold": ("ctx", "held", "pair"),
     "caso out --hold": ("out", "held", "ctx"),
     "caso ctx norm2 --hold": ("norm2", "held", "ctx"),
-    "caso edit": ("edit", None, "target"),
-    "caso ctx+edit --hold": ("ctx+edit", "held", "ctx"),
-    "caso ctx+edit lr1e-2 --hold": ("ctx+edit10", "held", "ctx"),
 }
 BASELINES = ("prompt", "prompt ctx", "prompt ctx --hold", "sega", "ledits++", "classifier guidance", "ceiling")
 CG_UNIT = 1.0  # classifier guidance's strength s = CG_UNIT x the ladder's w (probed on the first model: s 0.1-100)
@@ -85,7 +81,6 @@ METHODS = (*ARMS, "caso --hold", *BASELINES)
 DEFAULT_METHODS = (*ARMS, *BASELINES)  # "caso --hold" (vectors learned together) only when asked (--methods)
 SEPARATE = "caso --hold (separately learned)"  # validation only (--forms)
 SEEDED = ("caso", "caso --hold", SEPARATE, *ARMS)
-THROUGH_EDIT_STEPS = 200  # steps of learning through the edit, after the one-step stage
 DEFAULT_W, DEFAULT_START = 5.0, 0.6  # caso edit's --scale and --start
 METHOD_NOTES = {
     "caso": "the paper: [e_1] against null at ±w",
@@ -95,10 +90,6 @@ METHOD_NOTES = {
     "caso ctx pair --hold": "paired form eps(ctx) + w (eps(ctx + e_target) - eps(ctx + e_source))",
     "caso out --hold": "learned in context as a delta on the slot's output state",
     "caso ctx norm2 --hold": "in context, vector norm held to 2 word norms",
-    "caso edit": f"the paper's vectors refined through the edit ({THROUGH_EDIT_STEPS} steps, lr 1e-3, start 0.6, "
-                 "w 2, K 1, keep 1, rec 1), [e_target] against null at +w",
-    "caso ctx+edit --hold": "in-context vectors refined through the edit (lr 1e-3)",
-    "caso ctx+edit lr1e-2 --hold": "the same at lr 1e-2",
     "caso --hold": "vectors learned together, held as learned tokens",
     "prompt": "'a face with <positive phrase>' against null at ±w",
     "prompt ctx": "'a face' -> 'a face with <target phrase>' as a difference",
@@ -149,25 +140,21 @@ def learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | N
 
 
 ONE_STEP_ARMS = {"single": {}, "ctx": {}, "out": {"placement": "output"}, "norm2": {"max_norm": 2.0}}
-THROUGH_ARMS = {"edit": "single", "ctx+edit": "ctx", "ctx+edit10": "ctx"}  # arm -> the one-step arm it refines
-THROUGH_LR = {"ctx+edit10": 1e-2}  # arms learning through the edit at another rate than ThroughEdit's 1e-3
 RUN = {"methods": list(DEFAULT_METHODS)}  # the methods of this run (--methods)
 
 
 def arms_needed() -> list[str]:
     """The vector sets the run's methods edit with (one-step arms first)."""
     want = {ARMS[m][0] for m in RUN["methods"] if m in ARMS}
-    want |= {THROUGH_ARMS[a] for a in want if a in THROUGH_ARMS}
-    return [a for a in (*ONE_STEP_ARMS, *THROUGH_ARMS) if a in want]
+    return [a for a in ONE_STEP_ARMS if a in want]
 
 
 def arm_config(arm: str, attr: str, cfg: LearnConfig) -> LearnConfig:
     from caso_cli.toyworld.captions import contexts
 
-    base = THROUGH_ARMS.get(arm, arm)
-    if base == "single":
+    if arm == "single":
         return cfg
-    return dataclasses.replace(cfg, contexts=contexts(attr, grammar=GRAMMAR[0]), **ONE_STEP_ARMS[base])
+    return dataclasses.replace(cfg, contexts=contexts(attr, grammar=GRAMMAR[0]), **ONE_STEP_ARMS[arm])
 
 
 def learn_jobs(seeds: list[int]) -> list[tuple[int, str, str]]:
@@ -190,17 +177,10 @@ def _learned(sd: Any, clfs: dict[str, Any], work: Path, seed: int, steps: int | 
             if not path.exists() and (only is None or (seed, arm, attr) in only):
                 t0 = time.monotonic()
                 acfg = arm_config(arm, attr, cfg)
-                if arm in THROUGH_ARMS:
-                    acfg = dataclasses.replace(acfg, through_edit=ThroughEdit(
-                        steps=max(1, (steps or 1000) * THROUGH_EDIT_STEPS // 1000),
-                        lr=THROUGH_LR.get(arm, ThroughEdit.lr)))
-                    res = learn_through_edit(sd, clfs[attr], x, out[THROUGH_ARMS[arm]][attr], acfg,
-                                             keep=[clfs[a] for a in TOKENS if a != attr])
-                else:
-                    if T_AUTO[0]:  # t* as embed learn chooses it by default: the screen of T_SCREEN
-                        acfg, screen = screen_t(sd, clfs[attr], x, dataclasses.replace(acfg, t_screen=T_SCREEN))
-                        log(screen=arm, attr=attr, seed=seed, **screen)
-                    res = learn_embedding(sd, clfs[attr], x, acfg)
+                if T_AUTO[0]:  # t* as embed learn chooses it by default: the screen of T_SCREEN
+                    acfg, screen = screen_t(sd, clfs[attr], x, dataclasses.replace(acfg, t_screen=T_SCREEN))
+                    log(screen=arm, attr=attr, seed=seed, **screen)
+                res = learn_embedding(sd, clfs[attr], x, acfg)
                 torch.save(res.vectors, path)
                 log(learned=arm, attr=attr, seed=seed, seconds=round(time.monotonic() - t0, 1),
                     per_step=round(res.seconds / res.steps, 4), check=res.check)
@@ -807,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
               "starts": STARTS, "chosen": chosen,
               "at_chosen": sorted(at_chosen, key=lambda r: (EDITED.index(r["attr"]), r["direction"])),
               "matched": best, "forms": {"seed": seeds_list[0], "table": forms_table(val_rows)} if val_rows else {},
-              "learn_config": dataclasses.asdict(LearnConfig()), "through_edit_steps": THROUGH_EDIT_STEPS,
+              "learn_config": dataclasses.asdict(LearnConfig()),
               "rows": rows, "validation_rows": val_rows,
               "threads": threads, "learn_threads": LEARN_THREADS, "torch": torch.__version__,
               "seconds": round(time.monotonic() - t_start, 1) + sum(p["seconds"] for p in parts),

@@ -17,10 +17,7 @@ Prints one JSON object per measurement: name, ours_s, ref_s, ratio, target.
 (f) edit_vs_floor: one edit of one image as caso edits (VAE encode, null inversion to the start with one
     refinement per step, guided denoising, VAE decode; EditConfig's defaults) vs the sum of its UNet and
     VAE calls timed alone, the same calls on the same shapes (ratio = median over rounds of ours / floor,
-    target <= 1.2);
-(g) through_edit_k1, through_edit_k2: a step of learning through the edit (start 0.6 of a 10-step grid, gradients
-    through the last K steps, three kept classifiers) vs the one-step learn step of (a) (ratio = ours / one-step,
-    target <= K + 1; issue 24).
+    target <= 1.2).
 
 ``--only edit_vs_floor,...`` runs some rows only. Rows that compare a floor time both sides in
 alternation, round after round, so that a shared machine's load drifts onto both alike.
@@ -108,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     repeat = args.repeat or (3 if args.quick else 7)
     rows = {"learn_vs_official", "learn_vs_floor", "interpolate_vs_separate", "batch8_vs_single", "help_vs_python",
-            "edit_vs_floor", "through_edit_k1", "through_edit_k2"}
+            "edit_vs_floor"}
     only = set(args.only.split(",")) if args.only else rows
     if only - rows:
         ap.error(f"--only: unknown rows {', '.join(sorted(only - rows))} (known: {', '.join(sorted(rows))})")
@@ -145,25 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     def official_step() -> None:  # the released code inverts 50 DDIM steps before each guided step
         invert_latents(sd, z0, edit_cfg)
         learn_step()
-
-    for k in (1, 2):
-        if f"through_edit_k{k}" in only:
-            from caso_cli.config import ThroughEdit
-            from caso_cli.pipelines.through_edit import edit_loss
-
-            te_cfg = LearnConfig(batch_size=b, through_edit=ThroughEdit(steps=1, grad_steps=k))
-            z_s = invert_latents(sd, z0, EditConfig(steps=10, start=0.6))
-            read = torch.zeros(b, 3, dtype=torch.long, device=dev)
-
-            def through_step(te_cfg: LearnConfig = te_cfg, z_s: torch.Tensor = z_s, read: torch.Tensor = read) -> None:
-                loss, _ = edit_loss(sd, clf, [clf] * 3, vectors, z_s, z0, targets, read, te_cfg)
-                loss.backward()
-                vectors.grad = None
-
-            times = timed_together([through_step, learn_step], repeat)
-            ratio = statistics.median(a / o for a, o in zip(*times, strict=True))
-            report(f"through_edit_k{k}", statistics.median(times[0]), statistics.median(times[1]), ratio,
-                   f"<= {k + 1}")
 
     ours = None
     if "learn_vs_official" in only:

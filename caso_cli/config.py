@@ -33,34 +33,6 @@ class FitConfig:
     seed: int = 0
 
 
-@dataclass(frozen=True)
-class ThroughEdit:
-    """Learning through the edit (docs/method.md §10): after the one-step steps, each step runs the real edit of a
-    batch of training images (their null inversion to ``start``, the edit's DDIM steps with guidance, decoding) and
-    scores its final image. Not in the paper."""
-
-    steps: int = 0  # learning steps through the edit (0: none)
-    start: float = 0.6  # edit start: fraction of the DDIM grid inverted and denoised with guidance
-    edit_steps: int = 10  # the edit's DDIM grid
-    grad_steps: int = 1  # K: gradients flow through the last K denoising steps only (truncated backprop)
-    scale: float = 2.0  # the edit's guidance scale w
-    keep: float = 1.0  # weight of the other classifiers' cross-entropy to their reading of the input image
-    rec: float = 1.0  # weight of ||z0' - z0||^2, the edited latent against the input's
-    lr: float = 1e-3  # AdamW learning rate of this stage
-
-    def problems(self) -> list[tuple[str, str]]:
-        out = []
-        if self.steps < 0:
-            out.append(("through_edit.steps", f"must be 0 or more, got {self.steps}"))
-        if not 0 < self.start <= 1:
-            out.append(("through_edit.start", f"must lie in (0, 1], got {self.start:g}"))
-        if self.edit_steps < 1:
-            out.append(("through_edit.edit_steps", f"must be at least 1, got {self.edit_steps}"))
-        if not 1 <= self.grad_steps:
-            out.append(("through_edit.grad_steps", f"must be at least 1, got {self.grad_steps}"))
-        return out
-
-
 #: the candidates of ``--t-train auto`` (LearnConfig.t_screen): three fixed timesteps and one range
 T_SCREEN: tuple[tuple[int, int], ...] = ((201, 201), (401, 401), (601, 601), (201, 601))
 
@@ -95,7 +67,6 @@ class LearnConfig:
     placement: str = "token"  # in context: the slot's input token ("token") or a delta on its output state ("output")
     # hold each vector's norm to at most this many times the mean token-embedding norm after every step (None: free)
     max_norm: float | None = None
-    through_edit: ThroughEdit = ThroughEdit()  # a second stage that learns through the real edit (off by default)
     # t* by measurement (--t-train auto): before learning, a short run per candidate (low, high) timestep range, each
     # scored by the generation check; the full run then uses the best (empty: t_train as given)
     t_screen: tuple[tuple[int, int], ...] = ()
@@ -137,7 +108,6 @@ class LearnConfig:
             out.append(("placement", f"must be token or output, got {self.placement!r}"))
         if self.max_norm is not None and not self.max_norm > 0:
             out.append(("max_norm", f"must be positive, got {self.max_norm:g}"))
-        out += self.through_edit.problems()
         if self.t_screen and not self.check_samples:
             out.append(("t_screen", "needs the generation check (check_samples > 0) to score the candidates"))
         if self.t_screen and self.screen_steps < 1:

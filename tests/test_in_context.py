@@ -1,5 +1,4 @@
-"""Learning and guiding a vector in context (docs/method.md §10): contexts, conditions, the loss, the norm cap, and
-learning through the edit."""
+"""Learning and guiding a vector in context (docs/method.md §10): contexts, conditions, the loss, the norm cap."""
 
 from __future__ import annotations
 
@@ -10,13 +9,12 @@ import pytest
 import torch
 
 from caso_cli import conditioning
-from caso_cli.config import LearnConfig, ThroughEdit
+from caso_cli.config import LearnConfig
 from caso_cli.contexts import TEMPLATES, resolve, split, with_slot, words
 from caso_cli.errors import UsageError
 from caso_cli.models.classifier import AttributeClassifier
 from caso_cli.pipelines.learn import learn_embedding
 from caso_cli.pipelines.learn_loss import caso_loss
-from caso_cli.pipelines.through_edit import edit_loss, learn_through_edit
 from caso_cli.toyworld.captions import contexts, held_context
 from tests.tiny import random_images, tiny_classifier, tiny_classifier_file
 
@@ -88,8 +86,6 @@ def test_placement_and_family_checks(tiny_sd, tiny_xl) -> None:
         tiny_xl.family.encode_in_context(["a {}"], None)
     assert LearnConfig(placement="x", max_norm=0).problems() == [
         ("placement", "must be token or output, got 'x'"), ("max_norm", "must be positive, got 0")]
-    assert ("through_edit.grad_steps", "must be at least 1, got 0") in \
-        LearnConfig(through_edit=ThroughEdit(grad_steps=0)).problems()
 
 
 @pytest.fixture(scope="module")
@@ -148,43 +144,6 @@ def test_learning_in_context_with_a_norm_cap(tiny_sd, classifier, images) -> Non
     assert out.vectors.shape == (2, tiny_sd.family.context_width("output"))
     with pytest.raises(UsageError, match="together cannot be learned in context"):
         learn_embedding(tiny_sd, [classifier, classifier], images, cfg)
-
-
-def test_through_edit_gradient_reaches_the_vectors_through_the_last_steps(tiny_sd, classifier, images) -> None:
-    from caso_cli.config import EditConfig
-    from caso_cli.pipelines.edit import edit_latents, invert_latents
-    from caso_cli.pipelines.generate import encode_images
-    from caso_cli.pipelines.guidance import cfg_guidance
-
-    te = ThroughEdit(steps=1, start=0.5, edit_steps=4, grad_steps=1, scale=2.0, keep=0.0, rec=0.0)
-    cfg = LearnConfig(through_edit=te)
-    z0 = encode_images(tiny_sd, images[:2])
-    z_s = invert_latents(tiny_sd, z0, EditConfig(steps=4, start=0.5))
-    v = torch.randn(2, 16, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
-    targets = torch.tensor([1, 1])
-    loss, logits = edit_loss(tiny_sd, classifier, [], v, z_s, z0, targets, torch.zeros(2, 0, dtype=torch.long), cfg)
-    loss.backward()
-    assert v.grad[1].abs().sum() > 0 and v.grad[0].abs().sum() == 0  # only the target's vector is used
-    # the final image is the real edit's: CFG on [e_1] from the same inversion, decoded
-    from caso_cli.pipelines.generate import class_conditions
-
-    guidance = cfg_guidance(tiny_sd, class_conditions(tiny_sd, v.detach())[1:2], 2.0)
-    z = edit_latents(tiny_sd, z_s, guidance, EditConfig(steps=4, start=0.5))
-    want = classifier(tiny_sd.vae.decode(z / tiny_sd.scaling_factor).sample)
-    assert torch.allclose(logits, want, atol=1e-4)
-
-
-@pytest.mark.slow
-def test_learn_through_edit_runs_its_steps(tiny_sd, classifier, images) -> None:
-    cfg = LearnConfig(batch_size=2, contexts=("a face with {}",), seed=1,
-                      through_edit=ThroughEdit(steps=3, start=0.5, edit_steps=4, lr=0.1))
-    start = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
-    res = learn_through_edit(tiny_sd, classifier, images, start, cfg, keep=[classifier])
-    assert res.steps == 3 and len(res.history) == 3 and not torch.equal(res.vectors, start)
-    again = learn_through_edit(tiny_sd, classifier, images, start, cfg, keep=[classifier])
-    assert torch.equal(res.vectors, again.vectors)
-    with pytest.raises(UsageError, match="at least 1"):
-        learn_through_edit(tiny_sd, classifier, images, start, LearnConfig())
 
 
 # ---- entries learned in context, through the registry and the command line --------------------------------------

@@ -106,7 +106,7 @@ def progress_text(row: dict[str, Any]) -> str:
 
 
 # settings that do not change what one run learns (a checkpoint stays valid when they change)
-RUN_INDEPENDENT = ("checkpoint_every", "check_samples", "check_scale", "restarts", "through_edit", "t_screen",
+RUN_INDEPENDENT = ("checkpoint_every", "check_samples", "check_scale", "restarts", "t_screen",
                    "screen_steps")
 
 
