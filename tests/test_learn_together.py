@@ -9,8 +9,7 @@ import torch
 
 from caso_cli.config import LearnConfig
 from caso_cli.models.classifier import AttributeClassifier, save_classifier
-from caso_cli.pipelines import hold, learn, learn_checks, learn_runs
-from caso_cli.pipelines.classify import classify_images
+from caso_cli.pipelines import learn, learn_checks, learn_runs
 from tests.tiny import random_images, run_main, tiny_classifier
 
 
@@ -40,7 +39,7 @@ def test_conditions_name_every_attribute(tiny_sd, classifiers, images, monkeypat
                                                                           checkpoint_every=0))
     assert result.vectors.shape == (5, 16) and result.split == [2, 3]
     assert [v.shape[0] for v in result.per_attribute()] == [2, 3]
-    read = torch.stack([classify_images(c, same[:1], torch.device("cpu"))[0] for c in classifiers])
+    read = torch.stack([c.read(same[:1], torch.device("cpu"))[0] for c in classifiers])
     assert all(n == 2 for n, _ in seen)  # one loss over both attributes
     classes = torch.cat([c for _, c in seen])  # (20, 2): each image's class per attribute
     differs = classes != read
@@ -81,13 +80,12 @@ def test_edit_check_edits_each_class_with_the_others_held(tiny_sd, classifiers, 
                      source[:, 0].tolist()))
         return real_contrast(sd, edits, held, held_read, source, *a, **k)
 
-    def classify(clf, x, device, batch=64):
+    def read(clf, x, device, batch=64):
         if len(x) == 6:  # the training images, read once per attribute
             return next(reads)
         return torch.zeros(len(x), dtype=torch.long)  # every edit reads as class 0 of both attributes
 
-    monkeypatch.setattr(learn_checks, "classify_images", classify)
-    monkeypatch.setattr(hold, "classify_images", classify)  # the source class of a three-class attribute
+    monkeypatch.setattr(AttributeClassifier, "read", read)  # the checks' and hold's readings (the source class)
     monkeypatch.setattr(learn_checks, "hold_contrast", contrast)
     vectors = [torch.randn(2, tiny_sd.token_dim), torch.randn(3, tiny_sd.token_dim)]
     success, kept = learn_checks.edit_check(tiny_sd, classifiers, vectors, images, 2, 4.0)
@@ -119,7 +117,7 @@ def test_encoding_report_warns_on_drift(tiny_sd, classifiers, images, monkeypatc
     monkeypatch.setattr(learn_checks, "samples_per_class",
                         lambda sd, v, n, *a: [torch.zeros(n, 3, 32, 32)] * v.shape[0])
     calls = iter([torch.tensor([0, 1, 0, 1]), torch.tensor([1, 1]), torch.tensor([0, 0])])
-    monkeypatch.setattr(learn_checks, "classify_images", lambda *a, **k: next(calls))
+    monkeypatch.setattr(AttributeClassifier, "read", lambda *a, **k: next(calls))
     other = tiny_classifier(["no_smile", "smile"], 5)
     report = learn_checks.encoding_report(tiny_sd, torch.zeros(2, 16), ["no_a", "a"], {"smile": other}, images[:4],
                                           2, 5.0)

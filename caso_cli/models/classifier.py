@@ -134,6 +134,15 @@ class AttributeClassifier(nn.Module):
         """Logits (B, K) for images in [-1, 1]."""
         return self.backbone(self.preprocess(images))
 
+    def read(self, images: torch.Tensor, device: torch.device | str, batch: int = 64) -> torch.Tensor:
+        """The class of each image (N, 3, H, W) in [-1, 1], read on ``device`` without gradients, on the CPU.
+
+        Learning reads the training images (the keep term, the classes held when attributes are learned together),
+        the checks read samples and edits, and holding reads the input image's classes (docs/editing.md)."""
+        with torch.no_grad():
+            return torch.cat([self(images[i:i + batch].to(device)).argmax(1).cpu()
+                              for i in range(0, images.shape[0], batch)])
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate features (B, C) for images in [-1, 1]."""
         features = self.backbone.features

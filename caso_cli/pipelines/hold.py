@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from caso_cli.errors import UsageError
-from caso_cli.pipelines.classify import classify_images
 from caso_cli.pipelines.guidance import Contrast, Scale
 
 if TYPE_CHECKING:
@@ -65,12 +64,13 @@ class EditTerm:
 
 def read_classes(tokens: list[Token], images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """(N, len(tokens)) class rows as each token's classifier reads ``images`` (N, 3, H, W) in [-1, 1]."""
-    missing = [t.name for t in tokens if t.classifier is None]
-    if missing:
+    classifiers = [t.classifier for t in tokens if t.classifier is not None]
+    if len(classifiers) < len(tokens):
+        missing = [t.name for t in tokens if t.classifier is None]
         raise UsageError(f"no classifier to read {', '.join(missing)} in the image")
     if not tokens:
         return torch.zeros(images.shape[0], 0, dtype=torch.long)
-    return torch.stack([classify_images(t.classifier, images, device) for t in tokens], dim=1)  # type: ignore[arg-type]
+    return torch.stack([clf.read(images, device) for clf in classifiers], dim=1)
 
 
 def source_classes(edits: list[EditTerm], images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -35,7 +35,6 @@ import torch
 
 from caso_cli.errors import Interrupted, NumericalError, UsageError
 from caso_cli.pipelines.augment import draw_views
-from caso_cli.pipelines.classify import classify_images
 from caso_cli.pipelines.generate import encode_images
 from caso_cli.pipelines.learn_loss import caso_loss
 from caso_cli.runtime import all_reduce_sum
@@ -190,7 +189,7 @@ def learn_embedding(sd: StableDiffusion, classifier: AttributeClassifier | list[
     z0_all = encode_images(sd, images).float()
     # every attribute's class as its classifier reads each image, once: the classes the other attributes are held at
     # (several attributes), the keep term's labels (one); else a placeholder that the target class overwrites
-    read_all = torch.stack([classify_images(c, images, device) for c in classifiers], dim=1) \
+    read_all = torch.stack([c.read(images, device) for c in classifiers], dim=1) \
         if joint or config.lambda_keep else torch.zeros(n, 1, dtype=torch.long)
     if config.contexts and config.placement == "output":  # a delta on an output state starts at zero
         vectors = torch.zeros(k, sd.family.context_width("output")).to(device).requires_grad_(True)

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from caso_cli.config import EditConfig
-from caso_cli.pipelines.classify import classify_images
 from caso_cli.pipelines.edit import edit_latents, invert_latents
 from caso_cli.pipelines.generate import decode_latents, encode_images, samples_per_class
 from caso_cli.pipelines.hold import EditTerm, Token, hold_contrast, source_classes
@@ -39,7 +38,7 @@ def generation_check(sd: StableDiffusion, classifier: AttributeClassifier, vecto
     learned in context), at CFG ``scale`` that the classifier reads as k. The noise is fixed (``CHECK_SEED``), so
     two sets of vectors meet the same samples."""
     samples = samples_per_class(sd, vectors, n, CHECK_SEED, steps, scale, context, placement)
-    return [float((classify_images(classifier, x, sd.runtime.device) == k).float().mean())
+    return [float((classifier.read(x, sd.runtime.device) == k).float().mean())
             for k, x in enumerate(samples)]
 
 
@@ -57,7 +56,7 @@ def edit_check(sd: StableDiffusion, classifiers: list[AttributeClassifier], vect
     """
     device = sd.runtime.device
     edit_cfg = EditConfig(steps=EDIT_CHECK_STEPS)
-    read = torch.stack([classify_images(c, images, device) for c in classifiers], dim=1)
+    read = torch.stack([c.read(images, device) for c in classifiers], dim=1)
     # zero-padded names keep the tokens in the order they were learned in
     tokens = [Token(f"{a:04d}", v, c) for a, (v, c) in enumerate(zip(vectors, classifiers, strict=True))]
     picks = {(a, k): torch.nonzero(read[:, a] != k)[:n, 0]
@@ -80,7 +79,7 @@ def edit_check(sd: StableDiffusion, classifiers: list[AttributeClassifier], vect
                                  source_classes([term], x, device))
         z = edit_latents(sd, z_t[[row[int(i)] for i in idx]], contrast, edit_cfg)  # type: ignore[arg-type]
         after = decode_latents(sd, z)
-        now = torch.stack([classify_images(c, after, device) for c in classifiers], dim=1)
+        now = torch.stack([c.read(after, device) for c in classifiers], dim=1)
         success.append(float((now[:, a] == k).float().mean()))
         kept.append(float((now[:, others] == read[idx][:, others]).all(1).float().mean()))
     return success, kept
@@ -97,7 +96,7 @@ def encoding_report(sd: StableDiffusion, vectors: torch.Tensor, classes: list[st
     samples = samples_per_class(sd, vectors, n, CHECK_SEED, CHECK_STEPS, scale, context, placement)
 
     def rates(clf: AttributeClassifier, x: torch.Tensor) -> dict[str, float]:
-        counts = torch.bincount(classify_images(clf, x, device), minlength=len(clf.classes)).float() / len(x)
+        counts = torch.bincount(clf.read(x, device), minlength=len(clf.classes)).float() / len(x)
         return {c: round(float(r), 4) for c, r in zip(clf.classes, counts, strict=True)}
 
     data = {name: rates(clf, images) for name, clf in others.items()}
