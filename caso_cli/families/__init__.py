@@ -224,6 +224,71 @@ class Family(ABC):
         ``ValueError`` for a file of this layout that caso cannot use."""
 
 
+class SideBySide(Family):
+    """A family whose learned vector is several text encoders' token vectors side by side (SDXL, SD3): its widths,
+    token table, word vectors, encoder hash and textual-inversion files (one tensor per encoder, :attr:`file_keys`)
+    follow from :meth:`text_pairs`."""
+
+    file_keys: ClassVar[tuple[str, ...]]  # the file's key of each encoder's part ("clip_l", "clip_g", ...)
+
+    @abstractmethod
+    def text_pairs(self) -> list[tuple[Any, Any]]:
+        """(text encoder, tokenizer) of each encoder, in the order their parts sit in a vector."""
+
+    def _tables(self) -> list[torch.Tensor]:
+        return [te.get_input_embeddings().weight.detach().float().cpu() for te, _ in self.text_pairs()]
+
+    @property
+    def widths(self) -> list[int]:
+        return [int(te.get_input_embeddings().weight.shape[1]) for te, _ in self.text_pairs()]
+
+    def encoder_hash(self) -> str:
+        import hashlib
+
+        from caso_cli.conditioning import table_hash
+
+        return hashlib.sha256("".join(table_hash(te) for te, _ in self.text_pairs()).encode()).hexdigest()[:16]
+
+    def token_table(self) -> torch.Tensor:
+        import torch
+
+        tables = self._tables()
+        rows = min(t.shape[0] for t in tables)
+        return torch.cat([t[:rows] for t in tables], dim=1)
+
+    def word_vector(self, word: str) -> torch.Tensor:
+        import torch
+
+        from caso_cli.errors import UsageError
+
+        parts = []
+        for table, (_, tok) in zip(self._tables(), self.text_pairs(), strict=True):
+            ids = tok(word, add_special_tokens=False).input_ids
+            if len(ids) != 1:
+                raise UsageError(f"init word {word!r} is {len(ids)} tokens for this tokenizer; use a single-token "
+                                 "word")
+            parts.append(table[ids[0]])
+        return torch.cat(parts)
+
+    @classmethod
+    def export_tensors(cls, token: str, vector: torch.Tensor, fmt: str, widths: list[int]) -> dict[str, torch.Tensor]:
+        # the same layout for every tool and format: A1111, ComfyUI, and diffusers (loaded once per encoder)
+        return {key: part.unsqueeze(0).contiguous() for key, part in zip(cls.file_keys, vector.split(widths),
+                                                                         strict=True)}
+
+    @classmethod
+    def read_file_tensors(cls, tensors: dict[str, torch.Tensor]) -> tuple[str | None, torch.Tensor, list[int]] | None:
+        import torch
+
+        if set(tensors) != set(cls.file_keys):
+            return None
+        parts = [tensors[k] for k in cls.file_keys]
+        if any(p.dim() != 2 or p.shape[0] != 1 for p in parts):
+            raise ValueError(f"{cls.title} textual-inversion tensors of shapes {[tuple(p.shape) for p in parts]}; "
+                             "caso imports one token per file")
+        return None, torch.cat([p[0] for p in parts]), [int(p.shape[1]) for p in parts]
+
+
 #: family name -> class; the built-in families register on first lookup
 _FAMILIES: Lookup[type[Family]] = Lookup(("caso_cli.families.sd", "caso_cli.families.sdxl", "caso_cli.families.sd3"))
 

@@ -15,29 +15,28 @@ takes the slots after BOS as in the other families, in T5 the slots before its e
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from caso_cli import conditioning
 from caso_cli.errors import UsageError
-from caso_cli.families import Condition, Family, register_family
+from caso_cli.families import Condition, SideBySide, register_family
 
 if TYPE_CHECKING:
     import torch
 
     from caso_cli.diffusion import NoiseSchedule
 
-FILE_KEYS = ("clip_l", "clip_g", "t5xxl")  # the SD3 textual-inversion layout: one tensor per text encoder
 T5_LENGTH = 256  # tokens T5 reads: the pipeline's max_sequence_length default
 
 
 @register_family
-class SD3(Family):
+class SD3(SideBySide):
     """SD3 / SD3.5 (``StableDiffusion3Pipeline``): vectors of both CLIP token widths and T5's side by side."""
 
     name = "sd3"
     title = "Stable Diffusion 3"
+    file_keys = ("clip_l", "clip_g", "t5xxl")  # the SD3 textual-inversion layout: one tensor per text encoder
     pipelines = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline")
     text_parts = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3")
     net_part = "transformer"
@@ -74,12 +73,11 @@ class SD3(Family):
         self.clips = [(parts["text_encoder"], parts["tokenizer"]), (parts["text_encoder_2"], parts["tokenizer_2"])]
         self.t5, self.t5_tokenizer = parts["text_encoder_3"], parts["tokenizer_3"]
 
+    def text_pairs(self) -> list[tuple[Any, Any]]:
+        return [*self.clips, (self.t5, self.t5_tokenizer)]
+
     def modules(self) -> dict[str, Any]:
         return {"text_encoder": self.clips[0][0], "text_encoder_2": self.clips[1][0], "text_encoder_3": self.t5}
-
-    @property
-    def widths(self) -> list[int]:
-        return [int(te.get_input_embeddings().weight.shape[1]) for te in self.modules().values()]
 
     def net_output(self, net: Any, z: torch.Tensor, timestep: float | int, cond: Condition,
                    size: tuple[int, int]) -> torch.Tensor:
@@ -135,47 +133,3 @@ class SD3(Family):
 
     def null_condition(self) -> Condition:
         return self.encode_prompts([""])
-
-    def encoder_hash(self) -> str:
-        tables = "".join(conditioning.table_hash(te) for te in self.modules().values())
-        return hashlib.sha256(tables.encode()).hexdigest()[:16]
-
-    def _tables(self) -> list[torch.Tensor]:
-        return [te.get_input_embeddings().weight.detach().float().cpu() for te in self.modules().values()]
-
-    def token_table(self) -> torch.Tensor:
-        import torch
-
-        tables = self._tables()
-        rows = min(t.shape[0] for t in tables)
-        return torch.cat([t[:rows] for t in tables], dim=1)
-
-    def word_vector(self, word: str) -> torch.Tensor:
-        import torch
-
-        parts = []
-        tokenizers = [tok for _, tok in self.clips] + [self.t5_tokenizer]
-        for table, tok in zip(self._tables(), tokenizers, strict=True):
-            ids = tok(word, add_special_tokens=False).input_ids
-            if len(ids) != 1:
-                raise UsageError(f"init word {word!r} is {len(ids)} tokens for this tokenizer; use a single-token "
-                                 "word")
-            parts.append(table[ids[0]])
-        return torch.cat(parts)
-
-    @classmethod
-    def export_tensors(cls, token: str, vector: torch.Tensor, fmt: str, widths: list[int]) -> dict[str, torch.Tensor]:
-        return {key: part.unsqueeze(0).contiguous() for key, part in zip(FILE_KEYS, vector.split(widths),
-                                                                         strict=True)}
-
-    @classmethod
-    def read_file_tensors(cls, tensors: dict[str, torch.Tensor]) -> tuple[str | None, torch.Tensor, list[int]] | None:
-        import torch
-
-        if set(tensors) != set(FILE_KEYS):
-            return None
-        parts = [tensors[k] for k in FILE_KEYS]
-        if any(p.dim() != 2 or p.shape[0] != 1 for p in parts):
-            raise ValueError(f"SD3 textual-inversion tensors of shapes {[tuple(p.shape) for p in parts]}; caso "
-                             "imports one token per file")
-        return None, torch.cat([p[0] for p in parts]), [int(p.shape[1]) for p in parts]

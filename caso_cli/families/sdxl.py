@@ -10,26 +10,25 @@ size = target size, no crop). The null condition is zeros where the model's ``fo
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from caso_cli import conditioning
 from caso_cli.errors import UsageError
-from caso_cli.families import Condition, Family, model_index, register_family
+from caso_cli.families import Condition, SideBySide, model_index, register_family
 
 if TYPE_CHECKING:
     import torch
 
-FILE_KEYS = ("clip_l", "clip_g")  # the SDXL textual-inversion layout: one tensor per text encoder
 
 
 @register_family
-class SDXL(Family):
+class SDXL(SideBySide):
     """SDXL (``StableDiffusionXLPipeline``): vectors of both CLIP token widths side by side."""
 
     name = "sdxl"
     title = "SDXL"
+    file_keys = ("clip_l", "clip_g")  # the SDXL textual-inversion layout: one tensor per text encoder
     pipelines = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
     text_parts = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
     single_file_extras = {"image_encoder": None, "feature_extractor": None}
@@ -64,12 +63,11 @@ class SDXL(Family):
         self.encoders = [(parts["text_encoder"], parts["tokenizer"]), (parts["text_encoder_2"], parts["tokenizer_2"])]
         self.force_zeros = bool(parts.get("force_zeros_for_empty_prompt", True))
 
+    def text_pairs(self) -> list[tuple[Any, Any]]:
+        return self.encoders
+
     def modules(self) -> dict[str, Any]:
         return {"text_encoder": self.encoders[0][0], "text_encoder_2": self.encoders[1][0]}
-
-    @property
-    def widths(self) -> list[int]:
-        return [int(te.get_input_embeddings().weight.shape[1]) for te, _ in self.encoders]
 
     @staticmethod
     def _condition(outputs: list[Any]) -> Condition:
@@ -104,44 +102,3 @@ class SDXL(Family):
         h, w = size
         ids = torch.tensor([h, w, 0, 0, h, w], dtype=cond.hidden.dtype, device=cond.hidden.device)
         return {**cond.extra, "time_ids": ids.expand(cond.batch, -1)}
-
-    def encoder_hash(self) -> str:
-        both = "".join(conditioning.table_hash(te) for te, _ in self.encoders)
-        return hashlib.sha256(both.encode()).hexdigest()[:16]
-
-    def token_table(self) -> torch.Tensor:
-        import torch
-
-        tables = [te.get_input_embeddings().weight.detach().float().cpu() for te, _ in self.encoders]
-        rows = min(t.shape[0] for t in tables)
-        return torch.cat([t[:rows] for t in tables], dim=1)
-
-    def word_vector(self, word: str) -> torch.Tensor:
-        import torch
-
-        parts = []
-        for te, tok in self.encoders:
-            ids = tok(word, add_special_tokens=False).input_ids
-            if len(ids) != 1:
-                raise UsageError(f"init word {word!r} is {len(ids)} tokens for this tokenizer; use a single-token "
-                                 "word")
-            parts.append(te.get_input_embeddings().weight.detach().float().cpu()[ids[0]])
-        return torch.cat(parts)
-
-    @classmethod
-    def export_tensors(cls, token: str, vector: torch.Tensor, fmt: str, widths: list[int]) -> dict[str, torch.Tensor]:
-        # the same layout for every tool: A1111, ComfyUI, and diffusers (load_textual_inversion once per encoder)
-        return {key: part.unsqueeze(0).contiguous() for key, part in zip(FILE_KEYS, vector.split(widths),
-                                                                         strict=True)}
-
-    @classmethod
-    def read_file_tensors(cls, tensors: dict[str, torch.Tensor]) -> tuple[str | None, torch.Tensor, list[int]] | None:
-        import torch
-
-        if set(tensors) != set(FILE_KEYS):
-            return None
-        parts = [tensors[k] for k in FILE_KEYS]
-        if any(p.dim() != 2 or p.shape[0] != 1 for p in parts):
-            raise ValueError(f"SDXL textual-inversion tensors of shapes {[tuple(p.shape) for p in parts]}; caso "
-                             "imports one token per file")
-        return None, torch.cat([p[0] for p in parts]), [int(p.shape[1]) for p in parts]
