@@ -30,6 +30,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert ci.index("torch==2.13.0") < ci.index("pip install -q -e '.[test]'")
     assert ci.rstrip().splitlines()[-1] == test_cmd
     assert "\nruff check .\n" in ci and "\nmypy caso_cli\n" in ci  # lint and type-check before the suite
+    assert ci.index('\npython -m pytest -q -m "not slow"\n') < ci.rindex("\npython -m pytest -q\n")  # fast tier first
 
 
 def test_console_script_and_typed_marker() -> None:
