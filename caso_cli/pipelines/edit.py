@@ -40,8 +40,6 @@ def edit_latents(sd: StableDiffusion, z_t: torch.Tensor, guidance: Contrast, con
     def eps(z: torch.Tensor, t: int, i: int) -> torch.Tensor:
         if c_null is not None and i > 0:  # single step: the null branch alone after the first
             return sd.eps(z, t, c_null)
-        if guidance.unguided:  # the base condition alone, one network call
-            return sd.eps(z, t, guidance.conds[guidance.base])
         return guidance.eps(sd, z, t).to(z.dtype)
 
     return denoise(eps, z_t, sd.schedule, config.steps, config.num_steps(sd.schedule))
