@@ -128,10 +128,11 @@ def test_every_command_works_on_a_tiny_sd3_folder(sd3_dir, tmp_path, capsys) -> 
 
     imgs, clf = learn_inputs(tmp_path)
     model = str(sd3_dir)
-    code, out, err = run_main(["embed", "learn", str(imgs), "--classifier", str(clf), "--name", "sd3-x", "--model",
-                               model, "--steps", "2", "--batch-size", "2", "--check-samples", "1", "--t-train",
-                               "601", "--json"], capsys)
-    assert code == 0, err
+    for name in ("sd3-x", "sd3-y"):  # two embeddings whose classifiers are recorded, for --hold all
+        code, out, err = run_main(["embed", "learn", str(imgs), "--classifier", str(clf), "--name", name, "--model",
+                                   model, "--steps", "2", "--batch-size", "2", "--check-samples", "1", "--t-train",
+                                   "601", "--json"], capsys)
+        assert code == 0, err
     code, out, _ = run_main(["embed", "show", "sd3-x", "--json"], capsys)
     meta = json.loads(out)
     assert (meta["family"], meta["widths"]) == ("sd3", [*CLIP_WIDTHS, T5_WIDTH])
@@ -143,6 +144,15 @@ def test_every_command_works_on_a_tiny_sd3_folder(sd3_dir, tmp_path, capsys) -> 
     assert code == 0, err
     record = json.loads(out)
     assert record["status"] == "ok" and Image.open(record["output"]).size == (32, 32)
+    code, out, err = run_main(["edit", str(photo), "--attr", "sd3-x", "--scale", "3", "--hold", "all", "--out",
+                               str(tmp_path / "held"), "--json", *fast], capsys)
+    assert code == 0 and set(json.loads(out)["held"]) == {"sd3-y"}, err
+    code, out, err = run_main(["interpolate", str(photo), "--attr", "sd3-x", "--scales", "-2:2:3", "--out",
+                               str(tmp_path / "sweep.png"), *fast], capsys)
+    assert code == 0 and (tmp_path / "sweep.png").is_file(), err
+    code, out, err = run_main(["reconstruct", str(photo), "--model", model, "--out", str(tmp_path / "rec"), "-q",
+                               *fast], capsys)
+    assert code == 0 and Path(out.strip()).is_file(), err
     code, out, err = run_main(["generate", "--attr", "sd3-x", "--n", "2", "--out", str(tmp_path / "gen.png"), *fast],
                               capsys)
     assert code == 0 and (tmp_path / "gen.png").is_file(), err
