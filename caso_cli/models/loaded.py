@@ -7,7 +7,8 @@
   its scale and shift, and :meth:`~StableDiffusion.latent_shape`;
 * the **text side** ``sd.family`` (:mod:`caso_cli.families`): conditions for vectors and prompts.
 
-:func:`caso_cli.models.loaders.load_model` builds one; pipelines never touch ``sd.net`` or ``sd.vae`` directly.
+:func:`caso_cli.models.loaders.load_model` builds one. Pipelines run the network and the VAE only through these; they
+read ``sd.net`` and ``sd.vae`` for their dtype alone (and the inversion cache hashes their weights).
 """
 
 from __future__ import annotations

@@ -270,7 +270,7 @@ def run_edit_job(sd: StableDiffusion, job: EditJob, items: Iterable[InputItem],
         if todo:
             z_t = _inversions(sd, job, images, cache)
             guidance, held = edit_guidance(sd, job.attrs, holding, to_tensor(images) if holding else None,
-                                              context=job.context)
+                                           context=job.context)
             for rec, h in zip(todo, held, strict=False):
                 rec.info["held"] = h
             edited = decode_latents(sd, edit_latents(sd, z_t, guidance, job.config))

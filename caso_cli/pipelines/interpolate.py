@@ -60,7 +60,7 @@ def run_sweep(sd: StableDiffusion, job: SweepJob) -> SweepResult:
     values = torch.tensor(job.scales)
     per_latent = holding is not None or any(a.embedding.meta.contexts for a in attrs)  # a Contrast takes (B, 1, 1, 1)
     guidance, held = edit_guidance(sd, attrs, holding, x, values.view(-1, 1, 1, 1) if per_latent else values,
-                                      context=job.context)
+                                   context=job.context)
     edited = decode_latents(sd, edit_latents(sd, z_t.expand(len(values), -1, -1, -1), guidance, job.config))
     pics = to_pil(require_finite(edited, sd, "the sweep"))
     captions = [format_scale(round(v, 2)) for v in job.scales]
